@@ -1,0 +1,82 @@
+//! The `Client` class: open, close and the scope it works in.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{PromiseRaw, Unknown};
+use napi::Env;
+use napi_derive::napi;
+
+use super::js::{json_arg, promise, rejected};
+use crate::store::Pending;
+use crate::vault::{OpenOptions, Vault};
+
+/// Options of `Client.open`.
+// Type-only: documents the input in index.d.ts; the input itself is read as JSON so that
+// every wrong type is reported with its field name.
+#[allow(dead_code)]
+#[napi(object)]
+pub struct ClientOptions {
+  /// Database file. Default `'linkvault.db'`; `':memory:'` for a private in-memory database.
+  pub path: Option<String>,
+  /// Becomes `associated_org` / `org_id`. Default: generated once and kept in the file.
+  pub org_id: Option<String>,
+  /// `'test'` or `'production'` (default `'test'`). Data is scoped by (orgId, environment).
+  #[napi(ts_type = "'test' | 'production'")]
+  pub environment: Option<String>,
+  /// 32 bytes as 64 hex characters or base64; seals credentials at rest. Default: env
+  /// `LINKVAULT_ENCRYPTION_KEY`, else a random key generated into `<path>.key` (mode 0600).
+  pub encryption_key: Option<String>,
+  /// SQLite `synchronous`: `'normal'` (default; fast, an OS crash may lose the last commits but
+  /// never corrupts) or `'full'` (every commit fsynced before it resolves).
+  #[napi(ts_type = "'normal' | 'full'")]
+  pub durability: Option<String>,
+}
+
+/// A linkvault client on one SQLite file, scoped to one (orgId, environment).
+/// Every method returns a Promise and never blocks the event loop; rejections are `Error`s with
+/// a stable `code`, an HTTP-like `status` and, for `VALIDATION_ERROR`, the offending `field`.
+#[napi]
+pub struct Client {
+  pub(crate) vault: Arc<Vault>,
+}
+
+#[napi]
+impl Client {
+  /// Opens (creating and migrating if needed) a database and returns a client.
+  #[napi(
+    ts_args_type = "options?: ClientOptions",
+    ts_return_type = "Promise<Client>"
+  )]
+  pub fn open<'e>(
+    env: &'e Env,
+    options: Option<Unknown<'_>>,
+  ) -> napi::Result<PromiseRaw<'e, Client>> {
+    let parsed = json_arg(options, "options").and_then(|v| OpenOptions::parse(Some(&v)));
+    match parsed {
+      Err(e) => rejected(env, e),
+      Ok(o) => promise(env, Vault::open(o), |vault| Client {
+        vault: Arc::new(vault),
+      }),
+    }
+  }
+
+  /// Finishes queued work and closes the database. Later calls reject with `CLIENT_CLOSED`.
+  /// Closing twice is harmless.
+  #[napi(ts_return_type = "Promise<void>")]
+  pub fn close<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ()>> {
+    let p: Pending<()> = self.vault.close();
+    promise(env, p, |_| ())
+  }
+
+  /// The organization id data is scoped to (`associated_org`).
+  #[napi(getter)]
+  pub fn org_id(&self) -> String {
+    self.vault.scope().org_id.clone()
+  }
+
+  /// The environment data is scoped to.
+  #[napi(getter, ts_return_type = "'test' | 'production'")]
+  pub fn environment(&self) -> String {
+    self.vault.scope().environment.clone()
+  }
+}

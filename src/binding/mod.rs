@@ -1,0 +1,6 @@
+//! The Node-API layer: converts JS input, calls the core, and maps core errors to JS errors
+//! with `code`, `status` and `field`. Nothing here holds domain rules.
+
+mod accounts;
+mod client;
+mod js;

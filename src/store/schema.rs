@@ -1,0 +1,85 @@
+//! Schema migrations, versioned in code and recorded in `PRAGMA user_version`. Each entry runs
+//! once, in order, in the same transaction as the version bump. A file whose version is newer
+//! than this code knows is refused rather than touched.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// (version, SQL). Append only; never edit a released entry.
+const MIGRATIONS: &[(i64, &str)] = &[(
+  1,
+  r#"
+CREATE TABLE meta (
+  key   TEXT PRIMARY KEY,
+  value BLOB NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE scopes (
+  id          INTEGER PRIMARY KEY,
+  org_id      TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  UNIQUE (org_id, environment)
+);
+
+-- pk is AUTOINCREMENT so keyset cursors never see a reused position.
+CREATE TABLE accounts (
+  pk          INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id    INTEGER NOT NULL REFERENCES scopes(id),
+  account_id  TEXT NOT NULL,
+  oid         TEXT NOT NULL,
+  name        TEXT,
+  has_app     INTEGER NOT NULL DEFAULT 0,
+  app_id      TEXT,
+  credentials BLOB,
+  created_at  INTEGER NOT NULL,
+  updated_at  INTEGER NOT NULL,
+  version     INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (scope_id, account_id)
+);
+
+CREATE TABLE udf (
+  account_pk INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  key        TEXT NOT NULL,
+  pos        INTEGER NOT NULL,
+  value      TEXT NOT NULL,
+  oid        TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (account_pk, key)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+  id                INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id          INTEGER NOT NULL,
+  type              TEXT NOT NULL,
+  linked_account_id TEXT,
+  data              TEXT NOT NULL,
+  created_at        INTEGER NOT NULL
+);
+CREATE INDEX events_scope ON events (scope_id, id);
+"#,
+)];
+
+pub fn latest_version() -> i64 {
+  MIGRATIONS.last().map(|m| m.0).unwrap_or(0)
+}
+
+/// Brings the schema up to date inside one immediate transaction, so two processes opening a
+/// new file at once do not both migrate it.
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+  let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+  let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+  let latest = latest_version();
+  if current > latest {
+    return Err(Error::storage(format!(
+      "database schema version {current} is newer than this linkvault supports ({latest}); upgrade linkvault"
+    )));
+  }
+  for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    tx.execute_batch(sql)?;
+    tx.pragma_update(None, "user_version", version)?;
+  }
+  tx.commit()?;
+  Ok(())
+}

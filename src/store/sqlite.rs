@@ -1,0 +1,528 @@
+//! The embedded SQLite engine.
+//!
+//! One writer thread owns the only write connection and commits queued writes together (group
+//! commit): it takes every job waiting in its queue, runs each inside its own SAVEPOINT of one
+//! `BEGIN IMMEDIATE` transaction (a failing job rolls back only its own changes), commits once,
+//! and only then answers each caller. A few reader threads each own a read connection and run
+//! each read in its own snapshot. WAL mode lets readers run while the writer commits, and other
+//! processes on the same file wait on SQLite's lock (busy timeout plus retry) instead of failing.
+//! No work runs on Node's thread and none on the async runtime's workers.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, OpenFlags};
+
+use super::{accounts, schema, AccountStore, Pending, Scope, Store};
+use crate::accounts::{
+  Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
+};
+use crate::clock::now_ms;
+use crate::crypto::Sealer;
+use crate::error::{Error, Result};
+
+/// How hard a commit waits for the disk (SQLite `synchronous`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+  /// `synchronous=NORMAL`: a commit is durable once the WAL is checkpointed; an OS crash or power
+  /// loss can lose the last few commits, never corrupt the file. Much faster.
+  Normal,
+  /// `synchronous=FULL`: every commit is fsynced before it is acknowledged.
+  Full,
+}
+
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+  /// A file path, or `:memory:` for a private in-memory database.
+  pub path: String,
+  pub durability: Durability,
+  /// Reader threads for a file database.
+  pub readers: usize,
+}
+
+type Done = Box<dyn FnOnce(Result<()>) + Send>;
+type WriteJob = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> (bool, Done) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+const MAX_BATCH: usize = 256;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// The connection pool: one writer, some readers.
+pub struct Db {
+  writer: RwLock<Option<Sender<WriteJob>>>,
+  readers: RwLock<Option<Sender<ReadJob>>>,
+  threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Db {
+  /// Opens (creating if needed) and migrates the database, then starts its threads.
+  pub fn open(config: StoreConfig) -> Pending<Arc<Db>> {
+    let (answer, pending) = Pending::channel();
+    let (wtx, wrx) = unbounded::<WriteJob>();
+    let spawned = std::thread::Builder::new()
+      .name("linkvault-writer".into())
+      .spawn(move || {
+        let opened = open_writer(&config).and_then(|mut conn| {
+          schema::migrate(&mut conn)?;
+          let memory = is_memory(&config.path);
+          let (rtx, rrx) = unbounded::<ReadJob>();
+          let mut threads = Vec::new();
+          if !memory {
+            for i in 0..config.readers.max(1) {
+              let rconn = open_reader(&config.path)?;
+              let rx = rrx.clone();
+              let h = std::thread::Builder::new()
+                .name(format!("linkvault-reader-{i}"))
+                .spawn(move || reader_loop(rconn, rx))
+                .map_err(|e| Error::storage(format!("cannot start reader thread: {e}")))?;
+              threads.push(h);
+            }
+          }
+          let db = Db {
+            writer: RwLock::new(Some(wtx)),
+            readers: RwLock::new(if memory { None } else { Some(rtx) }),
+            threads: Mutex::new(threads),
+          };
+          Ok((conn, Arc::new(db)))
+        });
+        match opened {
+          Ok((conn, db)) => {
+            let _ = answer.send(Ok(db));
+            writer_loop(conn, wrx);
+          }
+          Err(e) => {
+            let _ = answer.send(Err(e));
+          }
+        }
+      });
+    match spawned {
+      Ok(handle) => {
+        // The writer's own handle is not joined: it exits when the last sender is dropped.
+        drop(handle);
+        pending
+      }
+      Err(e) => Pending::ready(Err(Error::storage(format!(
+        "cannot start writer thread: {e}"
+      )))),
+    }
+  }
+
+  /// Runs `f` in the next group-commit transaction. `f` returning `Err` rolls back its changes
+  /// only. The result is delivered after the commit; a failed commit fails every job in it.
+  pub fn write<T, F>(&self, f: F) -> Pending<T>
+  where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+  {
+    let (answer, pending) = Pending::channel();
+    let job: WriteJob = Box::new(move |conn| match conn {
+      Err(e) => {
+        let e = e.clone();
+        (false, Box::new(move |_| drop(answer.send(Err(e)))))
+      }
+      Ok(conn) => {
+        let res = f(conn);
+        let ok = res.is_ok();
+        (
+          ok,
+          Box::new(move |commit: Result<()>| {
+            let _ = answer.send(commit.and(res));
+          }),
+        )
+      }
+    });
+    match self.writer.read() {
+      Ok(guard) => match guard.as_ref() {
+        Some(tx) if tx.send(job).is_ok() => pending,
+        _ => Pending::ready(Err(Error::closed())),
+      },
+      Err(_) => Pending::ready(Err(Error::closed())),
+    }
+  }
+
+  /// Runs `f` on a reader connection inside one read transaction (a consistent snapshot).
+  /// An in-memory database has no readers: its reads queue behind the writer.
+  pub fn read<T, F>(&self, f: F) -> Pending<T>
+  where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+  {
+    let sender = match self.readers.read() {
+      Ok(guard) => guard.clone(),
+      Err(_) => return Pending::ready(Err(Error::closed())),
+    };
+    let Some(tx) = sender else {
+      return self.write(f);
+    };
+    let (answer, pending) = Pending::channel();
+    let job: ReadJob = Box::new(move |conn| {
+      let _ = answer.send(in_read_txn(conn, f));
+    });
+    if tx.send(job).is_err() {
+      return Pending::ready(Err(Error::closed()));
+    }
+    pending
+  }
+
+  /// Stops accepting work, lets queued work finish and waits for the threads to end.
+  pub fn close(&self) -> Pending<()> {
+    let writer = self.writer.write().ok().and_then(|mut g| g.take());
+    let readers = self.readers.write().ok().and_then(|mut g| g.take());
+    let threads: Vec<JoinHandle<()>> = self
+      .threads
+      .lock()
+      .map(|mut t| t.drain(..).collect())
+      .unwrap_or_default();
+    let Some(writer) = writer else {
+      return Pending::ready(Ok(()));
+    };
+    // The writer answers a final no-op job after everything queued before it; then the
+    // dropped senders end the threads.
+    let (answer, pending) = Pending::channel();
+    let fence: WriteJob = Box::new(move |_| {
+      (
+        true,
+        Box::new(move |_| {
+          let _ = answer.send(Ok(()));
+        }),
+      )
+    });
+    let _ = writer.send(fence);
+    drop(writer);
+    drop(readers);
+    let (done_tx, done) = Pending::channel();
+    let _ = std::thread::Builder::new()
+      .name("linkvault-close".into())
+      .spawn(move || {
+        let r = pending.wait();
+        for t in threads {
+          let _ = t.join();
+        }
+        let _ = done_tx.send(r);
+      });
+    done
+  }
+}
+
+fn is_memory(path: &str) -> bool {
+  path == ":memory:" || path.is_empty()
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+  conn.busy_timeout(BUSY_TIMEOUT)?;
+  conn.set_prepared_statement_cache_capacity(128);
+  conn.create_scalar_function(
+    "lv_icontains",
+    2,
+    FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+    |ctx| {
+      let hay: Option<String> = ctx.get(0)?;
+      let needle: String = ctx.get(1)?;
+      Ok(
+        hay
+          .map(|h| h.to_lowercase().contains(&needle))
+          .unwrap_or(false),
+      )
+    },
+  )?;
+  Ok(())
+}
+
+fn open_writer(config: &StoreConfig) -> Result<Connection> {
+  let conn = if is_memory(&config.path) {
+    Connection::open_in_memory()?
+  } else {
+    Connection::open(&config.path)?
+  };
+  configure(&conn)?;
+  if !is_memory(&config.path) {
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+      return Err(Error::storage(format!(
+        "could not enable WAL mode (got {mode})"
+      )));
+    }
+  }
+  let sync = match config.durability {
+    Durability::Normal => "NORMAL",
+    Durability::Full => "FULL",
+  };
+  conn.pragma_update(None, "synchronous", sync)?;
+  conn.pragma_update(None, "foreign_keys", "ON")?;
+  Ok(conn)
+}
+
+fn open_reader(path: &str) -> Result<Connection> {
+  let flags =
+    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+  let conn = Connection::open_with_flags(path, flags)?;
+  configure(&conn)?;
+  Ok(conn)
+}
+
+fn in_read_txn<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+  conn.prepare_cached("BEGIN")?.execute([])?;
+  let res = catch_unwind(AssertUnwindSafe(|| f(conn)))
+    .unwrap_or_else(|_| Err(Error::storage("internal error while reading (panic)")));
+  let _ = conn
+    .prepare_cached("COMMIT")
+    .and_then(|mut s| s.execute([]));
+  res
+}
+
+fn reader_loop(conn: Connection, rx: Receiver<ReadJob>) {
+  while let Ok(job) = rx.recv() {
+    job(&conn);
+  }
+}
+
+/// `BEGIN IMMEDIATE`, waiting for other processes' write locks well past the busy timeout so
+/// that `SQLITE_BUSY` does not reach users under contention.
+fn begin_immediate(conn: &Connection) -> Result<()> {
+  let start = Instant::now();
+  loop {
+    match conn
+      .prepare_cached("BEGIN IMMEDIATE")
+      .and_then(|mut s| s.execute([]))
+    {
+      Ok(_) => return Ok(()),
+      Err(rusqlite::Error::SqliteFailure(e, _))
+        if e.code == rusqlite::ErrorCode::DatabaseBusy && start.elapsed() < LOCK_WAIT_LIMIT =>
+      {
+        continue
+      }
+      Err(e) => return Err(e.into()),
+    }
+  }
+}
+
+fn exec_cached(conn: &Connection, sql: &str) -> Result<()> {
+  conn.prepare_cached(sql)?.execute([])?;
+  Ok(())
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
+  let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
+  let mut dones: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+  while let Ok(first) = rx.recv() {
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+      match rx.try_recv() {
+        Ok(job) => batch.push(job),
+        Err(_) => break,
+      }
+    }
+    let outcome = match begin_immediate(&conn) {
+      Err(e) => {
+        for job in batch.drain(..) {
+          dones.push(job(Err(&e)).1);
+        }
+        Err(e)
+      }
+      Ok(()) => {
+        for job in batch.drain(..) {
+          match exec_cached(&conn, "SAVEPOINT job") {
+            Err(e) => dones.push(job(Err(&e)).1),
+            Ok(()) => {
+              let (ok, done) = catch_unwind(AssertUnwindSafe(|| job(Ok(&conn))))
+                .unwrap_or_else(|_| (false, Box::new(|_| {}) as Done));
+              if !ok {
+                let _ = exec_cached(&conn, "ROLLBACK TO job");
+              }
+              let _ = exec_cached(&conn, "RELEASE job");
+              dones.push(done);
+            }
+          }
+        }
+        match exec_cached(&conn, "COMMIT") {
+          Ok(()) => Ok(()),
+          Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+          }
+        }
+      }
+    };
+    for done in dones.drain(..) {
+      done(outcome.clone());
+    }
+  }
+  // Every sender is gone: close the connection (checkpointing the WAL).
+  let _ = conn.close();
+}
+
+/// The SQLite implementation of the store traits.
+pub struct SqliteStore {
+  db: Arc<Db>,
+  sealer: Arc<Sealer>,
+}
+
+impl SqliteStore {
+  pub fn open(config: StoreConfig, sealer: Sealer) -> Pending<SqliteStore> {
+    let opened = Db::open(config);
+    let (answer, pending) = Pending::channel();
+    // Db::open answers from its writer thread; map its result without blocking the caller.
+    let _ = std::thread::Builder::new()
+      .name("linkvault-open".into())
+      .spawn(move || {
+        let r = opened.wait().map(|db| SqliteStore {
+          db,
+          sealer: Arc::new(sealer),
+        });
+        let _ = answer.send(r);
+      });
+    pending
+  }
+
+  /// Runs a write job on this store's engine (used by the modules that add tables).
+  pub fn write<T, F>(&self, f: F) -> Pending<T>
+  where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+  {
+    self.db.write(f)
+  }
+
+  pub fn read<T, F>(&self, f: F) -> Pending<T>
+  where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+  {
+    self.db.read(f)
+  }
+
+  pub fn sealer(&self) -> Arc<Sealer> {
+    self.sealer.clone()
+  }
+}
+
+const KEY_CHECK_PLAIN: &[u8] = b"linkvault key check";
+const KEY_CHECK_AAD: &[u8] = b"linkvault/meta/key-check";
+
+fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+  use rusqlite::OptionalExtension;
+  Ok(
+    conn
+      .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+      .query_row([key], |r| r.get(0))
+      .optional()?,
+  )
+}
+
+fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
+  conn
+    .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+    .execute(rusqlite::params![key, value])?;
+  Ok(())
+}
+
+impl Store for SqliteStore {
+  fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope> {
+    let sealer = self.sealer.clone();
+    self.db.write(move |conn| {
+      // The encryption key must be the one the file was first used with.
+      match meta_get(conn, "key_check")? {
+        Some(sealed) => {
+          sealer.open(&sealed, KEY_CHECK_AAD)?;
+        }
+        None => meta_put(
+          conn,
+          "key_check",
+          &sealer.seal(KEY_CHECK_PLAIN, KEY_CHECK_AAD)?,
+        )?,
+      }
+      let org_id = match org_id {
+        Some(o) => o,
+        None => match meta_get(conn, "default_org_id")? {
+          Some(v) => {
+            String::from_utf8(v).map_err(|_| Error::storage("default org id is not text"))?
+          }
+          None => {
+            let o = crate::crypto::object_id(crate::clock::now_ms())?;
+            meta_put(conn, "default_org_id", o.as_bytes())?;
+            o
+          }
+        },
+      };
+      conn
+        .prepare_cached("INSERT OR IGNORE INTO scopes (org_id, environment) VALUES (?1, ?2)")?
+        .execute(rusqlite::params![org_id, environment])?;
+      let id: i64 = conn
+        .prepare_cached("SELECT id FROM scopes WHERE org_id = ?1 AND environment = ?2")?
+        .query_row(rusqlite::params![org_id, environment], |r| r.get(0))?;
+      Ok(Scope {
+        id,
+        org_id,
+        environment,
+      })
+    })
+  }
+
+  fn close(&self) -> Pending<()> {
+    self.db.close()
+  }
+}
+
+impl AccountStore for SqliteStore {
+  fn write_account(
+    &self,
+    scope: &Scope,
+    input: AccountInput,
+    mode: WriteMode,
+  ) -> Pending<UpsertOutcome> {
+    let (scope, sealer) = (scope.clone(), self.sealer.clone());
+    self
+      .db
+      .write(move |conn| accounts::write(conn, &sealer, &scope, input, mode, now_ms()))
+  }
+
+  fn get_account(&self, scope: &Scope, id: String) -> Pending<Account> {
+    let scope = scope.clone();
+    self.db.read(move |conn| accounts::get(conn, &scope, &id))
+  }
+
+  fn delete_account(&self, scope: &Scope, id: String) -> Pending<()> {
+    let scope = scope.clone();
+    self
+      .db
+      .write(move |conn| accounts::delete(conn, &scope, &id, now_ms()))
+  }
+
+  fn page_accounts(
+    &self,
+    scope: &Scope,
+    filter: ListFilter,
+    page: i64,
+    limit: i64,
+  ) -> Pending<OffsetPage> {
+    let scope = scope.clone();
+    self
+      .db
+      .read(move |conn| accounts::page(conn, &scope, &filter, page, limit))
+  }
+
+  fn list_accounts(
+    &self,
+    scope: &Scope,
+    filter: ListFilter,
+    after: Option<i64>,
+    limit: i64,
+  ) -> Pending<KeysetPage> {
+    let scope = scope.clone();
+    self
+      .db
+      .read(move |conn| accounts::list(conn, &scope, &filter, after, limit))
+  }
+
+  fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>> {
+    let (scope, sealer) = (scope.clone(), self.sealer.clone());
+    self
+      .db
+      .read(move |conn| accounts::credentials(conn, &sealer, &scope, &id))
+  }
+}

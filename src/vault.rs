@@ -1,0 +1,347 @@
+//! `Vault`: the napi-free core of a linkvault client. It parses and validates input, owns the
+//! store and the scope, and returns [`Pending`] results that any front end (Node, Rust) awaits.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::accounts::{
+  self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome, WriteMode,
+};
+use crate::crypto::{Key, Sealer};
+use crate::error::{Error, Result};
+use crate::input::{self, Fields};
+use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig};
+
+pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
+
+/// Options of `Client.open`.
+#[derive(Debug)]
+pub struct OpenOptions {
+  pub path: String,
+  pub org_id: Option<String>,
+  pub environment: String,
+  pub encryption_key: Option<Key>,
+  pub durability: Durability,
+}
+
+impl OpenOptions {
+  pub fn parse(v: Option<&Value>) -> Result<Self> {
+    let f = Fields::new(v, "options")?;
+    let path = f.str("path")?.unwrap_or("linkvault.db").to_string();
+    if path.contains('\0') {
+      return Err(Error::validation("path", "path must not contain NUL"));
+    }
+    let org_id = match f.get("orgId") {
+      None => None,
+      some => Some(input::id(some, "orgId", 256)?),
+    };
+    let environment = match f.str("environment")? {
+      None => "test".to_string(),
+      Some(e @ ("test" | "production")) => e.to_string(),
+      Some(_) => {
+        return Err(Error::validation(
+          "environment",
+          "environment must be 'test' or 'production'",
+        ))
+      }
+    };
+    let encryption_key = f
+      .str("encryptionKey")?
+      .map(|k| Key::parse(k, "encryptionKey"))
+      .transpose()?;
+    let durability = match f.str("durability")? {
+      None | Some("normal") => Durability::Normal,
+      Some("full") => Durability::Full,
+      Some(_) => {
+        return Err(Error::validation(
+          "durability",
+          "durability must be 'normal' or 'full'",
+        ))
+      }
+    };
+    Ok(OpenOptions {
+      path,
+      org_id,
+      environment,
+      encryption_key,
+      durability,
+    })
+  }
+
+  fn is_memory(&self) -> bool {
+    self.path == ":memory:"
+  }
+
+  /// The key from the option, else `LINKVAULT_ENCRYPTION_KEY`, else `<path>.key` (created on
+  /// first use); a private in-memory database gets a random key.
+  fn resolve_key(&mut self) -> Result<Key> {
+    if let Some(k) = self.encryption_key.take() {
+      return Ok(k);
+    }
+    if let Ok(text) = std::env::var(ENV_ENCRYPTION_KEY) {
+      if !text.trim().is_empty() {
+        return Key::parse(&text, ENV_ENCRYPTION_KEY);
+      }
+    }
+    if self.is_memory() {
+      return Key::random();
+    }
+    Key::load_or_create_file(Path::new(&format!("{}.key", self.path)))
+  }
+}
+
+/// One open client: a store and the (org, environment) scope it works in.
+pub struct Vault {
+  store: Arc<dyn Store>,
+  scope: Scope,
+}
+
+impl std::fmt::Debug for Vault {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.debug_struct("Vault")
+      .field("scope", &self.scope)
+      .finish_non_exhaustive()
+  }
+}
+
+fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
+  r.unwrap_or_else(|e| Pending::ready(Err(e)))
+}
+
+impl Vault {
+  /// Opens the database (off the caller's thread) and resolves the scope.
+  pub fn open(mut options: OpenOptions) -> Pending<Vault> {
+    let (answer, result) = Pending::channel();
+    let spawned = std::thread::Builder::new()
+      .name("linkvault-open".into())
+      .spawn(move || {
+        let r = (|| {
+          let key = options.resolve_key()?;
+          let config = StoreConfig {
+            path: options.path.clone(),
+            durability: options.durability,
+            readers: 2,
+          };
+          let store = SqliteStore::open(config, Sealer::new(key)).wait()?;
+          let scope = match store
+            .open_scope(options.org_id.clone(), options.environment.clone())
+            .wait()
+          {
+            Ok(s) => s,
+            Err(e) => {
+              let _ = store.close().wait();
+              return Err(e);
+            }
+          };
+          Ok(Vault {
+            store: Arc::new(store),
+            scope,
+          })
+        })();
+        let _ = answer.send(r);
+      });
+    match spawned {
+      Ok(_) => result,
+      Err(e) => Pending::ready(Err(Error::storage(format!(
+        "cannot start open thread: {e}"
+      )))),
+    }
+  }
+
+  pub fn scope(&self) -> &Scope {
+    &self.scope
+  }
+
+  pub fn close(&self) -> Pending<()> {
+    self.store.close()
+  }
+
+  /// `createLinkedAccount(payload)`.
+  pub fn create_linked_account(&self, payload: &Value) -> Pending<UpsertOutcome> {
+    pending(
+      accounts::parse_payload(payload)
+        .map(|i| self.store.write_account(&self.scope, i, WriteMode::Create)),
+    )
+  }
+
+  /// `upsertLinkedAccount(payload, { ifVersion })`.
+  pub fn upsert_linked_account(
+    &self,
+    payload: &Value,
+    options: Option<&Value>,
+  ) -> Pending<UpsertOutcome> {
+    pending((|| {
+      let input = accounts::parse_payload(payload)?;
+      let if_version = Fields::new(options, "options")?.int("ifVersion", 0, i64::MAX)?;
+      Ok(
+        self
+          .store
+          .write_account(&self.scope, input, WriteMode::Upsert { if_version }),
+      )
+    })())
+  }
+
+  pub fn get_linked_account_by_id(&self, id: &Value) -> Pending<Account> {
+    pending(account_id(id).map(|id| self.store.get_account(&self.scope, id)))
+  }
+
+  pub fn delete_linked_account(&self, id: &Value) -> Pending<()> {
+    pending(account_id(id).map(|id| self.store.delete_account(&self.scope, id)))
+  }
+
+  pub fn get_all_linked_accounts(&self, query: Option<&Value>) -> Pending<OffsetPage> {
+    pending(
+      accounts::parse_page_query(query)
+        .map(|(filter, page, limit)| self.store.page_accounts(&self.scope, filter, page, limit)),
+    )
+  }
+
+  pub fn list_linked_accounts(&self, query: Option<&Value>) -> Pending<KeysetPage> {
+    pending(
+      accounts::parse_keyset_query(query)
+        .map(|(filter, after, limit)| self.store.list_accounts(&self.scope, filter, after, limit)),
+    )
+  }
+
+  pub fn get_linked_account_credentials(&self, id: &Value) -> Pending<Option<Credentials>> {
+    pending(account_id(id).map(|id| self.store.get_credentials(&self.scope, id)))
+  }
+}
+
+fn account_id(v: &Value) -> Result<String> {
+  input::id(Some(v), "linked_account_id", accounts::MAX_ID_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use serde_json::json;
+
+  fn open_at(path: &str, env: &str, key: [u8; 32]) -> Vault {
+    let mut o = OpenOptions::parse(Some(
+      &json!({"path": path, "environment": env, "orgId": "org_1"}),
+    ))
+    .unwrap();
+    o.encryption_key = Some(Key::from_bytes(key));
+    Vault::open(o).wait().unwrap()
+  }
+
+  #[test]
+  fn upsert_get_list_delete_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db").to_string_lossy().to_string();
+    let v = open_at(&path, "test", [1; 32]);
+    let out = v
+      .upsert_linked_account(
+        &json!({"linked_account_id": "u1", "name": "Ann", "udf": {"plan": "pro"},
+                "your_app": {"app_id": "app", "auth_credentials": {"Authorization": "Bearer zzz-secret"}}}),
+        None,
+      )
+      .wait()
+      .unwrap();
+    assert!(out.new_account);
+    assert_eq!(out.account.version, 0);
+    // Same payload again: nothing changes.
+    let again = v
+      .upsert_linked_account(
+        &json!({"linked_account_id": "u1", "your_app": {"app_id": "app", "auth_credentials": {"Authorization": "Bearer zzz-secret"}}}),
+        None,
+      )
+      .wait()
+      .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.account.version, 0);
+    let changed = v
+      .upsert_linked_account(
+        &json!({"linked_account_id": "u1", "udf": {"plan": "team"}}),
+        None,
+      )
+      .wait()
+      .unwrap();
+    assert_eq!(changed.account.version, 1);
+    assert_eq!(changed.account.name.as_deref(), Some("Ann"));
+    let conflict = v
+      .upsert_linked_account(
+        &json!({"linked_account_id": "u1", "name": "B"}),
+        Some(&json!({"ifVersion": 0})),
+      )
+      .wait();
+    assert_eq!(conflict.unwrap_err().code(), "VERSION_CONFLICT");
+    let creds = v
+      .get_linked_account_credentials(&json!("u1"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["Authorization"], "Bearer zzz-secret");
+    let page = v
+      .get_all_linked_accounts(Some(&json!({"udf": {"plan": "team"}})))
+      .wait()
+      .unwrap();
+    assert_eq!(page.total, 1);
+    let page = v
+      .get_all_linked_accounts(Some(&json!({"search": "AN"})))
+      .wait()
+      .unwrap();
+    assert_eq!(page.total, 1);
+    // Another environment sees nothing.
+    v.close().wait().unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("u1"))
+        .wait()
+        .unwrap_err()
+        .code(),
+      "CLIENT_CLOSED"
+    );
+    let prod = open_at(&path, "production", [1; 32]);
+    assert_eq!(
+      prod
+        .get_linked_account_by_id(&json!("u1"))
+        .wait()
+        .unwrap_err()
+        .code(),
+      "NOT_FOUND"
+    );
+    prod.close().wait().unwrap();
+    // The wrong key is refused.
+    let mut o = OpenOptions::parse(Some(&json!({"path": path}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([2; 32]));
+    assert_eq!(
+      Vault::open(o).wait().unwrap_err().code(),
+      "DECRYPTION_FAILED"
+    );
+    // No credential byte on disk in clear.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+      let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+      assert!(!bytes.windows(10).any(|w| w == b"zzz-secret"));
+    }
+  }
+
+  #[test]
+  fn keyset_pages_visit_each_account_once() {
+    let v = open_at(":memory:", "test", [3; 32]);
+    for i in 0..25 {
+      v.upsert_linked_account(&json!({"linked_account_id": format!("a{i}")}), None)
+        .wait()
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+      let q = match &after {
+        Some(c) => json!({"limit": 10, "after": c}),
+        None => json!({"limit": 10}),
+      };
+      let page = v.list_linked_accounts(Some(&q)).wait().unwrap();
+      seen.extend(page.docs.into_iter().map(|a| a.account_id));
+      match page.next {
+        Some(n) => after = Some(accounts::encode_cursor(n)),
+        None => break,
+      }
+    }
+    assert_eq!(seen.len(), 25);
+    seen.dedup();
+    assert_eq!(seen.len(), 25);
+  }
+}
