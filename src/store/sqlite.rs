@@ -57,6 +57,8 @@ pub struct Db {
   writer: RwLock<Option<Sender<WriteJob>>>,
   readers: RwLock<Option<Sender<ReadJob>>>,
   threads: Mutex<Vec<JoinHandle<()>>>,
+  /// Disconnects when the writer thread has closed its connection.
+  writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 impl Db {
@@ -64,6 +66,7 @@ impl Db {
   pub fn open(config: StoreConfig) -> Pending<Arc<Db>> {
     let (answer, pending) = Pending::channel();
     let (wtx, wrx) = unbounded::<WriteJob>();
+    let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
       .name("linkvault-writer".into())
       .spawn(move || {
@@ -87,6 +90,7 @@ impl Db {
             writer: RwLock::new(Some(wtx)),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             threads: Mutex::new(threads),
+            writer_exit: Mutex::new(Some(exit_rx)),
           };
           Ok((conn, Arc::new(db)))
         });
@@ -94,6 +98,7 @@ impl Db {
           Ok((conn, db)) => {
             let _ = answer.send(Ok(db));
             writer_loop(conn, wrx);
+            drop(exit_tx);
           }
           Err(e) => {
             let _ = answer.send(Err(e));
@@ -178,6 +183,7 @@ impl Db {
       .lock()
       .map(|mut t| t.drain(..).collect())
       .unwrap_or_default();
+    let writer_exit = self.writer_exit.lock().ok().and_then(|mut g| g.take());
     let Some(writer) = writer else {
       return Pending::ready(Ok(()));
     };
@@ -202,6 +208,10 @@ impl Db {
         let r = pending.wait();
         for t in threads {
           let _ = t.join();
+        }
+        // Wait until the writer has closed its connection (checkpointing the WAL).
+        if let Some(rx) = writer_exit {
+          let _ = rx.recv();
         }
         let _ = done_tx.send(r);
       });

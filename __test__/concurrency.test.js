@@ -1,0 +1,71 @@
+const path = require('node:path')
+const { execFile, execFileSync } = require('node:child_process')
+const { promisify } = require('node:util')
+const { Client, tmpDir, openClient, KEY } = require('./helpers')
+
+const run = promisify(execFile)
+const WRITER = path.join(__dirname, 'fixtures', 'writer.js')
+
+test('500 concurrent upserts on one id from one client: __v = 499, no error, no lost UDF', async () => {
+  const client = await openClient()
+  const results = await Promise.all(
+    Array.from({ length: 500 }, (_, i) => client.upsertLinkedAccount({ linked_account_id: 'hot', udf: { value: i } })),
+  )
+  expect(results.filter((r) => r.new_account)).toHaveLength(1)
+  const final = await client.getLinkedAccountById('hot')
+  expect(final.__v).toBe(499)
+  // Calls commit in the order they were made: each saw the one before it.
+  expect(results.map((r) => r.__v)).toEqual(Array.from({ length: 500 }, (_, i) => i))
+  expect(final.udf.map((u) => [u.key_name, u.key_value])).toEqual([['value', 499]])
+  await client.close()
+}, 60000)
+
+test('two clients and two processes on one file never lose an update', async () => {
+  const dir = tmpDir()
+  const file = path.join(dir, 'mp.db')
+  const a = await Client.open({ path: file, orgId: 'org_mp', encryptionKey: KEY })
+  const b = await Client.open({ path: file, orgId: 'org_mp', encryptionKey: KEY })
+  const per = 150
+  const children = [run(process.execPath, [WRITER, file, KEY, 'p1', String(per)]), run(process.execPath, [WRITER, file, KEY, 'p2', String(per)])]
+  const local = []
+  for (let i = 0; i < per; i++) {
+    local.push(a.upsertLinkedAccount({ linked_account_id: 'shared', udf: { a: i } }))
+    local.push(b.upsertLinkedAccount({ linked_account_id: 'shared', udf: { b: i } }))
+  }
+  await Promise.all(local)
+  const outs = await Promise.all(children)
+  for (const o of outs) expect(JSON.parse(o.stdout)).toEqual({ ok: per, failed: 0 })
+  const final = await a.getLinkedAccountById('shared')
+  expect(final.__v).toBe(4 * per - 1)
+  const values = Object.fromEntries(final.udf.map((u) => [u.key_name, u.key_value]))
+  expect(values).toEqual({ a: per - 1, b: per - 1, p1: per - 1, p2: per - 1 })
+  await Promise.all([a.close(), b.close()])
+}, 120000)
+
+test('a process that never closes its client exits by itself', () => {
+  const dir = tmpDir()
+  const start = Date.now()
+  const out = execFileSync(process.execPath, [WRITER, path.join(dir, 'exit.db'), KEY, 'x', '50', 'noClose'], { timeout: 20000 })
+  expect(JSON.parse(out)).toEqual({ ok: 50, failed: 0 })
+  expect(Date.now() - start).toBeLessThan(20000)
+})
+
+test('require and ESM import both work', () => {
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'esm.mjs')], { cwd: path.join(__dirname, '..') })
+  expect(JSON.parse(out)).toEqual({ id: 'esm', sameClass: true })
+  expect(typeof require('linkvault').Client.open).toBe('function')
+})
+
+test('calls return promises at once and resolve later (work is off the event loop)', async () => {
+  const client = await openClient()
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 0)
+  const p = client.upsertLinkedAccount({ linked_account_id: 'async' })
+  expect(require('node:util').types.isPromise(p)).toBe(true)
+  const many = Array.from({ length: 2000 }, (_, i) => client.upsertLinkedAccount({ linked_account_id: `a${i % 50}`, udf: { i } }))
+  await Promise.all([p, ...many])
+  clearInterval(timer)
+  // The timer ran while the writes were in flight: the loop was never held for the whole batch.
+  expect(ticks).toBeGreaterThan(0)
+  await client.close()
+})
