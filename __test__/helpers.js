@@ -6,10 +6,15 @@ const crypto = require('node:crypto')
 
 const { Client } = require('..')
 
+const made = []
+process.on('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true })
+})
+
 /** A new empty directory under the OS temp dir, removed at process exit. */
 function tmpDir(prefix = 'linkvault-') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
-  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }))
+  made.push(dir)
   return dir
 }
 
