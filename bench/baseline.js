@@ -1,0 +1,238 @@
+// The JavaScript baseline: the linked-account operations with the same schema and the same
+// semantics as linkvault (UDF rows with their own ids and timestamps, __v that grows only on a
+// real change, credentials sealed with AES-256-GCM bound to their row, an event row per
+// mutation), written the way a good Node developer would: better-sqlite3 in WAL mode with
+// prepared statements and one transaction per call.
+const crypto = require('node:crypto')
+const Database = require('better-sqlite3')
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS accounts (
+  pk INTEGER PRIMARY KEY AUTOINCREMENT, scope_id INTEGER NOT NULL, account_id TEXT NOT NULL, oid TEXT NOT NULL,
+  name TEXT, has_app INTEGER NOT NULL DEFAULT 0, app_id TEXT, credentials BLOB,
+  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0,
+  UNIQUE (scope_id, account_id));
+CREATE TABLE IF NOT EXISTS udf (
+  account_pk INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE, key TEXT NOT NULL, pos INTEGER NOT NULL,
+  value TEXT NOT NULL, oid TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  PRIMARY KEY (account_pk, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, scope_id INTEGER NOT NULL, type TEXT NOT NULL, linked_account_id TEXT,
+  data TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS events_scope ON events (scope_id, id);`
+
+const SCOPE = 1
+
+function objectId(now) {
+  const b = Buffer.alloc(12)
+  b.writeUInt32BE(Math.floor(now / 1000), 0)
+  crypto.randomFillSync(b, 4)
+  return b.toString('hex')
+}
+
+function canonical(v) {
+  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`
+  if (v && typeof v === 'object') {
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(v[k])}`)
+      .join(',')}}`
+  }
+  return JSON.stringify(v)
+}
+
+const iso = (ms) => new Date(ms).toISOString()
+
+class Baseline {
+  constructor(file, key, { orgId = 'org_bench', environment = 'test' } = {}) {
+    this.db = new Database(file)
+    this.db.pragma('journal_mode = WAL')
+    this.db.pragma('synchronous = NORMAL')
+    this.db.pragma('foreign_keys = ON')
+    this.db.exec(SCHEMA)
+    this.key = key
+    this.org = orgId
+    this.env = environment
+    const db = this.db
+    this.q = {
+      find: db.prepare('SELECT * FROM accounts WHERE scope_id = ? AND account_id = ?'),
+      udf: db.prepare('SELECT key, value, oid, created_at, updated_at FROM udf WHERE account_pk = ? ORDER BY pos'),
+      insert: db.prepare(
+        'INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)',
+      ),
+      update: db.prepare('UPDATE accounts SET name = ?, has_app = ?, app_id = ?, credentials = ?, updated_at = ?, version = ? WHERE pk = ?'),
+      insertUdf: db.prepare('INSERT INTO udf (account_pk, key, pos, value, oid, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      updateUdf: db.prepare('UPDATE udf SET value = ?, updated_at = ? WHERE account_pk = ? AND key = ?'),
+      deleteUdf: db.prepare('DELETE FROM udf WHERE account_pk = ? AND key = ?'),
+      nextPos: db.prepare('SELECT coalesce(max(pos) + 1, 0) AS p FROM udf WHERE account_pk = ?'),
+      event: db.prepare('INSERT INTO events (scope_id, type, linked_account_id, data, created_at) VALUES (?, ?, ?, ?, ?)'),
+      count: db.prepare('SELECT count(*) AS n FROM accounts WHERE scope_id = ?'),
+      page: db.prepare('SELECT * FROM accounts WHERE scope_id = ? ORDER BY pk LIMIT ? OFFSET ?'),
+      keyset: db.prepare('SELECT * FROM accounts WHERE scope_id = ? AND pk > ? ORDER BY pk LIMIT ?'),
+    }
+    this.upsertTx = db.transaction((payload) => this._upsert(payload))
+    this.readTx = db.transaction((fn) => fn())
+  }
+
+  seal(obj, id) {
+    const iv = crypto.randomBytes(12)
+    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv)
+    c.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
+    const ct = Buffer.concat([c.update(JSON.stringify(obj)), c.final()])
+    return Buffer.concat([iv, c.getAuthTag(), ct])
+  }
+
+  open(buf, id) {
+    const d = crypto.createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12))
+    d.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
+    d.setAuthTag(buf.subarray(12, 28))
+    return JSON.parse(Buffer.concat([d.update(buf.subarray(28)), d.final()]).toString())
+  }
+
+  upsertLinkedAccount(payload) {
+    return this.upsertTx(payload)
+  }
+
+  _upsert(p) {
+    const id = p.linked_account_id
+    const now = Date.now()
+    const row = this.q.find.get(SCOPE, id)
+    const sent = Object.entries(p.udf ?? {})
+    if (!row) {
+      const app = p.your_app
+      const sealed = app?.auth_credentials ? this.seal(app.auth_credentials, id) : null
+      const info = this.q.insert.run(SCOPE, id, objectId(now), p.name ?? null, app ? 1 : 0, app?.app_id ?? null, sealed, now, now)
+      const pk = Number(info.lastInsertRowid)
+      const udf = []
+      sent.forEach(([k, v], i) => {
+        if (v === null) return
+        const u = { key: k, value: canonical(v), oid: objectId(now), created_at: now, updated_at: now }
+        this.q.insertUdf.run(pk, k, i, u.value, u.oid, now, now)
+        udf.push(u)
+      })
+      this.q.event.run(SCOPE, 'linked_account.created', id, JSON.stringify({ __v: 0 }), now)
+      return this.shape({ ...this.q.find.get(SCOPE, id) }, udf, true)
+    }
+    const changed = []
+    let name = row.name
+    if (p.name !== undefined && p.name !== row.name) {
+      name = p.name
+      changed.push('name')
+    }
+    let { has_app: hasApp, app_id: appId, credentials } = row
+    if (p.your_app !== undefined) {
+      const app = p.your_app
+      if (app === null) {
+        if (hasApp) {
+          hasApp = 0
+          appId = null
+          credentials = null
+          changed.push('your_app')
+        }
+      } else {
+        const old = row.credentials ? this.open(row.credentials, id) : null
+        const same = hasApp && appId === (app.app_id ?? null) && canonical(old) === canonical(app.auth_credentials ?? null)
+        if (!same) {
+          hasApp = 1
+          appId = app.app_id ?? null
+          credentials = app.auth_credentials ? this.seal(app.auth_credentials, id) : null
+          changed.push('your_app')
+        }
+      }
+    }
+    const udf = this.q.udf.all(row.pk)
+    const ops = []
+    for (const [k, v] of sent) {
+      const at = udf.findIndex((u) => u.key === k)
+      if (v === null) {
+        if (at >= 0) {
+          udf.splice(at, 1)
+          ops.push(() => this.q.deleteUdf.run(row.pk, k))
+        }
+      } else if (at >= 0) {
+        const value = canonical(v)
+        if (udf[at].value !== value) {
+          udf[at] = { ...udf[at], value, updated_at: now }
+          ops.push(() => this.q.updateUdf.run(value, now, row.pk, k))
+        }
+      } else {
+        const u = { key: k, value: canonical(v), oid: objectId(now), created_at: now, updated_at: now }
+        udf.push(u)
+        ops.push(() => this.q.insertUdf.run(row.pk, k, this.q.nextPos.get(row.pk).p, u.value, u.oid, now, now))
+      }
+    }
+    if (ops.length) changed.push('udf')
+    if (!changed.length) return this.shape(row, udf, false)
+    const version = row.version + 1
+    this.q.update.run(name, hasApp, appId, credentials, now, version, row.pk)
+    for (const op of ops) op()
+    this.q.event.run(SCOPE, 'linked_account.updated', id, JSON.stringify({ __v: version, changed }), now)
+    return this.shape({ ...row, name, has_app: hasApp, app_id: appId, updated_at: now, version }, udf, false)
+  }
+
+  shape(row, udf, isNew) {
+    const a = {
+      _id: row.oid,
+      associated_org: this.org,
+      account_id: row.account_id,
+      environment: this.env,
+      udf: udf.map((u) => ({
+        key_name: u.key,
+        key_value: JSON.parse(u.value),
+        _id: u.oid,
+        createdAt: iso(u.created_at),
+        updatedAt: iso(u.updated_at),
+      })),
+      createdAt: iso(row.created_at),
+      updatedAt: iso(row.updated_at),
+      __v: row.version,
+    }
+    if (row.name !== null) a.name = row.name
+    if (row.has_app) a.your_app = row.app_id === null ? {} : { app_id: row.app_id }
+    if (isNew !== undefined) a.new_account = isNew
+    return a
+  }
+
+  getLinkedAccountById(id) {
+    return this.readTx(() => {
+      const row = this.q.find.get(SCOPE, id)
+      if (!row) throw Object.assign(new Error(`Linked Account with account id ${id} not found`), { code: 'NOT_FOUND' })
+      return this.shape(row, this.q.udf.all(row.pk))
+    })
+  }
+
+  getAllLinkedAccounts({ page = 1, limit = 10 } = {}) {
+    return this.readTx(() => {
+      const total = this.q.count.get(SCOPE).n
+      const docs = this.q.page.all(SCOPE, limit, (page - 1) * limit).map((r) => this.shape(r, this.q.udf.all(r.pk)))
+      const totalPages = Math.max(1, Math.ceil(total / limit))
+      return {
+        docs,
+        totalDocs: total,
+        limit,
+        totalPages,
+        page,
+        pagingCounter: (page - 1) * limit + 1,
+        hasPrevPage: page > 1,
+        hasNextPage: page < totalPages,
+        prevPage: page > 1 ? page - 1 : null,
+        nextPage: page < totalPages ? page + 1 : null,
+      }
+    })
+  }
+
+  listLinkedAccounts({ after = 0, limit = 50 } = {}) {
+    return this.readTx(() => {
+      const rows = this.q.keyset.all(SCOPE, after, limit + 1)
+      const more = rows.length > limit
+      const page = rows.slice(0, limit)
+      return { docs: page.map((r) => this.shape(r, this.q.udf.all(r.pk))), next: more ? page[page.length - 1].pk : null }
+    })
+  }
+
+  close() {
+    this.db.close()
+  }
+}
+
+module.exports = { Baseline, canonical }

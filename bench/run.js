@@ -1,0 +1,138 @@
+// `npm run bench`: ops/s of linkvault next to a JavaScript baseline (bench/baseline.js) and to
+// linkvault's own Rust core with no Node in between (src/bin/bench_core.rs), in one run.
+// Each cell is the median of RUNS runs after a warm-up run, with min–max. See bench/README.md.
+const fs = require('node:fs')
+const os = require('node:os')
+const path = require('node:path')
+const crypto = require('node:crypto')
+const { execFileSync } = require('node:child_process')
+const assert = require('node:assert')
+
+const { Client } = require('..')
+const { Baseline } = require('./baseline')
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 5)
+const N = Number(process.env.BENCH_N ?? 4000)
+const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
+
+async function measure(n, inflight, fn) {
+  const rates = []
+  for (let r = 0; r <= RUNS; r++) {
+    let next = 0
+    const start = process.hrtime.bigint()
+    const worker = async () => {
+      while (next < n) {
+        const i = next++
+        await fn(i, r)
+      }
+    }
+    await Promise.all(Array.from({ length: inflight }, worker))
+    const secs = Number(process.hrtime.bigint() - start) / 1e9
+    if (r > 0) rates.push(n / secs)
+  }
+  rates.sort((a, b) => a - b)
+  return { median: rates[Math.floor(rates.length / 2)], min: rates[0], max: rates[rates.length - 1] }
+}
+
+const payload = (id, r) => ({
+  linked_account_id: id,
+  name: `User ${id}`,
+  udf: { plan: 'pro', seats: r, region: 'eu' },
+  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}-${r}` } },
+})
+
+/** Drops what legitimately differs between two implementations (random ids, clock). */
+function comparable(a) {
+  const { _id, createdAt, updatedAt, new_account, ...rest } = a
+  return { ...rest, udf: a.udf.map(({ key_name, key_value }) => ({ key_name, key_value })) }
+}
+
+function rustCore() {
+  const root = path.join(__dirname, '..')
+  try {
+    execFileSync('cargo', ['build', '--release', '--locked', '--features', 'bench', '--bin', 'bench_core'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
+    const out = execFileSync(path.join(root, 'target', 'release', 'bench_core'), [String(N), String(ACCOUNTS), String(RUNS)], { encoding: 'utf8' })
+    return new Map(out.trim().split('\n').map((l) => JSON.parse(l)).map((r) => [r.name, r]))
+  } catch (e) {
+    console.error('Rust core benchmark unavailable:', e.message)
+    return new Map()
+  }
+}
+
+async function main() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'linkvault-bench-'))
+  const key = crypto.randomBytes(32)
+  const lv = await Client.open({ path: path.join(dir, 'linkvault.db'), orgId: 'org_bench', encryptionKey: key.toString('hex') })
+  const base = new Baseline(path.join(dir, 'baseline.db'), key, { orgId: 'org_bench' })
+
+  // Seed both with the same accounts.
+  for (let i = 0; i < ACCOUNTS; i++) {
+    await lv.upsertLinkedAccount(payload(`user-${i}`, 0))
+    base.upsertLinkedAccount(payload(`user-${i}`, 0))
+  }
+  // Keyset cursors for pages of 50, collected once.
+  const lvCursors = [null]
+  const baseCursors = [0]
+  for (;;) {
+    const a = await lv.listLinkedAccounts({ limit: 50, ...(lvCursors.at(-1) ? { after: lvCursors.at(-1) } : {}) })
+    const b = base.listLinkedAccounts({ limit: 50, after: baseCursors.at(-1) })
+    if (!a.next) break
+    lvCursors.push(a.next)
+    baseCursors.push(b.next)
+  }
+
+  const ops = [
+    { name: 'upsertLinkedAccount (insert)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`new-${r}-${i}`, r)), base: (i, r) => base.upsertLinkedAccount(payload(`new-${r}-${i}`, r)) },
+    { name: 'upsertLinkedAccount (update)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)), base: (i, r) => base.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)) },
+    { name: 'getLinkedAccountById', n: N, lv: (i) => lv.getLinkedAccountById(`user-${i % ACCOUNTS}`), base: (i) => base.getLinkedAccountById(`user-${i % ACCOUNTS}`) },
+    { name: 'getAllLinkedAccounts (page of 50)', n: N / 10, lv: (i) => lv.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }), base: (i) => base.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }) },
+    { name: 'listLinkedAccounts (keyset page of 50)', n: N / 10, lv: (i) => { const c = lvCursors[i % lvCursors.length]; return lv.listLinkedAccounts({ limit: 50, ...(c ? { after: c } : {}) }) }, base: (i) => base.listLinkedAccounts({ limit: 50, after: baseCursors[i % baseCursors.length] }) },
+  ]
+
+  const rows = []
+  for (const op of ops) {
+    for (const inflight of [1, 64]) {
+      const name = `${op.name} x${inflight}`
+      process.stderr.write(`measuring ${name}\n`)
+      const a = await measure(op.n, inflight, op.lv)
+      const b = await measure(op.n, inflight, async (i, r) => op.base(i, r))
+      rows.push({ name, lv: a, base: b })
+    }
+  }
+
+  // Honesty check: both implementations hold the same data and answer alike.
+  for (const id of ['user-0', `user-${ACCOUNTS - 1}`, 'new-1-7']) {
+    assert.deepStrictEqual(comparable(await lv.getLinkedAccountById(id)), comparable(base.getLinkedAccountById(id)), `sample ${id} differs`)
+  }
+  const pa = await lv.getAllLinkedAccounts({ page: 3, limit: 50 })
+  const pb = base.getAllLinkedAccounts({ page: 3, limit: 50 })
+  assert.deepStrictEqual({ ...pa, docs: pa.docs.map(comparable) }, { ...pb, docs: pb.docs.map(comparable) }, 'page 3 differs')
+  const ca = await lv.getLinkedAccountCredentials('user-5')
+  assert.deepStrictEqual(ca.auth_credentials, base.open(base.q.find.get(1, 'user-5').credentials, 'user-5'))
+  process.stderr.write('sample check: linkvault and baseline results are equal\n')
+  await lv.close()
+  base.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+
+  process.stderr.write('measuring the Rust core\n')
+  const core = rustCore()
+  print(rows, core)
+}
+
+function print(rows, core) {
+  const f = (m) => (m ? `${Math.round(m.median).toLocaleString('en-US')} (${Math.round(m.min).toLocaleString('en-US')}–${Math.round(m.max).toLocaleString('en-US')})` : 'n/a')
+  const ratio = (a, b) => (a && b ? `${(a.median / b.median).toFixed(2)}×` : 'n/a')
+  const header = ['operation (in flight)', 'linkvault ops/s', 'baseline ops/s', 'rust core ops/s', 'lv / baseline', 'lv / rust core']
+  const body = rows.map((r) => [r.name, f(r.lv), f(r.base), f(core.get(r.name)), ratio(r.lv, r.base), ratio(r.lv, core.get(r.name))])
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
+  const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
+  console.log(line(header))
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`)
+  for (const b of body) console.log(line(b))
+  console.log(`\nmedian of ${RUNS} runs after a warm-up (min–max); node ${process.version}, ${os.cpus().length} cores; file databases in WAL mode, synchronous=NORMAL`)
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})

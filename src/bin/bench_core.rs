@@ -1,0 +1,144 @@
+//! The Rust-core side of `npm run bench`: the same operations as the Node benchmark, called on
+//! `Vault` directly with no Node in between, so the table can show what the binding costs.
+//! Prints one JSON line per row: `{"name", "median", "min", "max"}` in ops/s.
+//!
+//! `cargo run --release --features bench --bin bench_core -- [N]`
+
+use std::time::Instant;
+
+use linkvault::crypto::Key;
+use linkvault::store::Pending;
+use linkvault::vault::{OpenOptions, Vault};
+use serde_json::{json, Value};
+
+fn payload(id: &str, r: usize) -> Value {
+  json!({
+    "linked_account_id": id,
+    "name": format!("User {id}"),
+    "udf": { "plan": "pro", "seats": r, "region": "eu" },
+    "your_app": { "app_id": "app", "auth_credentials": { "Authorization": format!("Bearer token-{id}-{r}") } },
+  })
+}
+
+/// Runs `n` calls of `op` with at most `inflight` outstanding, `RUNS` times after a warm-up.
+fn measure<T, F>(runs: usize, n: usize, inflight: usize, mut op: F) -> (f64, f64, f64)
+where
+  F: FnMut(usize, usize) -> Pending<T>,
+{
+  let mut rates = Vec::new();
+  for r in 0..=runs {
+    let start = Instant::now();
+    let mut queue = std::collections::VecDeque::with_capacity(inflight);
+    for i in 0..n {
+      if queue.len() == inflight {
+        if let Some(p) = queue.pop_front() {
+          finish(p);
+        }
+      }
+      queue.push_back(op(i, r));
+    }
+    for p in queue {
+      finish(p);
+    }
+    if r > 0 {
+      rates.push(n as f64 / start.elapsed().as_secs_f64());
+    }
+  }
+  rates.sort_by(|a, b| a.total_cmp(b));
+  (rates[rates.len() / 2], rates[0], rates[rates.len() - 1])
+}
+
+fn finish<T>(p: Pending<T>) {
+  if let Err(e) = p.wait() {
+    eprintln!("bench operation failed: {e:?}");
+    std::process::exit(1);
+  }
+}
+
+fn main() {
+  let arg = |i: usize, default: usize| {
+    std::env::args()
+      .nth(i)
+      .and_then(|a| a.parse().ok())
+      .unwrap_or(default)
+  };
+  let (n, accounts, runs) = (arg(1, 4000), arg(2, 2000), arg(3, 5));
+  let dir = std::env::temp_dir().join(format!("linkvault-bench-core-{}", std::process::id()));
+  let _ = std::fs::create_dir_all(&dir);
+  let path = dir.join("bench.db").to_string_lossy().to_string();
+  let mut options = match OpenOptions::parse(Some(&json!({ "path": path, "orgId": "org_bench" }))) {
+    Ok(o) => o,
+    Err(e) => panic!("options: {e:?}"),
+  };
+  options.encryption_key = Key::random().ok();
+  let vault = match Vault::open(options).wait() {
+    Ok(v) => v,
+    Err(e) => panic!("open: {e:?}"),
+  };
+  for i in 0..accounts {
+    finish(vault.upsert_linked_account(&payload(&format!("user-{i}"), 0), None));
+  }
+  let mut cursors: Vec<Option<String>> = vec![None];
+  loop {
+    let q = match cursors.last().cloned().flatten() {
+      Some(c) => json!({ "limit": 50, "after": c }),
+      None => json!({ "limit": 50 }),
+    };
+    match vault.list_linked_accounts(Some(&q)).wait() {
+      Ok(page) => match page.next {
+        Some(next) => cursors.push(Some(linkvault::accounts::encode_cursor(next))),
+        None => break,
+      },
+      Err(e) => panic!("list: {e:?}"),
+    }
+  }
+  let mut rows = Vec::new();
+  for inflight in [1usize, 64] {
+    let name = |op: &str| format!("{op} x{inflight}");
+    rows.push((
+      name("upsertLinkedAccount (insert)"),
+      measure(runs, n, inflight, |i, r| {
+        vault.upsert_linked_account(&payload(&format!("new-{r}-{i}-{inflight}"), r), None)
+      }),
+    ));
+    rows.push((
+      name("upsertLinkedAccount (update)"),
+      measure(runs, n, inflight, |i, r| {
+        vault.upsert_linked_account(
+          &payload(&format!("user-{}", i % accounts), r + 1 + inflight),
+          None,
+        )
+      }),
+    ));
+    rows.push((
+      name("getLinkedAccountById"),
+      measure(runs, n, inflight, |i, _| {
+        vault.get_linked_account_by_id(&json!(format!("user-{}", i % accounts)))
+      }),
+    ));
+    rows.push((
+      name("getAllLinkedAccounts (page of 50)"),
+      measure(runs, n / 10, inflight, |i, _| {
+        vault.get_all_linked_accounts(Some(&json!({ "page": 1 + i % 20, "limit": 50 })))
+      }),
+    ));
+    rows.push((
+      name("listLinkedAccounts (keyset page of 50)"),
+      measure(runs, n / 10, inflight, |i, _| {
+        let q = match &cursors[i % cursors.len()] {
+          Some(c) => json!({ "limit": 50, "after": c }),
+          None => json!({ "limit": 50 }),
+        };
+        vault.list_linked_accounts(Some(&q))
+      }),
+    ));
+  }
+  let _ = vault.close().wait();
+  let _ = std::fs::remove_dir_all(&dir);
+  for (name, (median, min, max)) in rows {
+    println!(
+      "{}",
+      json!({ "name": name, "median": median, "min": min, "max": max })
+    );
+  }
+}
