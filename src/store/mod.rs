@@ -10,7 +10,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::sync::oneshot;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
 
 use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
@@ -29,18 +30,95 @@ pub struct Scope {
   pub environment: String,
 }
 
-/// The result of a storage operation, delivered from the storage threads.
+/// The result of a storage operation, delivered from the storage threads. It can be awaited
+/// (a `Future`), waited for (`wait`, blocking) or handed a callback (`on_ready`) that the
+/// answering thread runs directly, which is how the Node binding resolves promises without an
+/// async runtime in between.
 pub struct Pending<T>(PendingInner<T>);
 
 enum PendingInner<T> {
-  Waiting(oneshot::Receiver<Result<T>>),
+  Slot(Arc<Slot<T>>),
   Ready(Option<Result<T>>),
 }
 
+type Callback<T> = Box<dyn FnOnce(Result<T>) + Send>;
+
+struct Slot<T> {
+  state: Mutex<State<T>>,
+  ready: Condvar,
+}
+
+enum State<T> {
+  Empty,
+  Waiting(Waker),
+  Callback(Callback<T>),
+  Ready(Result<T>),
+  Taken,
+}
+
+/// The sending half of a [`Pending`]. Dropping it unanswered answers with a storage error, so a
+/// caller is never left waiting (e.g. when a storage thread panics).
+pub struct Answer<T>(Option<Arc<Slot<T>>>);
+
+impl<T> Answer<T> {
+  /// Delivers the result. Returns `Err(())` if nobody can receive it any more.
+  pub fn send(mut self, r: Result<T>) -> std::result::Result<(), ()> {
+    match self.0.take() {
+      Some(slot) => deliver(&slot, r),
+      None => Err(()),
+    }
+  }
+}
+
+impl<T> Drop for Answer<T> {
+  fn drop(&mut self) {
+    if let Some(slot) = self.0.take() {
+      let _ = deliver(&slot, Err(stopped()));
+    }
+  }
+}
+
+fn lock<T>(slot: &Slot<T>) -> MutexGuard<'_, State<T>> {
+  // A poisoned slot only means a callback panicked; the state itself is still consistent.
+  slot.state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn deliver<T>(slot: &Slot<T>, r: Result<T>) -> std::result::Result<(), ()> {
+  let mut state = lock(slot);
+  match std::mem::replace(&mut *state, State::Taken) {
+    State::Empty => {
+      *state = State::Ready(r);
+      slot.ready.notify_all();
+      Ok(())
+    }
+    State::Waiting(waker) => {
+      *state = State::Ready(r);
+      drop(state);
+      waker.wake();
+      Ok(())
+    }
+    State::Callback(cb) => {
+      drop(state);
+      cb(r);
+      Ok(())
+    }
+    other @ (State::Ready(_) | State::Taken) => {
+      *state = other;
+      Err(())
+    }
+  }
+}
+
 impl<T> Pending<T> {
-  pub fn channel() -> (oneshot::Sender<Result<T>>, Self) {
-    let (tx, rx) = oneshot::channel();
-    (tx, Pending(PendingInner::Waiting(rx)))
+  pub fn channel() -> (Answer<T>, Self) {
+    let slot = Arc::new(Slot {
+      state: Mutex::new(State::Empty),
+      ready: Condvar::new(),
+    });
+    (
+      Answer(Some(slot.clone())),
+      Pending(PendingInner::Slot(slot)),
+    )
   }
 
   pub fn ready(r: Result<T>) -> Self {
@@ -51,8 +129,42 @@ impl<T> Pending<T> {
   /// tests and benchmarks). Never call it on Node's thread.
   pub fn wait(self) -> Result<T> {
     match self.0 {
-      PendingInner::Ready(r) => r.unwrap_or_else(|| Err(Error::storage("result already taken"))),
-      PendingInner::Waiting(rx) => rx.blocking_recv().unwrap_or_else(|_| Err(stopped())),
+      PendingInner::Ready(r) => r.unwrap_or_else(|| Err(taken())),
+      PendingInner::Slot(slot) => {
+        let mut state = lock(&slot);
+        loop {
+          match std::mem::replace(&mut *state, State::Taken) {
+            State::Ready(r) => return r,
+            State::Taken | State::Callback(_) => return Err(taken()),
+            waiting @ (State::Empty | State::Waiting(_)) => {
+              *state = waiting;
+              state = slot.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Runs `cb` with the result: at once if it is already there, else on the thread that
+  /// answers.
+  pub fn on_ready(self, cb: impl FnOnce(Result<T>) + Send + 'static) {
+    match self.0 {
+      PendingInner::Ready(r) => cb(r.unwrap_or_else(|| Err(taken()))),
+      PendingInner::Slot(slot) => {
+        let mut state = lock(&slot);
+        match std::mem::replace(&mut *state, State::Taken) {
+          State::Ready(r) => {
+            drop(state);
+            cb(r);
+          }
+          State::Empty | State::Waiting(_) => *state = State::Callback(Box::new(cb)),
+          State::Taken | State::Callback(_) => {
+            drop(state);
+            cb(Err(taken()));
+          }
+        }
+      }
     }
   }
 }
@@ -61,21 +173,29 @@ fn stopped() -> Error {
   Error::storage("storage thread stopped before answering")
 }
 
-// `Pending` holds no self-references (the receiver is itself Unpin).
+fn taken() -> Error {
+  Error::storage("result already taken")
+}
+
+// `Pending` holds no self-references (only an `Arc` or a ready value), so it is Unpin.
 impl<T> Unpin for Pending<T> {}
 
 impl<T> Future for Pending<T> {
   type Output = Result<T>;
   fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-    let this = self.get_mut();
-    match &mut this.0 {
-      PendingInner::Ready(r) => Poll::Ready(
-        r.take()
-          .unwrap_or_else(|| Err(Error::storage("polled after completion"))),
-      ),
-      PendingInner::Waiting(rx) => Pin::new(rx)
-        .poll(cx)
-        .map(|r| r.unwrap_or_else(|_| Err(stopped()))),
+    match &mut self.get_mut().0 {
+      PendingInner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| Err(taken()))),
+      PendingInner::Slot(slot) => {
+        let mut state = lock(slot);
+        match std::mem::replace(&mut *state, State::Taken) {
+          State::Ready(r) => Poll::Ready(r),
+          State::Empty | State::Waiting(_) => {
+            *state = State::Waiting(cx.waker().clone());
+            Poll::Pending
+          }
+          State::Taken | State::Callback(_) => Poll::Ready(Err(taken())),
+        }
+      }
     }
   }
 }

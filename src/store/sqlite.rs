@@ -128,7 +128,12 @@ impl Db {
     let job: WriteJob = Box::new(move |conn| match conn {
       Err(e) => {
         let e = e.clone();
-        (false, Box::new(move |_| drop(answer.send(Err(e)))))
+        (
+          false,
+          Box::new(move |_| {
+            let _ = answer.send(Err(e));
+          }),
+        )
       }
       Ok(conn) => {
         let res = f(conn);
