@@ -24,6 +24,7 @@ use crate::accounts::{
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::events::{self, Listeners};
 
 /// How hard a commit waits for the disk (SQLite `synchronous`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Db {
   writer: RwLock<Option<Sender<WriteJob>>>,
   readers: RwLock<Option<Sender<ReadJob>>>,
   threads: Mutex<Vec<JoinHandle<()>>>,
+  /// Live event subscribers (`onEvent`), called after each commit with that job's events.
+  listeners: Arc<Listeners>,
 }
 
 impl Db {
@@ -87,6 +90,7 @@ impl Db {
             writer: RwLock::new(Some(wtx)),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             threads: Mutex::new(threads),
+            listeners: Arc::new(Listeners::default()),
           };
           Ok((conn, Arc::new(db)))
         });
@@ -114,23 +118,33 @@ impl Db {
 
   /// Runs `f` in the next group-commit transaction. `f` returning `Err` rolls back its changes
   /// only. The result is delivered after the commit; a failed commit fails every job in it.
+  /// Events the job appended go to the live subscribers after the commit, before the caller's
+  /// answer is sent, in commit order.
   pub fn write<T, F>(&self, f: F) -> Pending<T>
   where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
   {
     let (answer, pending) = Pending::channel();
+    let listeners = self.listeners.clone();
     let job: WriteJob = Box::new(move |conn| match conn {
       Err(e) => {
         let e = e.clone();
         (false, Box::new(move |_| drop(answer.send(Err(e)))))
       }
       Ok(conn) => {
-        let res = f(conn);
+        let (res, appended) = if listeners.is_empty() {
+          (f(conn), Vec::new())
+        } else {
+          events::collect(|| f(conn))
+        };
         let ok = res.is_ok();
         (
           ok,
           Box::new(move |commit: Result<()>| {
+            if ok && commit.is_ok() {
+              listeners.deliver(&appended);
+            }
             let _ = answer.send(commit.and(res));
           }),
         )
@@ -169,6 +183,16 @@ impl Db {
     pending
   }
 
+  /// Whether `close` was called.
+  pub fn is_closed(&self) -> bool {
+    self.writer.read().map(|g| g.is_none()).unwrap_or(true)
+  }
+
+  /// The live event subscribers of this engine.
+  pub fn listeners(&self) -> &Arc<Listeners> {
+    &self.listeners
+  }
+
   /// Stops accepting work, lets queued work finish and waits for the threads to end.
   pub fn close(&self) -> Pending<()> {
     let writer = self.writer.write().ok().and_then(|mut g| g.take());
@@ -196,10 +220,13 @@ impl Db {
     drop(writer);
     drop(readers);
     let (done_tx, done) = Pending::channel();
+    let listeners = self.listeners.clone();
     let _ = std::thread::Builder::new()
       .name("linkvault-close".into())
       .spawn(move || {
         let r = pending.wait();
+        // Every queued write has committed and been delivered: drop the subscribers.
+        listeners.clear();
         for t in threads {
           let _ = t.join();
         }
@@ -398,6 +425,12 @@ impl SqliteStore {
 
   pub fn sealer(&self) -> Arc<Sealer> {
     self.sealer.clone()
+  }
+
+  /// The engine itself, for work that must queue more work from inside a job (e.g. a read that
+  /// notices an expired consent queues the write that records it).
+  pub fn engine(&self) -> Arc<Db> {
+    self.db.clone()
   }
 }
 
