@@ -202,6 +202,11 @@ export interface ClientOptions {
    * never corrupts) or `'full'` (every commit fsynced before it resolves).
    */
   durability?: 'normal' | 'full'
+  /**
+   * Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
+   * `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
+   */
+  authUrlBase?: string
 }
 
 /** A consent (Fiskil's consent object). Times are RFC 3339 (UTC, seconds). */

@@ -227,15 +227,19 @@ pub fn renewable(c: &Consent, now: i64) -> bool {
   c.active && now < c.expires_at
 }
 
-/// `ms` rounded up to a whole second, so that RFC 3339 and unix-second renderings of an expiry
-/// are exact.
+/// `ms` rounded up to a whole second, so that the unix-second `expires_at` of a session is exact
+/// and never earlier than asked.
 pub fn ceil_to_second(ms: i64) -> i64 {
   ms.div_euclid(1000) * 1000 + if ms.rem_euclid(1000) == 0 { 0 } else { 1000 }
 }
 
-/// The expiry of a consent granted at `now` for `duration` seconds.
+/// The expiry of a consent granted at `now` for `duration` seconds: counted from the whole
+/// second of the grant, so that `expires_at - last_consent == duration` in the RFC 3339 fields.
 pub fn consent_expiry(now: i64, duration: i64) -> i64 {
-  ceil_to_second(now.saturating_add(duration.saturating_mul(1000)))
+  now
+    .div_euclid(1000)
+    .saturating_add(duration)
+    .saturating_mul(1000)
 }
 
 /// What consent events carry (`data`), Fiskil's webhook fields plus the state.
@@ -817,7 +821,8 @@ mod tests {
     assert_eq!(ceil_to_second(1000), 1000);
     assert_eq!(ceil_to_second(1001), 2000);
     assert_eq!(ceil_to_second(0), 0);
-    assert_eq!(consent_expiry(1_500, 1), 3_000);
+    assert_eq!(consent_expiry(1_500, 1), 2_000);
+    assert_eq!(consent_expiry(2_000, 1), 3_000);
   }
 
   #[test]

@@ -850,7 +850,7 @@ mod tests {
     // pending → completed, then single use.
     let c = complete_session(&conn, &scope, &s.session_id, grant(90), T0 + 1).unwrap();
     assert!(c.active);
-    assert_eq!(c.expires_at, T0 + 91_000);
+    assert_eq!(c.expires_at, T0 + 90_000);
     let got = get_session(&conn, &scope, &s.session_id, T0 + 2).unwrap();
     assert_eq!(got.status, SessionStatus::Completed);
     assert_eq!(got.consent_id.as_deref(), Some(c.arrangement_id.as_str()));
