@@ -375,8 +375,9 @@ export interface PageQuery {
 /** Options of `pruneEvents`. */
 export interface PruneEventsInput {
   /**
-   * A number deletes events with a lower id (pass the last processed id + 1 to keep it and
-   * everything after); a `Date` or ISO-8601 string deletes events created before that instant.
+   * A number deletes events with a lower id (the slowest consumer's last processed id + 1
+   * drops everything already processed); a `Date` or ISO-8601 string deletes events created
+   * before that instant.
    */
   before?: number | Date | string
 }

@@ -517,6 +517,25 @@ describe('consents', () => {
     expect(await client.listConsents({ end_user_id: user })).toEqual([])
   })
 
+  test('every call on a closed client rejects with CLIENT_CLOSED', async () => {
+    const c = await openClient({ dir: tmpDir() })
+    const user = await newUser(c, 'closed')
+    const s = await c.createAuthSession({ linked_account_id: user, ...URIS })
+    await c.close()
+    for (const p of [
+      c.createAuthSession({ linked_account_id: user, ...URIS }),
+      c.getAuthSession(s.session_id),
+      c.completeAuthSession(s.session_id, GRANT),
+      c.cancelAuthSession(s.session_id),
+      c.listConsents(),
+      c.getConsent('x'),
+      c.revokeConsent('x'),
+      c.expireConsents(),
+    ]) {
+      await expect(p).rejects.toMatchObject({ code: 'CLIENT_CLOSED', status: 400 })
+    }
+  })
+
   test('outbox: mutations that fail leave no event', async () => {
     const user = await newUser(client, 'outbox')
     const s = await client.createAuthSession({ linked_account_id: user, ...URIS, institution_id: 'bank-au' })

@@ -2,7 +2,7 @@
 //! webhook helpers (`signWebhook`, `verifyWebhook`).
 //!
 //! `onEvent` delivery: the writer thread hands each committed job's events to a listener that
-//! queues them, one call per event, on a *weak* threadsafe function, so an forgotten
+//! queues them, one call per event, on a *weak* threadsafe function, so a forgotten
 //! subscription never keeps Node's event loop alive. The threadsafe function targets a small
 //! native dispatcher that calls the user's callback only while the subscription is active, so
 //! nothing is delivered after `unsubscribe()` returns, not even events already queued.
@@ -52,8 +52,9 @@ pub struct EventQuery {
 #[allow(dead_code)]
 #[napi(object)]
 pub struct PruneEventsInput {
-  /// A number deletes events with a lower id (pass the last processed id + 1 to keep it and
-  /// everything after); a `Date` or ISO-8601 string deletes events created before that instant.
+  /// A number deletes events with a lower id (the slowest consumer's last processed id + 1
+  /// drops everything already processed); a `Date` or ISO-8601 string deletes events created
+  /// before that instant.
   #[napi(ts_type = "number | Date | string")]
   pub before: Option<Value>,
 }
