@@ -50,6 +50,138 @@ export declare class Client {
   get orgId(): string
   /** The environment data is scoped to. */
   get environment(): 'test' | 'production'
+  /**
+   * Creates a single-use auth session for an end user (a linked account), to hand to the
+   * consent flow. `NOT_FOUND` for an unknown account (or `arrangement_id`);
+   * `VALIDATION_ERROR` for non-http(s) URIs, a renewal of an ended consent or of another end
+   * user's consent. Appends `auth_session.created`.
+   */
+  createAuthSession(options: AuthSessionInput): Promise<AuthSession>
+  /** Reads an auth session by its `session_id`, with its current `status`. */
+  getAuthSession(session_id: string): Promise<AuthSession>
+  /**
+   * Records the end user's consent: creates the consent (`consent.received`) or, for a
+   * renewal session, updates the same consent (`consent.updated`), and completes the session
+   * (`auth_session.completed`), all in one transaction. A session is single use:
+   * `AUTH_SESSION_ALREADY_USED` once completed or cancelled (of concurrent completions exactly
+   * one succeeds), `AUTH_SESSION_EXPIRED` past `expires_at`.
+   */
+  completeAuthSession(session_id: string, result: AuthSessionResult): Promise<Consent>
+  /**
+   * Ends a pending session without consent, with a Fiskil error type
+   * (`auth_session.cancelled`). Same single-use and expiry refusals as completion.
+   */
+  cancelAuthSession(session_id: string, options?: CancelAuthSessionInput): Promise<AuthSession>
+  /** Lists consents in creation order, optionally for one end user and/or by `active`. */
+  listConsents(options?: ConsentQuery): Promise<Consent[]>
+  /** Gets one consent; `NOT_FOUND` if unknown. */
+  getConsent(arrangement_id: string): Promise<Consent>
+  /**
+   * Revokes a consent (`termination_reason: 'revoked'`, `consent.revoked`). Revoking an ended
+   * consent is a no-op that returns it unchanged.
+   */
+  revokeConsent(arrangement_id: string): Promise<Consent>
+  /**
+   * Records every consent past its `expires_at` as expired, each with one `consent.revoked`
+   * event (exactly once, even with several clients sweeping). Reads already show lapsed
+   * consents as expired; run this periodically so their events go out.
+   */
+  expireConsents(): Promise<ExpireResult>
+  /**
+   * Reads the event log in id order, after `after` (exclusive). Consumers store the last id
+   * they processed and resume from it (at-least-once, across restarts and processes).
+   */
+  listEvents(options?: EventQuery): Promise<EventList>
+  /**
+   * Deletes old events of this scope (retention). `before`: an event id (events with a lower
+   * id go) or a `Date`/ISO-8601 string (events created before it go).
+   */
+  pruneEvents(options: PruneEventsInput): Promise<PruneResult>
+  /**
+   * Calls `callback(event)` for each event committed by this client (its own writes, not other
+   * processes': use `listEvents` for those), in commit order, shortly after each commit (not
+   * necessarily before the mutation's promise resolves). Returns a function that unsubscribes;
+   * nothing is delivered after it returns. A subscription does not keep the process alive, and
+   * `close()` ends it after delivering the events of writes queued before. An exception thrown
+   * by `callback` is an uncaught exception, as with an `EventEmitter` listener.
+   */
+  onEvent(callback: (event: LinkvaultEvent) => void): () => void
+}
+
+/**
+ * An auth session. `session_id` is a single-use bearer secret: hand it to the end user's
+ * consent flow only. It is stored hashed and never appears in events.
+ */
+export interface AuthSession {
+  /** Public record id (24 hex); events name the session by it. */
+  id: string
+  session_id: string
+  /** `${authUrlBase}?session_id=…` when the client has `authUrlBase`, else null. */
+  auth_url: string | null
+  /** Unix seconds. */
+  expires_at: number
+  /** `'expired'` once `expires_at` has passed while pending. */
+  status: 'pending' | 'completed' | 'cancelled' | 'expired'
+  linked_account_id: string
+  /** Same as `linked_account_id` (Fiskil's name). */
+  end_user_id: string
+  redirect_uri: string
+  cancel_uri: string
+  institution_id: string | null
+  permissions: Array<string> | null
+  /** The consent this session renews, if it is a renewal session. */
+  arrangement_id: string | null
+  /** The consent the completion created or renewed (Fiskil Link's `consentID`). */
+  consent_id: string | null
+  /** The Fiskil error type of a cancelled session. */
+  error_type: string | null
+  /** Unix seconds. */
+  created_at: number
+}
+
+/** Input of `createAuthSession`. */
+export interface AuthSessionInput {
+  /** The end user: an existing linked account (`NOT_FOUND` otherwise). */
+  linked_account_id?: string
+  /** Alias of `linked_account_id` (Fiskil's name). */
+  end_user_id?: string
+  /** Where the end user returns after consenting: an absolute http(s) URL without fragment. */
+  redirect_uri: string
+  /** Where the end user returns after cancelling or failing: an absolute http(s) URL. */
+  cancel_uri: string
+  /** Locks the institution (the completion must be for it). */
+  institution_id?: string
+  /** Permissions requested; the completion may grant these or fewer. */
+  permissions?: Array<string>
+  /** Makes this a renewal session for that (active) consent of the same end user. */
+  arrangement_id?: string
+  /** Lifetime in seconds, 1 to 432000 (5 days, the default). */
+  ttl_seconds?: number
+}
+
+/** What the end user consented to (input of `completeAuthSession`). */
+export interface AuthSessionResult {
+  /** Required unless the session (or the consent it renews) fixes the institution. */
+  institution_id?: string
+  institution_name?: string
+  /** The accounts shared: 1 to 1000 ids (duplicates dropped). */
+  account_ids: Array<string>
+  /**
+   * Granted permissions (e.g. `accounts`, `balances`, `transactions`); default: the
+   * session's (or, for a renewal, the consent's). Must be within the session's.
+   */
+  permissions?: Array<string>
+  /**
+   * Consent duration in seconds, 1 to 31536000 (365 days). Required for a new consent; a
+   * renewal defaults to the consent's duration.
+   */
+  duration_seconds?: number
+}
+
+/** Input of `cancelAuthSession`. */
+export interface CancelAuthSessionInput {
+  /** Fiskil's consent error type (default `'AUTH_SESSION_CANCELLED'`). */
+  error_type?: 'AUTH_SESSION_CANCELLED' | 'CONSENT_ENDUSER_DENIED' | 'CONSENT_OTP_FAILURE' | 'CONSENT_ENDUSER_INELIGIBLE' | 'CONSENT_TIMEOUT' | 'CONSENT_UPSTREAM_PROCESSING_ERROR' | 'AUTH_SESSION_INVALID' | 'CONSUMERDATA_PROCESSING_ERROR'
 }
 
 /** Options of `Client.open`. */
@@ -70,11 +202,75 @@ export interface ClientOptions {
    * never corrupts) or `'full'` (every commit fsynced before it resolves).
    */
   durability?: 'normal' | 'full'
+  /**
+   * Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
+   * `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
+   */
+  authUrlBase?: string
+}
+
+/** A consent (Fiskil's consent object). Times are RFC 3339 (UTC, seconds). */
+export interface Consent {
+  arrangement_id: string
+  /** False once revoked, expired (at once when `expires_at` passes) or its account deleted. */
+  active: boolean
+  end_user_id: string
+  institution_id: string
+  institution_name: string | null
+  account_ids: Array<string>
+  permissions: Array<string>
+  /** Seconds granted by the latest consent. */
+  duration: number
+  created_at: string
+  expires_at: string
+  /** When the end user last consented (creation or renewal). */
+  last_consent: string
+  /** Null while active. */
+  termination_reason: 'revoked' | 'expired' | 'account_deleted' | null | null
+}
+
+/** Filters of `listConsents`. */
+export interface ConsentQuery {
+  /** Only this end user's consents (`NOT_FOUND` if the account does not exist). */
+  end_user_id?: string
+  /** Alias of `end_user_id`. */
+  linked_account_id?: string
+  /** Only active (`true`) or only ended (`false`) consents, as of now. */
+  active?: boolean
 }
 
 /** `{ message }` of `deleteLinkedAccount`. */
 export interface DeleteResult {
   message: string
+}
+
+/** A page of `listEvents`. */
+export interface EventList {
+  events: Array<LinkvaultEvent>
+  /**
+   * Pass as `after` for the next page; null when nothing more matched (then resume from the
+   * last event's id).
+   */
+  next: number | null
+}
+
+/** Options of `listEvents`. */
+export interface EventQuery {
+  /** Only events with a greater id: the last id you processed, or a page's `next`. */
+  after?: number
+  /** Page size, 1–1000 (default 100). */
+  limit?: number
+  /** Only these event types. */
+  types?: string[] | string
+  /** Only events of this linked account (`end_user_id` is accepted as an alias). */
+  linked_account_id?: string
+}
+
+/** What `expireConsents` recorded. */
+export interface ExpireResult {
+  /** How many lapsed consents this call recorded (0 if another client got there first). */
+  expired: number
+  arrangement_ids: Array<string>
 }
 
 /** Options of `listLinkedAccounts`. */
@@ -149,6 +345,21 @@ export interface LinkedAccountPayload {
   payload?: { name?: string | null; udf?: Record<string, unknown>; your_app?: YourAppInput | null }
 }
 
+/** One event of the log. `id` is strictly increasing across the whole file (all processes). */
+export interface LinkvaultEvent {
+  id: number
+  /**
+   * e.g. `'linked_account.created'`, `'auth_session.completed'`, `'consent.received'`,
+   * `'consent.updated'`, `'consent.revoked'`.
+   */
+  type: string
+  linked_account_id: string | null
+  /** Event-specific details (never secrets). */
+  data: Record<string, unknown>
+  /** ISO-8601 UTC with milliseconds. */
+  created_at: string
+}
+
 /** Options of `getAllLinkedAccounts`. */
 export interface PageQuery {
   /** Page number from 1 (default 1). */
@@ -160,6 +371,28 @@ export interface PageQuery {
   /** Case-insensitive substring of the id or the name. */
   search?: string
 }
+
+/** Options of `pruneEvents`. */
+export interface PruneEventsInput {
+  /**
+   * A number deletes events with a lower id (the slowest consumer's last processed id + 1
+   * drops everything already processed); a `Date` or ISO-8601 string deletes events created
+   * before that instant.
+   */
+  before?: number | Date | string
+}
+
+/** What `pruneEvents` deleted. */
+export interface PruneResult {
+  deleted: number
+}
+
+/**
+ * Signs a webhook body: returns the header value `t=<unix seconds>,v1=<hex HMAC-SHA256 of
+ * "<t>.<body>" keyed with secret>`. `timestamp` (unix seconds) defaults to now. Throws a
+ * `VALIDATION_ERROR` for an empty secret or a timestamp in milliseconds.
+ */
+export declare function signWebhook(body: string | Buffer, secret: string | Buffer, timestamp?: number): string
 
 /** One user-defined field as returned. */
 export interface UdfEntry {
@@ -176,6 +409,14 @@ export interface UpsertOptions {
   /** Compare-and-set: only write if the stored `__v` equals this, else `VERSION_CONFLICT`. */
   ifVersion?: number
 }
+
+/**
+ * Verifies a webhook signature header made by `signWebhook` (or the same scheme), in constant
+ * time. False for a wrong signature, a malformed header, or a timestamp more than
+ * `toleranceSeconds` (default 300) away from now. Several `v1=` entries are accepted (secret
+ * rotation). Throws a `VALIDATION_ERROR` only for misuse (empty secret, negative tolerance).
+ */
+export declare function verifyWebhook(body: string | Buffer, header: string, secret: string | Buffer, toleranceSeconds?: number): boolean
 
 /** The customer's own app entry. Sent `your_app` replaces the stored one as a whole. */
 export interface YourAppInput {

@@ -8,12 +8,14 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod consents;
 pub mod crypto;
 pub mod error;
 pub mod events;
 pub mod input;
 pub mod store;
 pub mod vault;
+pub mod webhook;
 
 mod binding;
 

@@ -24,6 +24,8 @@ pub struct OpenOptions {
   pub environment: String,
   pub encryption_key: Option<Key>,
   pub durability: Durability,
+  /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…` (else null).
+  pub auth_url_base: Option<String>,
 }
 
 impl OpenOptions {
@@ -61,12 +63,20 @@ impl OpenOptions {
         ))
       }
     };
+    let auth_url_base = match f.str("authUrlBase")? {
+      None => None,
+      Some(base) => {
+        crate::consents::validate_http_url("authUrlBase", base)?;
+        Some(base.to_string())
+      }
+    };
     Ok(OpenOptions {
       path,
       org_id,
       environment,
       encryption_key,
       durability,
+      auth_url_base,
     })
   }
 
@@ -94,8 +104,9 @@ impl OpenOptions {
 
 /// One open client: a store and the (org, environment) scope it works in.
 pub struct Vault {
-  store: Arc<dyn Store>,
-  scope: Scope,
+  pub(crate) store: Arc<dyn Store>,
+  pub(crate) scope: Scope,
+  pub(crate) auth_url_base: Option<String>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -138,6 +149,7 @@ impl Vault {
           Ok(Vault {
             store: Arc::new(store),
             scope,
+            auth_url_base: options.auth_url_base.clone(),
           })
         })();
         let _ = answer.send(r);

@@ -30,6 +30,9 @@ pub struct ClientOptions {
   /// never corrupts) or `'full'` (every commit fsynced before it resolves).
   #[napi(ts_type = "'normal' | 'full'")]
   pub durability: Option<String>,
+  /// Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
+  /// `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
+  pub auth_url_base: Option<String>,
 }
 
 /// A linkvault client on one SQLite file, scoped to one (orgId, environment).

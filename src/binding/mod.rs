@@ -3,4 +3,6 @@
 
 mod accounts;
 mod client;
+mod consents;
+mod events;
 mod js;

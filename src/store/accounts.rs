@@ -369,6 +369,8 @@ pub fn pk_of(conn: &Connection, scope: &Scope, id: &str) -> Result<i64> {
 
 pub fn delete(conn: &Connection, scope: &Scope, id: &str, now: i64) -> Result<()> {
   let pk = pk_of(conn, scope, id)?;
+  // Ends the account's active consents (with their events) before the row goes.
+  super::consents::on_account_deleted(conn, scope, pk, now)?;
   conn
     .prepare_cached("DELETE FROM accounts WHERE pk = ?1")?
     .execute([pk])?;

@@ -3,6 +3,8 @@
 //! resolves once the work is durable (for writes: after its transaction committed).
 
 mod accounts;
+pub mod consents;
+pub mod events;
 mod schema;
 pub mod sqlite;
 
@@ -18,6 +20,8 @@ use crate::accounts::{
 };
 use crate::error::{Error, Result};
 
+pub use consents::ConsentStore;
+pub use events::EventStore;
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
@@ -231,7 +235,7 @@ pub trait AccountStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store: AccountStore {
+pub trait Store: AccountStore + ConsentStore + EventStore {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;

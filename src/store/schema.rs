@@ -7,9 +7,10 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// (version, SQL). Append only; never edit a released entry.
-const MIGRATIONS: &[(i64, &str)] = &[(
-  1,
-  r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+  (
+    1,
+    r#"
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value BLOB NOT NULL
@@ -59,7 +60,62 @@ CREATE TABLE events (
 );
 CREATE INDEX events_scope ON events (scope_id, id);
 "#,
-)];
+  ),
+  (
+    4,
+    r#"
+-- Auth sessions (Fiskil-style): single use, for one linked account (end user). The session id
+-- is a bearer secret: only its SHA-256 is stored; `oid` is the public record id.
+CREATE TABLE auth_sessions (
+  pk             INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id       INTEGER NOT NULL REFERENCES scopes(id),
+  oid            TEXT NOT NULL,
+  session_hash   BLOB NOT NULL UNIQUE,
+  account_pk     INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  redirect_uri   TEXT NOT NULL,
+  cancel_uri     TEXT NOT NULL,
+  institution_id TEXT,
+  permissions    TEXT,
+  arrangement_id TEXT,
+  state          TEXT NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'completed', 'cancelled')),
+  error_type     TEXT,
+  consent_id     TEXT,
+  created_at     INTEGER NOT NULL,
+  expires_at     INTEGER NOT NULL,
+  finished_at    INTEGER
+);
+CREATE INDEX auth_sessions_account ON auth_sessions (account_pk);
+
+-- Consents outlive their account: deleting the account ends them ('account_deleted') and sets
+-- account_pk to NULL, keeping the record (and end_user_id as text) for audit.
+CREATE TABLE consents (
+  pk                 INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id           INTEGER NOT NULL REFERENCES scopes(id),
+  arrangement_id     TEXT NOT NULL,
+  account_pk         INTEGER REFERENCES accounts(pk) ON DELETE SET NULL,
+  end_user_id        TEXT NOT NULL,
+  institution_id     TEXT NOT NULL,
+  institution_name   TEXT,
+  account_ids        TEXT NOT NULL,
+  permissions        TEXT NOT NULL,
+  duration           INTEGER NOT NULL,
+  created_at         INTEGER NOT NULL,
+  last_consent       INTEGER NOT NULL,
+  expires_at         INTEGER NOT NULL,
+  active             INTEGER NOT NULL DEFAULT 1,
+  termination_reason TEXT CHECK (termination_reason IN ('revoked', 'expired', 'account_deleted')),
+  terminated_at      INTEGER,
+  updated_at         INTEGER NOT NULL,
+  UNIQUE (scope_id, arrangement_id)
+);
+CREATE INDEX consents_account ON consents (account_pk);
+CREATE INDEX consents_due ON consents (scope_id, expires_at) WHERE active = 1;
+
+CREATE INDEX events_account ON events (scope_id, linked_account_id, id);
+"#,
+  ),
+];
 
 pub fn latest_version() -> i64 {
   MIGRATIONS.last().map(|m| m.0).unwrap_or(0)

@@ -24,6 +24,7 @@ use crate::accounts::{
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
 use crate::error::{Error, Result};
+use crate::events::{self, Listeners};
 
 /// How hard a commit waits for the disk (SQLite `synchronous`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,8 @@ pub struct Db {
   threads: Mutex<Vec<JoinHandle<()>>>,
   /// Disconnects when the writer thread has closed its connection.
   writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+  /// Live event subscribers (`onEvent`), called after each commit with that job's events.
+  listeners: Arc<Listeners>,
 }
 
 impl Db {
@@ -91,6 +94,7 @@ impl Db {
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
+            listeners: Arc::new(Listeners::default()),
           };
           Ok((conn, Arc::new(db)))
         });
@@ -119,12 +123,15 @@ impl Db {
 
   /// Runs `f` in the next group-commit transaction. `f` returning `Err` rolls back its changes
   /// only. The result is delivered after the commit; a failed commit fails every job in it.
+  /// Events the job appended go to the live subscribers after the commit, before the caller's
+  /// answer is sent, in commit order.
   pub fn write<T, F>(&self, f: F) -> Pending<T>
   where
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
   {
     let (answer, pending) = Pending::channel();
+    let listeners = self.listeners.clone();
     let job: WriteJob = Box::new(move |conn| match conn {
       Err(e) => {
         let e = e.clone();
@@ -136,11 +143,18 @@ impl Db {
         )
       }
       Ok(conn) => {
-        let res = f(conn);
+        let (res, appended) = if listeners.is_empty() {
+          (f(conn), Vec::new())
+        } else {
+          events::collect(|| f(conn))
+        };
         let ok = res.is_ok();
         (
           ok,
           Box::new(move |commit: Result<()>| {
+            if ok && commit.is_ok() {
+              listeners.deliver(&appended);
+            }
             let _ = answer.send(commit.and(res));
           }),
         )
@@ -179,6 +193,16 @@ impl Db {
     pending
   }
 
+  /// Whether `close` was called.
+  pub fn is_closed(&self) -> bool {
+    self.writer.read().map(|g| g.is_none()).unwrap_or(true)
+  }
+
+  /// The live event subscribers of this engine.
+  pub fn listeners(&self) -> &Arc<Listeners> {
+    &self.listeners
+  }
+
   /// Stops accepting work, lets queued work finish and waits for the threads to end.
   pub fn close(&self) -> Pending<()> {
     let writer = self.writer.write().ok().and_then(|mut g| g.take());
@@ -207,10 +231,13 @@ impl Db {
     drop(writer);
     drop(readers);
     let (done_tx, done) = Pending::channel();
+    let listeners = self.listeners.clone();
     let _ = std::thread::Builder::new()
       .name("linkvault-close".into())
       .spawn(move || {
         let r = pending.wait();
+        // Every queued write has committed and been delivered: drop the subscribers.
+        listeners.clear();
         for t in threads {
           let _ = t.join();
         }
@@ -413,6 +440,12 @@ impl SqliteStore {
 
   pub fn sealer(&self) -> Arc<Sealer> {
     self.sealer.clone()
+  }
+
+  /// The engine itself, for work that must queue more work from inside a job (e.g. a read that
+  /// notices an expired consent queues the write that records it).
+  pub fn engine(&self) -> Arc<Db> {
+    self.db.clone()
   }
 }
 

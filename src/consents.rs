@@ -1,0 +1,991 @@
+//! Auth sessions and consents, after Fiskil's account-linking flow: the backend creates a
+//! single-use auth session for an end user (a linked account), the end user consents at an
+//! institution, and the result is a consent with an expiry that can be renewed (through a new
+//! session that names its `arrangement_id`), revoked, or can lapse.
+//!
+//! This file holds the pure rules: input validation, the session state machine and the consent
+//! state machine. SQL lives in `store::consents`; each rule here is applied there inside the
+//! write job, so every transition is atomic with its event.
+//!
+//! Session: `pending` → `completed` | `cancelled` (single use), and reads as `expired` once
+//! `expires_at` has passed while pending. Consent: `active` → inactive with a
+//! `termination_reason` of `revoked`, `expired` or `account_deleted`; renewal keeps it active
+//! (new `last_consent` and `expires_at`). A consent past `expires_at` reads as expired at once.
+
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use crate::accounts::MAX_ID_CHARS;
+use crate::clock::rfc3339_secs;
+use crate::crypto;
+use crate::error::{Error, ErrorKind, Result};
+use crate::input::{self, Fields};
+use crate::store::Pending;
+use crate::vault::Vault;
+
+/// Fiskil's auth-session lifetime, the default and the maximum `ttl_seconds`.
+pub const DEFAULT_SESSION_TTL_SECS: i64 = 5 * 24 * 3600;
+pub const MAX_SESSION_TTL_SECS: i64 = DEFAULT_SESSION_TTL_SECS;
+/// The CDR maximum consent duration: 12 months (365 days).
+pub const MAX_DURATION_SECS: i64 = 365 * 24 * 3600;
+pub const MAX_URI_CHARS: usize = 2048;
+pub const MAX_NAME_CHARS: usize = 256;
+pub const MAX_LIST_ITEMS: usize = 1000;
+pub const MAX_PERMISSION_CHARS: usize = 128;
+
+/// Fiskil's consent error types, accepted by `cancelAuthSession`.
+pub const ERROR_TYPES: &[&str] = &[
+  "AUTH_SESSION_CANCELLED",
+  "CONSENT_ENDUSER_DENIED",
+  "CONSENT_OTP_FAILURE",
+  "CONSENT_ENDUSER_INELIGIBLE",
+  "CONSENT_TIMEOUT",
+  "CONSENT_UPSTREAM_PROCESSING_ERROR",
+  "AUTH_SESSION_INVALID",
+  "CONSUMERDATA_PROCESSING_ERROR",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Session state machine
+
+/// A session's stored state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+  Pending,
+  Completed,
+  Cancelled,
+}
+
+impl SessionState {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      SessionState::Pending => "pending",
+      SessionState::Completed => "completed",
+      SessionState::Cancelled => "cancelled",
+    }
+  }
+
+  pub fn parse(s: &str) -> Option<Self> {
+    match s {
+      "pending" => Some(SessionState::Pending),
+      "completed" => Some(SessionState::Completed),
+      "cancelled" => Some(SessionState::Cancelled),
+      _ => None,
+    }
+  }
+}
+
+/// A session's status as read: a pending session past `expires_at` is `expired`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+  Pending,
+  Completed,
+  Cancelled,
+  Expired,
+}
+
+impl SessionStatus {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      SessionStatus::Pending => "pending",
+      SessionStatus::Completed => "completed",
+      SessionStatus::Cancelled => "cancelled",
+      SessionStatus::Expired => "expired",
+    }
+  }
+}
+
+/// The status of a session in `state` that expires at `expires_at` (ms), seen at `now` (ms).
+pub fn session_status(state: SessionState, expires_at: i64, now: i64) -> SessionStatus {
+  match state {
+    SessionState::Completed => SessionStatus::Completed,
+    SessionState::Cancelled => SessionStatus::Cancelled,
+    SessionState::Pending if now >= expires_at => SessionStatus::Expired,
+    SessionState::Pending => SessionStatus::Pending,
+  }
+}
+
+/// Whether a session may be completed or cancelled now: single use first
+/// (`AUTH_SESSION_ALREADY_USED`), then lifetime (`AUTH_SESSION_EXPIRED`).
+pub fn check_finishable(state: SessionState, expires_at: i64, now: i64) -> Result<()> {
+  match session_status(state, expires_at, now) {
+    SessionStatus::Pending => Ok(()),
+    SessionStatus::Completed | SessionStatus::Cancelled => Err(Error::new(
+      ErrorKind::AuthSessionAlreadyUsed,
+      format!(
+        "auth session was already {}; a session is single use",
+        state.as_str()
+      ),
+    )),
+    SessionStatus::Expired => Err(Error::new(
+      ErrorKind::AuthSessionExpired,
+      format!(
+        "auth session expired at {}",
+        rfc3339_secs(expires_at.div_euclid(1000))
+      ),
+    )),
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent state machine
+
+/// Why a consent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Termination {
+  Revoked,
+  Expired,
+  AccountDeleted,
+}
+
+impl Termination {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Termination::Revoked => "revoked",
+      Termination::Expired => "expired",
+      Termination::AccountDeleted => "account_deleted",
+    }
+  }
+
+  pub fn parse(s: &str) -> Option<Self> {
+    match s {
+      "revoked" => Some(Termination::Revoked),
+      "expired" => Some(Termination::Expired),
+      "account_deleted" => Some(Termination::AccountDeleted),
+      _ => None,
+    }
+  }
+}
+
+/// A consent (Fiskil's consent object). Times are milliseconds since the epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Consent {
+  pub arrangement_id: String,
+  pub end_user_id: String,
+  pub institution_id: String,
+  pub institution_name: Option<String>,
+  pub account_ids: Vec<String>,
+  pub permissions: Vec<String>,
+  /// Seconds granted by the latest consent (first grant or renewal).
+  pub duration: i64,
+  pub created_at: i64,
+  pub last_consent: i64,
+  pub expires_at: i64,
+  pub active: bool,
+  pub termination_reason: Option<Termination>,
+}
+
+impl Consent {
+  /// Whether the stored record says active but the consent has lapsed: it reads as expired and
+  /// its expiry still has to be recorded (with its event).
+  pub fn lapsed(&self, now: i64) -> bool {
+    self.active && now >= self.expires_at
+  }
+
+  /// The consent as seen at `now`: a lapsed consent reads inactive, `expired`.
+  pub fn seen_at(mut self, now: i64) -> Consent {
+    if self.lapsed(now) {
+      self.active = false;
+      self.termination_reason = Some(Termination::Expired);
+    }
+    self
+  }
+}
+
+/// Something that may end a consent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+  /// `revokeConsent`.
+  Revoke,
+  /// `expireConsents()` or a read that noticed.
+  Sweep,
+  /// The linked account is deleted.
+  AccountDeleted,
+}
+
+/// The state machine of a consent's end: what `ending` does to a consent with stored
+/// `active`/`expires_at` at `now`. `None`: nothing to record (already ended, or not due).
+/// A consent that lapsed before the ending is recorded as `expired`, whatever the ending.
+pub fn termination(active: bool, expires_at: i64, ending: Ending, now: i64) -> Option<Termination> {
+  if !active {
+    return None;
+  }
+  if now >= expires_at {
+    return Some(Termination::Expired);
+  }
+  match ending {
+    Ending::Revoke => Some(Termination::Revoked),
+    Ending::Sweep => None,
+    Ending::AccountDeleted => Some(Termination::AccountDeleted),
+  }
+}
+
+/// A renewal updates the same consent only while it is active; otherwise completing the renewal
+/// session creates a new consent.
+pub fn renewable(c: &Consent, now: i64) -> bool {
+  c.active && now < c.expires_at
+}
+
+/// `ms` rounded up to a whole second, so that the unix-second `expires_at` of a session is exact
+/// and never earlier than asked.
+pub fn ceil_to_second(ms: i64) -> i64 {
+  ms.div_euclid(1000) * 1000 + if ms.rem_euclid(1000) == 0 { 0 } else { 1000 }
+}
+
+/// The expiry of a consent granted at `now` for `duration` seconds: counted from the whole
+/// second of the grant, so that `expires_at - last_consent == duration` in the RFC 3339 fields.
+pub fn consent_expiry(now: i64, duration: i64) -> i64 {
+  now
+    .div_euclid(1000)
+    .saturating_add(duration)
+    .saturating_mul(1000)
+}
+
+/// What consent events carry (`data`), Fiskil's webhook fields plus the state.
+pub fn event_data(c: &Consent) -> Value {
+  json!({
+    "consent_id": c.arrangement_id,
+    "arrangement_id": c.arrangement_id,
+    "end_user_id": c.end_user_id,
+    "institution_id": c.institution_id,
+    "account_ids": c.account_ids,
+    "permissions": c.permissions,
+    "active": c.active,
+    "expires_at": rfc3339_secs(c.expires_at.div_euclid(1000)),
+    "termination_reason": c.termination_reason.map(Termination::as_str),
+  })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth sessions
+
+/// An auth session. `session_id` is a bearer secret (whoever holds it can complete the
+/// session): it is stored hashed, known only at creation and to callers who pass it, and hidden
+/// from `Debug`.
+#[derive(Clone, PartialEq)]
+pub struct AuthSession {
+  /// Public record id (24 hex), safe to log and used in events.
+  pub id: String,
+  pub session_id: String,
+  pub linked_account_id: String,
+  pub redirect_uri: String,
+  pub cancel_uri: String,
+  pub institution_id: Option<String>,
+  pub permissions: Option<Vec<String>>,
+  /// Renewal target, if this is a renewal session.
+  pub arrangement_id: Option<String>,
+  pub state: SessionState,
+  /// The status at the time it was read.
+  pub status: SessionStatus,
+  pub error_type: Option<String>,
+  /// The consent the completion produced or renewed.
+  pub consent_id: Option<String>,
+  pub created_at: i64,
+  pub expires_at: i64,
+  pub finished_at: Option<i64>,
+}
+
+impl fmt::Debug for AuthSession {
+  fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    f.debug_struct("AuthSession")
+      .field("id", &self.id)
+      .field("session_id", &"<hidden>")
+      .field("linked_account_id", &self.linked_account_id)
+      .field("state", &self.state)
+      .field("status", &self.status)
+      .field("arrangement_id", &self.arrangement_id)
+      .field("consent_id", &self.consent_id)
+      .field("expires_at", &self.expires_at)
+      .finish_non_exhaustive()
+  }
+}
+
+/// A validated `createAuthSession` input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionInput {
+  pub linked_account_id: String,
+  pub redirect_uri: String,
+  pub cancel_uri: String,
+  pub institution_id: Option<String>,
+  pub permissions: Option<Vec<String>>,
+  pub arrangement_id: Option<String>,
+  pub ttl_seconds: i64,
+}
+
+/// A validated `completeAuthSession` result (what the end user consented to).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+  pub institution_id: Option<String>,
+  pub institution_name: Option<String>,
+  pub account_ids: Vec<String>,
+  pub permissions: Option<Vec<String>>,
+  pub duration_seconds: Option<i64>,
+}
+
+/// Filters of `listConsents`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConsentFilter {
+  pub end_user_id: Option<String>,
+  pub active: Option<bool>,
+}
+
+/// `linked_account_id`, or its alias `end_user_id` (they must agree when both are sent).
+fn end_user(f: &Fields<'_>, required: bool) -> Result<Option<String>> {
+  let field = "linked_account_id";
+  match (f.get("linked_account_id"), f.get("end_user_id")) {
+    (Some(a), Some(b)) if a != b => Err(Error::validation(
+      field,
+      "linked_account_id and end_user_id differ",
+    )),
+    (None, None) if !required => Ok(None),
+    (Some(v), _) | (None, Some(v)) => input::id(Some(v), field, MAX_ID_CHARS).map(Some),
+    (None, None) => Err(Error::validation(
+      field,
+      "linked_account_id (or end_user_id) is required",
+    )),
+  }
+}
+
+fn opt_id(f: &Fields<'_>, key: &str) -> Result<Option<String>> {
+  match f.get(key) {
+    None => Ok(None),
+    some => input::id(some, &f.path(key), MAX_ID_CHARS).map(Some),
+  }
+}
+
+/// A non-empty list of non-empty strings, duplicates dropped (first occurrence kept).
+fn string_list(f: &Fields<'_>, key: &str, max_chars: usize) -> Result<Option<Vec<String>>> {
+  let Some(items) = f.strings(key)? else {
+    return Ok(None);
+  };
+  let field = f.path(key);
+  if items.is_empty() || items.len() > MAX_LIST_ITEMS {
+    return Err(Error::validation(
+      &field,
+      format!("{field} must have 1 to {MAX_LIST_ITEMS} items"),
+    ));
+  }
+  let mut out: Vec<String> = Vec::with_capacity(items.len());
+  for item in items {
+    if item.is_empty() || item.chars().count() > max_chars {
+      return Err(Error::validation(
+        &field,
+        format!("each of {field} must be 1 to {max_chars} characters"),
+      ));
+    }
+    if !out.contains(&item) {
+      out.push(item);
+    }
+  }
+  Ok(Some(out))
+}
+
+/// An absolute `http:` or `https:` URL with a host, no credentials, no fragment, no whitespace.
+pub fn validate_http_url(field: &str, url: &str) -> Result<()> {
+  let bad = |why: &str| {
+    Err(Error::validation(
+      field,
+      format!("{field} must be an absolute http(s) URL: {why}"),
+    ))
+  };
+  if url.is_empty() {
+    return bad("it is empty");
+  }
+  if url.chars().count() > MAX_URI_CHARS {
+    return bad(&format!("it is longer than {MAX_URI_CHARS} characters"));
+  }
+  if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    return bad("it contains whitespace or control characters");
+  }
+  let lower = url.to_ascii_lowercase();
+  let rest = if lower.starts_with("https://") {
+    &url[8..]
+  } else if lower.starts_with("http://") {
+    &url[7..]
+  } else {
+    return bad("the scheme must be http or https");
+  };
+  if url.contains('#') {
+    return bad("it must not have a fragment");
+  }
+  let authority = rest.split(['/', '?']).next().unwrap_or("");
+  if authority.contains('@') {
+    return bad("it must not contain credentials");
+  }
+  let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+    match v6.split_once(']') {
+      Some((h, tail)) if !h.is_empty() => (h, tail.strip_prefix(':')),
+      _ => return bad("the host is malformed"),
+    }
+  } else {
+    match authority.split_once(':') {
+      Some((h, p)) => (h, Some(p)),
+      None => (authority, None),
+    }
+  };
+  if host.is_empty() {
+    return bad("the host is missing");
+  }
+  if let Some(p) = port {
+    if p.is_empty()
+      || !p.bytes().all(|b| b.is_ascii_digit())
+      || p.parse::<u32>().map_or(true, |n| n == 0 || n > 65_535)
+    {
+      return bad("the port is invalid");
+    }
+  }
+  Ok(())
+}
+
+fn uri(f: &Fields<'_>, key: &str) -> Result<String> {
+  let value = f
+    .str(key)?
+    .ok_or_else(|| Error::validation(key, format!("{key} is required")))?;
+  validate_http_url(key, value)?;
+  Ok(value.to_string())
+}
+
+/// Parses `createAuthSession`'s input.
+pub fn parse_session_input(v: &Value) -> Result<SessionInput> {
+  if !v.is_object() {
+    return Err(Error::validation("options", "options must be an object"));
+  }
+  let f = Fields::new(Some(v), "options")?;
+  let linked_account_id = end_user(&f, true)?.unwrap_or_default();
+  let redirect_uri = uri(&f, "redirect_uri")?;
+  let cancel_uri = uri(&f, "cancel_uri")?;
+  let institution_id = opt_id(&f, "institution_id")?;
+  let permissions = string_list(&f, "permissions", MAX_PERMISSION_CHARS)?;
+  let arrangement_id = opt_id(&f, "arrangement_id")?;
+  let ttl_seconds = f
+    .int("ttl_seconds", 1, MAX_SESSION_TTL_SECS)?
+    .unwrap_or(DEFAULT_SESSION_TTL_SECS);
+  Ok(SessionInput {
+    linked_account_id,
+    redirect_uri,
+    cancel_uri,
+    institution_id,
+    permissions,
+    arrangement_id,
+    ttl_seconds,
+  })
+}
+
+/// Parses `completeAuthSession`'s result. Cross-checks against the session (institution lock,
+/// permission subset, renewal defaults) happen in [`resolve_completion`].
+pub fn parse_completion(v: &Value) -> Result<Completion> {
+  if !v.is_object() {
+    return Err(Error::validation("result", "result must be an object"));
+  }
+  let f = Fields::new(Some(v), "options")?;
+  let institution_id = opt_id(&f, "institution_id")?;
+  let institution_name = match f.str("institution_name")? {
+    Some(n) if n.chars().count() > MAX_NAME_CHARS => {
+      return Err(Error::validation(
+        "institution_name",
+        format!("institution_name must be at most {MAX_NAME_CHARS} characters"),
+      ))
+    }
+    other => other.map(str::to_string),
+  };
+  let account_ids = string_list(&f, "account_ids", MAX_ID_CHARS)?
+    .ok_or_else(|| Error::validation("account_ids", "account_ids is required"))?;
+  let permissions = string_list(&f, "permissions", MAX_PERMISSION_CHARS)?;
+  let duration_seconds = f.int("duration_seconds", 1, MAX_DURATION_SECS)?;
+  Ok(Completion {
+    institution_id,
+    institution_name,
+    account_ids,
+    permissions,
+    duration_seconds,
+  })
+}
+
+/// Parses `cancelAuthSession`'s `{ error_type }` (default `AUTH_SESSION_CANCELLED`).
+pub fn parse_cancel(v: Option<&Value>) -> Result<String> {
+  let f = Fields::new(v, "options")?;
+  match f.str("error_type")? {
+    None => Ok(ERROR_TYPES[0].to_string()),
+    Some(t) if ERROR_TYPES.contains(&t) => Ok(t.to_string()),
+    Some(_) => Err(Error::validation(
+      "error_type",
+      format!("error_type must be one of {}", ERROR_TYPES.join(", ")),
+    )),
+  }
+}
+
+/// Parses `listConsents`' `{ end_user_id?, linked_account_id?, active? }`.
+pub fn parse_filter(v: Option<&Value>) -> Result<ConsentFilter> {
+  let f = Fields::new(v, "options")?;
+  Ok(ConsentFilter {
+    end_user_id: end_user(&f, false)?,
+    active: f.bool("active")?,
+  })
+}
+
+/// What a completion writes, once checked against its session (and the consent it renews).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grant {
+  pub institution_id: String,
+  pub institution_name: Option<String>,
+  pub account_ids: Vec<String>,
+  pub permissions: Vec<String>,
+  pub duration: i64,
+}
+
+/// Applies the session's constraints to a completion: a session's `institution_id` locks the
+/// institution; its `permissions` bound what may be granted; a renewal defaults to the renewed
+/// consent's institution, permissions and duration.
+pub fn resolve_completion(
+  session: &AuthSession,
+  renewing: Option<&Consent>,
+  c: Completion,
+) -> Result<Grant> {
+  let locked = session
+    .institution_id
+    .as_ref()
+    .or(renewing.map(|r| &r.institution_id));
+  let institution_id = match (locked, c.institution_id) {
+    (Some(l), Some(i)) if *l != i => {
+      return Err(Error::validation(
+        "institution_id",
+        "institution_id differs from the institution this session is for",
+      ))
+    }
+    (_, Some(i)) => i,
+    (Some(l), None) => l.clone(),
+    (None, None) => {
+      return Err(Error::validation(
+        "institution_id",
+        "institution_id is required",
+      ))
+    }
+  };
+  let permissions = match (c.permissions, &session.permissions) {
+    (Some(p), Some(allowed)) => {
+      if let Some(extra) = p.iter().find(|x| !allowed.contains(x)) {
+        return Err(Error::validation(
+          "permissions",
+          format!("permission {extra} was not requested by this session"),
+        ));
+      }
+      p
+    }
+    (Some(p), None) => p,
+    (None, Some(allowed)) => allowed.clone(),
+    (None, None) => match renewing {
+      Some(r) => r.permissions.clone(),
+      None => {
+        return Err(Error::validation(
+          "permissions",
+          "permissions is required (the session requested none)",
+        ))
+      }
+    },
+  };
+  let duration = match (c.duration_seconds, renewing) {
+    (Some(d), _) => d,
+    (None, Some(r)) => r.duration,
+    (None, None) => {
+      return Err(Error::validation(
+        "duration_seconds",
+        "duration_seconds is required",
+      ))
+    }
+  };
+  let institution_name = c
+    .institution_name
+    .or_else(|| renewing.and_then(|r| r.institution_name.clone()));
+  Ok(Grant {
+    institution_id,
+    institution_name,
+    account_ids: c.account_ids,
+    permissions,
+    duration,
+  })
+}
+
+/// A random UUID v4 (arrangement ids and session ids look like Fiskil's).
+pub fn new_uuid() -> Result<String> {
+  let mut b: [u8; 16] = crypto::random_bytes()?;
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  let h = crypto::hex_encode(&b);
+  Ok(format!(
+    "{}-{}-{}-{}-{}",
+    &h[0..8],
+    &h[8..12],
+    &h[12..16],
+    &h[16..20],
+    &h[20..32]
+  ))
+}
+
+/// `${base}?session_id=…` (or `&session_id=` when the base already has a query).
+pub fn auth_url(base: &str, session_id: &str) -> String {
+  let sep = if base.contains('?') { '&' } else { '?' };
+  format!("{base}{sep}session_id={session_id}")
+}
+
+fn arrangement(v: &Value) -> Result<String> {
+  input::id(Some(v), "arrangement_id", MAX_ID_CHARS)
+}
+
+fn session_key(v: &Value) -> Result<String> {
+  input::id(Some(v), "session_id", MAX_ID_CHARS)
+}
+
+fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
+  r.unwrap_or_else(|e| Pending::ready(Err(e)))
+}
+
+/// Auth-session and consent calls of a client.
+impl Vault {
+  /// The `auth_url` of a session id, when the client has an `authUrlBase`.
+  pub fn auth_url(&self, session_id: &str) -> Option<String> {
+    self
+      .auth_url_base
+      .as_deref()
+      .map(|base| auth_url(base, session_id))
+  }
+
+  /// `createAuthSession(options)`.
+  pub fn create_auth_session(&self, options: &Value) -> Pending<AuthSession> {
+    pending(parse_session_input(options).map(|i| self.store.create_auth_session(&self.scope, i)))
+  }
+
+  /// `getAuthSession(session_id)`.
+  pub fn get_auth_session(&self, session_id: &Value) -> Pending<AuthSession> {
+    pending(session_key(session_id).map(|s| self.store.get_auth_session(&self.scope, s)))
+  }
+
+  /// `completeAuthSession(session_id, result)`.
+  pub fn complete_auth_session(&self, session_id: &Value, result: &Value) -> Pending<Consent> {
+    pending((|| {
+      let s = session_key(session_id)?;
+      let c = parse_completion(result)?;
+      Ok(self.store.complete_auth_session(&self.scope, s, c))
+    })())
+  }
+
+  /// `cancelAuthSession(session_id, { error_type })`.
+  pub fn cancel_auth_session(
+    &self,
+    session_id: &Value,
+    options: Option<&Value>,
+  ) -> Pending<AuthSession> {
+    pending((|| {
+      let s = session_key(session_id)?;
+      let t = parse_cancel(options)?;
+      Ok(self.store.cancel_auth_session(&self.scope, s, t))
+    })())
+  }
+
+  /// `listConsents({ end_user_id?, active? })`.
+  pub fn list_consents(&self, query: Option<&Value>) -> Pending<Vec<Consent>> {
+    pending(parse_filter(query).map(|f| self.store.list_consents(&self.scope, f)))
+  }
+
+  /// `getConsent(arrangement_id)`.
+  pub fn get_consent(&self, arrangement_id: &Value) -> Pending<Consent> {
+    pending(arrangement(arrangement_id).map(|a| self.store.get_consent(&self.scope, a)))
+  }
+
+  /// `revokeConsent(arrangement_id)`: idempotent.
+  pub fn revoke_consent(&self, arrangement_id: &Value) -> Pending<Consent> {
+    pending(arrangement(arrangement_id).map(|a| self.store.revoke_consent(&self.scope, a)))
+  }
+
+  /// `expireConsents()`: records every lapsed consent; returns the arrangement ids it recorded.
+  pub fn expire_consents(&self) -> Pending<Vec<String>> {
+    self.store.expire_consents(&self.scope)
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use serde_json::json;
+
+  fn session(state: SessionState, expires_at: i64) -> AuthSession {
+    AuthSession {
+      id: "s".into(),
+      session_id: "secret-session".into(),
+      linked_account_id: "u1".into(),
+      redirect_uri: "https://app.example/ok".into(),
+      cancel_uri: "https://app.example/cancel".into(),
+      institution_id: None,
+      permissions: None,
+      arrangement_id: None,
+      state,
+      status: session_status(state, expires_at, 0),
+      error_type: None,
+      consent_id: None,
+      created_at: 0,
+      expires_at,
+      finished_at: None,
+    }
+  }
+
+  fn consent(active: bool, expires_at: i64) -> Consent {
+    Consent {
+      arrangement_id: "a".into(),
+      end_user_id: "u1".into(),
+      institution_id: "bank".into(),
+      institution_name: Some("Bank".into()),
+      account_ids: vec!["acc".into()],
+      permissions: vec!["accounts".into(), "balances".into()],
+      duration: 90,
+      created_at: 0,
+      last_consent: 0,
+      expires_at,
+      active,
+      termination_reason: None,
+    }
+  }
+
+  #[test]
+  fn session_transitions_and_refusals() {
+    use SessionState::*;
+    assert_eq!(session_status(Pending, 1000, 999), SessionStatus::Pending);
+    assert_eq!(session_status(Pending, 1000, 1000), SessionStatus::Expired);
+    assert_eq!(
+      session_status(Completed, 1000, 5000),
+      SessionStatus::Completed
+    );
+    assert_eq!(
+      session_status(Cancelled, 1000, 5000),
+      SessionStatus::Cancelled
+    );
+    assert!(check_finishable(Pending, 1000, 999).is_ok());
+    assert_eq!(
+      check_finishable(Pending, 1000, 1000).unwrap_err().code(),
+      "AUTH_SESSION_EXPIRED"
+    );
+    for used in [Completed, Cancelled] {
+      // Single use wins over expiry.
+      for now in [0, 5000] {
+        let e = check_finishable(used, 1000, now).unwrap_err();
+        assert_eq!(e.code(), "AUTH_SESSION_ALREADY_USED");
+        assert_eq!(e.status(), 409);
+      }
+    }
+    assert_eq!(check_finishable(Pending, 0, 1).unwrap_err().status(), 410);
+    for s in [Pending, Completed, Cancelled] {
+      assert_eq!(SessionState::parse(s.as_str()), Some(s));
+    }
+  }
+
+  #[test]
+  fn consent_endings() {
+    use Ending::*;
+    // Active, not due.
+    assert_eq!(
+      termination(true, 100, Revoke, 50),
+      Some(Termination::Revoked)
+    );
+    assert_eq!(termination(true, 100, Sweep, 50), None);
+    assert_eq!(
+      termination(true, 100, AccountDeleted, 50),
+      Some(Termination::AccountDeleted)
+    );
+    // Lapsed: whatever ends it, it is recorded as expired.
+    for e in [Revoke, Sweep, AccountDeleted] {
+      assert_eq!(termination(true, 100, e, 100), Some(Termination::Expired));
+      // Already ended: nothing to record (idempotent).
+      assert_eq!(termination(false, 100, e, 50), None);
+      assert_eq!(termination(false, 100, e, 500), None);
+    }
+    let c = consent(true, 100);
+    assert!(!c.lapsed(99));
+    assert!(c.lapsed(100));
+    let seen = c.clone().seen_at(100);
+    assert!(!seen.active);
+    assert_eq!(seen.termination_reason, Some(Termination::Expired));
+    assert_eq!(c.clone().seen_at(99), c);
+    assert!(renewable(&c, 99));
+    assert!(!renewable(&c, 100));
+    assert!(!renewable(&consent(false, 100), 0));
+    for t in [
+      Termination::Revoked,
+      Termination::Expired,
+      Termination::AccountDeleted,
+    ] {
+      assert_eq!(Termination::parse(t.as_str()), Some(t));
+    }
+  }
+
+  #[test]
+  fn expiry_rounds_up_to_seconds() {
+    assert_eq!(ceil_to_second(1000), 1000);
+    assert_eq!(ceil_to_second(1001), 2000);
+    assert_eq!(ceil_to_second(0), 0);
+    assert_eq!(consent_expiry(1_500, 1), 2_000);
+    assert_eq!(consent_expiry(2_000, 1), 3_000);
+  }
+
+  #[test]
+  fn urls_must_be_absolute_http() {
+    for ok in [
+      "https://app.example/cb",
+      "http://localhost:3000/cb?x=1",
+      "HTTPS://APP.EXAMPLE",
+      "https://[::1]:8443/cb",
+    ] {
+      assert!(validate_http_url("redirect_uri", ok).is_ok(), "{ok}");
+    }
+    for bad in [
+      "",
+      "/relative",
+      "app.example/cb",
+      "ftp://app.example",
+      "javascript:alert(1)",
+      "https://",
+      "https:///path",
+      "https://user:pw@app.example/",
+      "https://app.example/cb#frag",
+      "https://app.example/a b",
+      "https://app.example:0/",
+      "https://app.example:99999/",
+      "https://app.example:/",
+    ] {
+      let e = validate_http_url("redirect_uri", bad).unwrap_err();
+      assert_eq!(e.field.as_deref(), Some("redirect_uri"), "{bad}");
+    }
+  }
+
+  #[test]
+  fn parses_session_input_with_alias_and_defaults() {
+    let i = parse_session_input(&json!({
+      "end_user_id": "u1", "redirect_uri": "https://a.example/ok", "cancel_uri": "https://a.example/no"
+    }))
+    .unwrap();
+    assert_eq!(i.linked_account_id, "u1");
+    assert_eq!(i.ttl_seconds, DEFAULT_SESSION_TTL_SECS);
+    let base = json!({"linked_account_id": "u1", "redirect_uri": "https://a.example/ok", "cancel_uri": "https://a.example/no"});
+    for (patch, field) in [
+      (json!({"end_user_id": "u2"}), "linked_account_id"),
+      (json!({"linked_account_id": null}), "linked_account_id"),
+      (json!({"redirect_uri": "nope"}), "redirect_uri"),
+      (json!({"cancel_uri": null}), "cancel_uri"),
+      (json!({"permissions": []}), "permissions"),
+      (json!({"permissions": "accounts"}), "permissions"),
+      (json!({"ttl_seconds": 0}), "ttl_seconds"),
+      (
+        json!({"ttl_seconds": MAX_SESSION_TTL_SECS + 1}),
+        "ttl_seconds",
+      ),
+      (json!({"institution_id": 5}), "institution_id"),
+      (json!({"arrangement_id": ""}), "arrangement_id"),
+    ] {
+      let mut v = base.clone();
+      for (k, x) in patch.as_object().unwrap() {
+        v[k] = x.clone();
+      }
+      let e = parse_session_input(&v).unwrap_err();
+      assert_eq!(e.field.as_deref(), Some(field), "{patch}");
+    }
+  }
+
+  #[test]
+  fn parses_completion_and_cancel() {
+    let c = parse_completion(&json!({
+      "institution_id": "bank", "account_ids": ["a", "b", "a"], "permissions": ["accounts"],
+      "duration_seconds": MAX_DURATION_SECS
+    }))
+    .unwrap();
+    assert_eq!(c.account_ids, vec!["a", "b"]);
+    for (v, field) in [
+      (json!({"account_ids": []}), "account_ids"),
+      (json!({}), "account_ids"),
+      (
+        json!({"account_ids": ["a"], "duration_seconds": MAX_DURATION_SECS + 1}),
+        "duration_seconds",
+      ),
+      (
+        json!({"account_ids": ["a"], "duration_seconds": 0}),
+        "duration_seconds",
+      ),
+      (
+        json!({"account_ids": ["a"], "institution_name": 1}),
+        "institution_name",
+      ),
+    ] {
+      assert_eq!(
+        parse_completion(&v).unwrap_err().field.as_deref(),
+        Some(field),
+        "{v}"
+      );
+    }
+    assert_eq!(parse_cancel(None).unwrap(), "AUTH_SESSION_CANCELLED");
+    for t in ERROR_TYPES {
+      assert_eq!(parse_cancel(Some(&json!({"error_type": t}))).unwrap(), *t);
+    }
+    assert_eq!(
+      parse_cancel(Some(&json!({"error_type": "NOPE"})))
+        .unwrap_err()
+        .field
+        .as_deref(),
+      Some("error_type")
+    );
+  }
+
+  #[test]
+  fn completion_respects_session_and_renewal() {
+    let mut s = session(SessionState::Pending, 10);
+    let c = |inst: Option<&str>, perms: Option<Vec<&str>>, d: Option<i64>| Completion {
+      institution_id: inst.map(String::from),
+      institution_name: None,
+      account_ids: vec!["acc".into()],
+      permissions: perms.map(|p| p.into_iter().map(String::from).collect()),
+      duration_seconds: d,
+    };
+    // A new consent needs everything.
+    let e = resolve_completion(&s, None, c(None, Some(vec!["x"]), Some(1))).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("institution_id"));
+    let e = resolve_completion(&s, None, c(Some("b"), None, Some(1))).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("permissions"));
+    let e = resolve_completion(&s, None, c(Some("b"), Some(vec!["x"]), None)).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("duration_seconds"));
+    // The session locks the institution and bounds permissions.
+    s.institution_id = Some("bank".into());
+    s.permissions = Some(vec!["accounts".into(), "balances".into()]);
+    let g = resolve_completion(&s, None, c(None, None, Some(5))).unwrap();
+    assert_eq!(g.institution_id, "bank");
+    assert_eq!(g.permissions, vec!["accounts", "balances"]);
+    let e = resolve_completion(&s, None, c(Some("other"), None, Some(5))).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("institution_id"));
+    let e = resolve_completion(&s, None, c(None, Some(vec!["transactions"]), Some(5))).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("permissions"));
+    // A renewal keeps the consent's institution, permissions and duration by default.
+    let s = session(SessionState::Pending, 10);
+    let r = consent(true, 100);
+    let g = resolve_completion(&s, Some(&r), c(None, None, None)).unwrap();
+    assert_eq!(g.institution_id, "bank");
+    assert_eq!(g.permissions, r.permissions);
+    assert_eq!(g.duration, 90);
+    assert_eq!(g.institution_name.as_deref(), Some("Bank"));
+    let e = resolve_completion(&s, Some(&r), c(Some("other"), None, None)).unwrap_err();
+    assert_eq!(e.field.as_deref(), Some("institution_id"));
+  }
+
+  #[test]
+  fn ids_urls_and_debug() {
+    let u = new_uuid().unwrap();
+    assert_eq!(u.len(), 36);
+    assert_eq!(&u[14..15], "4");
+    assert_ne!(u, new_uuid().unwrap());
+    assert_eq!(
+      auth_url("https://link.example/start", "abc"),
+      "https://link.example/start?session_id=abc"
+    );
+    assert_eq!(
+      auth_url("https://link.example/?t=1", "abc"),
+      "https://link.example/?t=1&session_id=abc"
+    );
+    let dbg = format!("{:?}", session(SessionState::Pending, 1));
+    assert!(!dbg.contains("secret-session"));
+    assert!(dbg.contains("<hidden>"));
+  }
+}
