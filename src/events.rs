@@ -11,6 +11,12 @@ pub mod types {
   pub const ACCOUNT_CREATED: &str = "linked_account.created";
   pub const ACCOUNT_UPDATED: &str = "linked_account.updated";
   pub const ACCOUNT_DELETED: &str = "linked_account.deleted";
+  /// An identity was attached to an account, or its profile fields changed.
+  pub const IDENTITY_LINKED: &str = "identity.linked";
+  /// An identity left an account and became (or restored) a standalone account.
+  pub const IDENTITY_UNLINKED: &str = "identity.unlinked";
+  /// A secondary account was merged into a primary and no longer exists.
+  pub const ACCOUNTS_MERGED: &str = "linked_accounts.merged";
 }
 
 /// One event as stored.

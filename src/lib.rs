@@ -11,6 +11,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod identities;
 pub mod input;
 pub mod store;
 pub mod vault;

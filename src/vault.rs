@@ -94,8 +94,8 @@ impl OpenOptions {
 
 /// One open client: a store and the (org, environment) scope it works in.
 pub struct Vault {
-  store: Arc<dyn Store>,
-  scope: Scope,
+  pub(crate) store: Arc<dyn Store>,
+  pub(crate) scope: Scope,
 }
 
 impl std::fmt::Debug for Vault {
