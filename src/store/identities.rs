@@ -736,3 +736,607 @@ impl IdentityStore for SqliteStore {
     self.read(move |conn| suggestions(conn, &scope, &id))
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use std::collections::{BTreeMap, BTreeSet};
+
+  use serde_json::json;
+
+  use crate::crypto::Key;
+  use crate::error::ErrorKind;
+  use crate::vault::{OpenOptions, Vault};
+
+  fn open(path: &str) -> Vault {
+    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([5; 32]));
+    Vault::open(o).wait().unwrap()
+  }
+
+  fn temp() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.db").to_string_lossy().to_string();
+    (dir, path)
+  }
+
+  fn upsert(v: &Vault, payload: serde_json::Value) {
+    v.upsert_linked_account(&payload, None).wait().unwrap();
+  }
+
+  fn link(v: &Vault, id: &str, identity: serde_json::Value) -> crate::Result<Vec<super::Identity>> {
+    v.link_identity(&json!(id), &identity).wait()
+  }
+
+  fn kind<T: std::fmt::Debug>(r: crate::Result<T>) -> ErrorKind {
+    r.unwrap_err().kind
+  }
+
+  fn count(path: &str, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+  }
+
+  #[test]
+  fn link_is_idempotent_and_unique_per_scope() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "a"}));
+    upsert(&v, json!({"linked_account_id": "b"}));
+    let ids = link(
+      &v,
+      "a",
+      json!({"provider": "github", "user_id": 9, "email": "Ann@X.com", "isSocial": true}),
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].user_id, "9");
+    assert!(ids[0].is_social && !ids[0].email_verified);
+    let v0 = v
+      .get_linked_account_by_id(&json!("a"))
+      .wait()
+      .unwrap()
+      .version;
+    // Same identity, same account, string form: refreshes the profile, no duplicate.
+    let ids = link(
+      &v,
+      "a",
+      json!({"provider": "github", "user_id": "9", "email_verified": true, "profileData": {"login": "ann"}}),
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(ids[0].email_verified);
+    assert_eq!(ids[0].email.as_deref(), Some("Ann@X.com"));
+    assert_eq!(ids[0].profile_data.as_ref().unwrap()["login"], "ann");
+    let a = v.get_linked_account_by_id(&json!("a")).wait().unwrap();
+    assert_eq!(a.version, v0 + 1);
+    // Nothing changed: no new version, no event.
+    let events_before = count(
+      &path,
+      "SELECT count(*) FROM events WHERE type = 'identity.linked'",
+    );
+    link(&v, "a", json!({"provider": "github", "user_id": "9"})).unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("a"))
+        .wait()
+        .unwrap()
+        .version,
+      v0 + 1
+    );
+    assert_eq!(
+      count(
+        &path,
+        "SELECT count(*) FROM events WHERE type = 'identity.linked'"
+      ),
+      events_before
+    );
+    // Held by another account.
+    assert_eq!(
+      kind(link(&v, "b", json!({"provider": "github", "user_id": 9}))),
+      ErrorKind::IdentityAlreadyLinked
+    );
+    assert!(v
+      .get_linked_account_by_id(&json!("b"))
+      .wait()
+      .unwrap()
+      .identities
+      .is_empty());
+    assert_eq!(
+      kind(link(
+        &v,
+        "nope",
+        json!({"provider": "github", "user_id": 1})
+      )),
+      ErrorKind::NotFound
+    );
+    // Every read carries identities.
+    let page = v.get_all_linked_accounts(None).wait().unwrap();
+    assert_eq!(page.docs[0].identities.len(), 1);
+    let list = v.list_linked_accounts(None).wait().unwrap();
+    assert_eq!(list.docs[0].identities.len(), 1);
+    let up = v
+      .upsert_linked_account(&json!({"linked_account_id": "a", "name": "Ann"}), None)
+      .wait()
+      .unwrap();
+    assert_eq!(up.account.identities.len(), 1);
+    // Another environment of the same file is another scope.
+    v.close().wait().unwrap();
+    let mut o = OpenOptions::parse(Some(
+      &json!({"path": path, "orgId": "org_1", "environment": "production"}),
+    ))
+    .unwrap();
+    o.encryption_key = Some(Key::from_bytes([5; 32]));
+    let prod = Vault::open(o).wait().unwrap();
+    upsert(&prod, json!({"linked_account_id": "a"}));
+    link(&prod, "a", json!({"provider": "github", "user_id": 9})).unwrap();
+    prod.close().wait().unwrap();
+  }
+
+  #[test]
+  fn merge_then_unlink_restores_the_secondary() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(
+      &v,
+      json!({"linked_account_id": "A", "name": "Primary", "udf": {"plan": "pro", "a": 1}}),
+    );
+    upsert(
+      &v,
+      json!({"linked_account_id": "B", "name": "Second", "udf": {"plan": "free", "b": {"x": [1, 2]}},
+             "your_app": {"app_id": "app1", "auth_credentials": {"Authorization": "Bearer s3cr3t-b"}}}),
+    );
+    link(&v, "A", json!({"provider": "auth0", "user_id": "a1"})).unwrap();
+    link(
+      &v,
+      "B",
+      json!({"provider": "github", "user_id": 9, "email": "b@x.io"}),
+    )
+    .unwrap();
+    link(
+      &v,
+      "B",
+      json!({"provider": "google-oauth2", "user_id": "g2"}),
+    )
+    .unwrap();
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("A"), None).wait()),
+      ErrorKind::Validation
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("nope"), None).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("nope"), &json!("B"), None).wait()),
+      ErrorKind::NotFound
+    );
+    let merged = v
+      .link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(merged.identities.len(), 3);
+    let udf: BTreeMap<_, _> = merged
+      .udf
+      .iter()
+      .map(|u| (u.key.clone(), u.value.clone()))
+      .collect();
+    assert_eq!(udf["plan"], json!("pro"));
+    assert_eq!(udf["b"], json!({"x": [1, 2]}));
+    assert_eq!(merged.name.as_deref(), Some("Primary"));
+    assert_eq!(
+      kind(v.get_linked_account_by_id(&json!("B")).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("B"), None).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(count(&path, "SELECT count(*) FROM account_merges"), 1);
+    assert_eq!(
+      count(
+        &path,
+        "SELECT count(*) FROM events WHERE type = 'linked_accounts.merged'"
+      ),
+      1
+    );
+    // Unlink one identity of B: B comes back, by value, with its credentials.
+    let remaining = v
+      .unlink_identity(&json!("A"), &json!("github"), &json!(9))
+      .wait()
+      .unwrap();
+    assert_eq!(remaining.len(), 2);
+    let b = v.get_linked_account_by_id(&json!("B")).wait().unwrap();
+    assert_eq!(b.name.as_deref(), Some("Second"));
+    let budf: BTreeMap<_, _> = b
+      .udf
+      .iter()
+      .map(|u| (u.key.clone(), u.value.clone()))
+      .collect();
+    assert_eq!(budf["plan"], json!("free"));
+    assert_eq!(budf["b"], json!({"x": [1, 2]}));
+    assert_eq!(b.your_app, Some(Some("app1".to_string())));
+    assert_eq!(b.identities.len(), 1);
+    assert_eq!(b.identities[0].email.as_deref(), Some("b@x.io"));
+    let creds = v
+      .get_linked_account_credentials(&json!("B"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["Authorization"], "Bearer s3cr3t-b");
+    // The record was used; the other identity of B leaves as a bare provider|user_id account.
+    v.unlink_identity(&json!("A"), &json!("google-oauth2"), &json!("g2"))
+      .wait()
+      .unwrap();
+    let g = v
+      .get_linked_account_by_id(&json!("google-oauth2|g2"))
+      .wait()
+      .unwrap();
+    assert!(g.udf.is_empty() && g.name.is_none() && g.your_app.is_none());
+    assert_eq!(
+      kind(
+        v.unlink_identity(&json!("A"), &json!("github"), &json!("9"))
+          .wait()
+      ),
+      ErrorKind::NotFound
+    );
+    // No credential in clear anywhere on disk.
+    v.close().wait().unwrap();
+    for entry in std::fs::read_dir(std::path::Path::new(&path).parent().unwrap()).unwrap() {
+      let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+      assert!(!bytes.windows(8).any(|w| w == b"s3cr3t-b"));
+    }
+  }
+
+  #[test]
+  fn unlink_falls_back_then_refuses() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(
+      &v,
+      json!({"linked_account_id": "B", "name": "Bee", "your_app": {"auth_credentials": {"k": "v-secret"}}}),
+    );
+    link(&v, "B", json!({"provider": "github", "user_id": "1"})).unwrap();
+    link(&v, "B", json!({"provider": "github", "user_id": "2"})).unwrap();
+    v.link_accounts(
+      &json!("A"),
+      &json!("B"),
+      Some(&json!({"udf": "secondary_wins"})),
+    )
+    .wait()
+    .unwrap();
+    // Someone takes B's id and the fallback id of github|2.
+    upsert(&v, json!({"linked_account_id": "B"}));
+    upsert(&v, json!({"linked_account_id": "github|2"}));
+    let before = v.get_linked_account_by_id(&json!("A")).wait().unwrap();
+    assert_eq!(
+      kind(
+        v.unlink_identity(&json!("A"), &json!("github"), &json!("2"))
+          .wait()
+      ),
+      ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A")).wait().unwrap(),
+      before
+    );
+    // github|1 falls back to its own id, with B's metadata re-sealed under the new row.
+    v.unlink_identity(&json!("A"), &json!("github"), &json!(1))
+      .wait()
+      .unwrap();
+    let restored = v
+      .get_linked_account_by_id(&json!("github|1"))
+      .wait()
+      .unwrap();
+    assert_eq!(restored.name.as_deref(), Some("Bee"));
+    let creds = v
+      .get_linked_account_credentials(&json!("github|1"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["k"], "v-secret");
+    assert!(v
+      .get_linked_account_by_id(&json!("B"))
+      .wait()
+      .unwrap()
+      .name
+      .is_none());
+    // An identity linked directly leaves as provider|user_id.
+    link(&v, "A", json!({"provider": "samlp", "user_id": "x"})).unwrap();
+    v.unlink_identity(&json!("A"), &json!("samlp"), &json!("x"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("samlp|x"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      1
+    );
+  }
+
+  #[test]
+  fn nested_merges_restore_the_right_account() {
+    let v = open(":memory:");
+    for (id, name) in [("A", "a"), ("B", "b"), ("C", "c")] {
+      upsert(&v, json!({"linked_account_id": id, "name": name}));
+      link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
+    }
+    v.link_accounts(&json!("B"), &json!("C"), None)
+      .wait()
+      .unwrap();
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      3
+    );
+    v.unlink_identity(&json!("A"), &json!("p"), &json!("C"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("C"))
+        .wait()
+        .unwrap()
+        .name
+        .as_deref(),
+      Some("c")
+    );
+    v.unlink_identity(&json!("A"), &json!("p"), &json!("B"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("B"))
+        .wait()
+        .unwrap()
+        .name
+        .as_deref(),
+      Some("b")
+    );
+  }
+
+  #[test]
+  fn merge_respects_the_udf_key_limit() {
+    let v = open(":memory:");
+    let many = |p: &str, n: usize| -> serde_json::Map<String, serde_json::Value> {
+      (0..n).map(|i| (format!("{p}{i}"), json!(i))).collect()
+    };
+    upsert(&v, json!({"linked_account_id": "A", "udf": many("a", 150)}));
+    upsert(&v, json!({"linked_account_id": "B", "udf": many("b", 60)}));
+    link(&v, "B", json!({"provider": "p", "user_id": "1"})).unwrap();
+    let err = v
+      .link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("udf"));
+    // Nothing changed.
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("B"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      1
+    );
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A"))
+        .wait()
+        .unwrap()
+        .udf
+        .len(),
+      150
+    );
+  }
+
+  #[test]
+  fn email_lookup_and_suggestions() {
+    let v = open(":memory:");
+    for id in ["A", "B", "C", "D"] {
+      upsert(&v, json!({"linked_account_id": id}));
+    }
+    link(
+      &v,
+      "A",
+      json!({"provider": "auth0", "user_id": "a", "email": " Ann@X.com ", "email_verified": true}),
+    )
+    .unwrap();
+    link(&v, "B", json!({"provider": "google-oauth2", "user_id": "b", "email": "ann@x.com", "email_verified": true})).unwrap();
+    link(
+      &v,
+      "C",
+      json!({"provider": "github", "user_id": "c", "email": "ANN@x.COM"}),
+    )
+    .unwrap();
+    link(
+      &v,
+      "D",
+      json!({"provider": "github", "user_id": "d", "email": "ÄNN@x.com", "email_verified": true}),
+    )
+    .unwrap();
+    let found = v
+      .get_linked_accounts_by_email(&json!("ann@X.com"))
+      .wait()
+      .unwrap();
+    let ids: Vec<_> = found.iter().map(|a| a.account_id.as_str()).collect();
+    assert_eq!(ids, ["A", "B", "C"]);
+    let umlaut = v
+      .get_linked_accounts_by_email(&json!("änn@X.COM"))
+      .wait()
+      .unwrap();
+    assert_eq!(umlaut.len(), 1);
+    assert_eq!(
+      v.get_linked_accounts_by_email(&json!("zed@x.com"))
+        .wait()
+        .unwrap()
+        .len(),
+      0
+    );
+    assert_eq!(
+      v.get_linked_accounts_by_email(&json!("nope"))
+        .wait()
+        .unwrap_err()
+        .field
+        .as_deref(),
+      Some("email")
+    );
+    let s = v.get_link_suggestions(&json!("A")).wait().unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+      (s[0].linked_account_id.as_str(), s[0].email.as_str()),
+      ("B", "ann@x.com")
+    );
+    // C's email is unverified: C gets no suggestion and is suggested to nobody.
+    assert!(v
+      .get_link_suggestions(&json!("C"))
+      .wait()
+      .unwrap()
+      .is_empty());
+    assert_eq!(
+      kind(v.get_link_suggestions(&json!("Z")).wait()),
+      ErrorKind::NotFound
+    );
+  }
+
+  #[test]
+  fn deleting_a_primary_deletes_its_identities_and_records() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(&v, json!({"linked_account_id": "B"}));
+    link(&v, "A", json!({"provider": "p", "user_id": "1"})).unwrap();
+    link(&v, "B", json!({"provider": "p", "user_id": "2"})).unwrap();
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    v.delete_linked_account(&json!("A")).wait().unwrap();
+    assert_eq!(count(&path, "SELECT count(*) FROM identities"), 0);
+    assert_eq!(count(&path, "SELECT count(*) FROM account_merges"), 0);
+    upsert(&v, json!({"linked_account_id": "C"}));
+    link(&v, "C", json!({"provider": "p", "user_id": "2"})).unwrap();
+  }
+
+  /// A tiny deterministic generator (xorshift64*), enough to drive random operation sequences.
+  struct Rng(u64);
+  impl Rng {
+    fn next(&mut self) -> u64 {
+      self.0 ^= self.0 >> 12;
+      self.0 ^= self.0 << 25;
+      self.0 ^= self.0 >> 27;
+      self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+      (self.next() % n as u64) as usize
+    }
+  }
+
+  /// Random sequences of link / merge / unlink: the set of identities only grows by successful
+  /// links, no operation loses or duplicates one, and each is on exactly one account.
+  #[test]
+  fn random_operations_conserve_identities() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    // [steps, links, merges, unlinks] that succeeded
+    let mut ops = [0usize; 4];
+    for seed in 1..=12u64 {
+      let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+      let prefix = format!("s{seed}-");
+      let mut accounts: Vec<String> = (0..8).map(|i| format!("{prefix}acc{i}")).collect();
+      for id in &accounts {
+        upsert(&v, json!({"linked_account_id": id, "udf": {"k": id}}));
+      }
+      let mut linked: BTreeSet<String> = BTreeSet::new();
+      for _ in 0..120 {
+        ops[0] += 1;
+        match rng.below(10) {
+          0..=4 => {
+            let ident = format!("{}", rng.below(30));
+            let acc = accounts[rng.below(accounts.len())].clone();
+            let r = link(
+              &v,
+              &acc,
+              json!({"provider": prefix.trim_end_matches('-'), "user_id": ident}),
+            );
+            match r {
+              Ok(_) => {
+                linked.insert(ident);
+                ops[1] += 1;
+              }
+              Err(e) => {
+                assert_eq!(e.kind, ErrorKind::IdentityAlreadyLinked);
+                assert!(linked.contains(&ident));
+              }
+            }
+          }
+          5..=6 => {
+            let (i, j) = (rng.below(accounts.len()), rng.below(accounts.len()));
+            let r = v
+              .link_accounts(&json!(accounts[i]), &json!(accounts[j]), None)
+              .wait();
+            match r {
+              Ok(_) => {
+                accounts.remove(j);
+                ops[2] += 1;
+              }
+              Err(e) => assert!(i == j && e.kind == ErrorKind::Validation, "{e:?}"),
+            }
+          }
+          _ => {
+            let acc = accounts[rng.below(accounts.len())].clone();
+            let a = v.get_linked_account_by_id(&json!(acc)).wait().unwrap();
+            if let Some(ident) = a.identities.first() {
+              let r = v
+                .unlink_identity(&json!(acc), &json!(ident.provider), &json!(ident.user_id))
+                .wait();
+              match r {
+                Ok(rest) => {
+                  assert_eq!(rest.len(), a.identities.len() - 1);
+                  // The new standalone account is whichever account now holds it.
+                  let page = v
+                    .get_all_linked_accounts(Some(&json!({"limit": 1000})))
+                    .wait()
+                    .unwrap();
+                  let holder = page
+                    .docs
+                    .iter()
+                    .find(|d| {
+                      d.identities
+                        .iter()
+                        .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
+                    })
+                    .unwrap();
+                  assert_ne!(holder.account_id, acc);
+                  accounts.push(holder.account_id.clone());
+                  ops[3] += 1;
+                }
+                Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
+              }
+            }
+          }
+        }
+        // Invariants, through the API and in the table itself.
+        let mut seen: Vec<String> = Vec::new();
+        for id in &accounts {
+          let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
+          seen.extend(a.identities.iter().map(|x| x.user_id.clone()));
+        }
+        seen.sort();
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), unique.len(), "an identity is on two accounts");
+        assert_eq!(unique, linked, "identities lost or invented (seed {seed})");
+      }
+    }
+    assert!(ops[1] > 100 && ops[2] > 20 && ops[3] > 20, "{ops:?}");
+    eprintln!("steps, links, merges, unlinks: {ops:?}");
+    let total = count(&path, "SELECT count(*) FROM identities");
+    let distinct = count(
+      &path,
+      "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
+    );
+    assert_eq!(total, distinct);
+  }
+}
