@@ -3,4 +3,5 @@
 
 mod accounts;
 mod client;
+mod identities;
 mod js;
