@@ -978,6 +978,26 @@ mod tests {
       ),
       ErrorKind::NotFound
     );
+    // Every change has its event, in the same transaction; no email or profile in them.
+    for (ty, n) in [
+      ("identity.linked", 3),
+      ("linked_accounts.merged", 1),
+      ("identity.unlinked", 2),
+      ("linked_account.created", 4),
+    ] {
+      assert_eq!(
+        count(
+          &path,
+          &format!("SELECT count(*) FROM events WHERE type = '{ty}'")
+        ),
+        n,
+        "{ty}"
+      );
+    }
+    assert_eq!(
+      count(&path, "SELECT count(*) FROM events WHERE data LIKE '%@%'"),
+      0
+    );
     // No credential in clear anywhere on disk.
     v.close().wait().unwrap();
     for entry in std::fs::read_dir(std::path::Path::new(&path).parent().unwrap()).unwrap() {
@@ -1338,5 +1358,93 @@ mod tests {
       "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
     );
     assert_eq!(total, distinct);
+  }
+
+  /// Compares loading a list page's identities in one query (what the list methods do) with one
+  /// cached statement per account. Run with
+  /// `cargo test --release -- --ignored --nocapture identity_loading_strategies`.
+  #[test]
+  #[ignore]
+  fn identity_loading_strategies() {
+    use std::time::Instant;
+    let (_d, path) = temp();
+    let v = open(&path);
+    let accounts = 5000;
+    for chunk in 0..(accounts / 500) {
+      let pending: Vec<_> = (0..500)
+        .map(|i| {
+          let id = format!("acc{}", chunk * 500 + i);
+          v.upsert_linked_account(
+            &json!({"linked_account_id": id, "udf": {"plan": "pro"}}),
+            None,
+          )
+        })
+        .collect();
+      for p in pending {
+        p.wait().unwrap();
+      }
+      let pending: Vec<_> = (0..500)
+        .flat_map(|i| {
+          let id = format!("acc{}", chunk * 500 + i);
+          [
+            v.link_identity(
+              &json!(id),
+              &json!({"provider": "github", "user_id": id, "email": format!("{id}@x.io")}),
+            ),
+            v.link_identity(
+              &json!(id),
+              &json!({"provider": "google-oauth2", "user_id": id, "profileData": {"n": 1}}),
+            ),
+          ]
+        })
+        .collect();
+      for p in pending {
+        p.wait().unwrap();
+      }
+    }
+    v.close().wait().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.set_prepared_statement_cache_capacity(128);
+    let pks: Vec<i64> = conn
+      .prepare("SELECT pk FROM accounts ORDER BY pk")
+      .unwrap()
+      .query_map([], |r| r.get(0))
+      .unwrap()
+      .collect::<rusqlite::Result<_>>()
+      .unwrap();
+    // Readers run each read inside one read transaction; measure the same way.
+    conn.execute_batch("BEGIN").unwrap();
+    for limit in [10usize, 100, 1000] {
+      let rounds = 20;
+      let t = Instant::now();
+      let mut n = 0;
+      for _ in 0..rounds {
+        for page in pks.chunks(limit) {
+          n += super::load_many(&conn, page)
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>();
+        }
+      }
+      let batched = t.elapsed();
+      let t = Instant::now();
+      let mut m = 0;
+      for _ in 0..rounds {
+        for page in pks.chunks(limit) {
+          for pk in page {
+            m += super::load(&conn, *pk).unwrap().len();
+          }
+        }
+      }
+      let per_account = t.elapsed();
+      assert_eq!(n, m);
+      let pages = rounds * pks.len().div_ceil(limit);
+      eprintln!(
+        "limit {limit:>4}: one query per page {:>8.1} us/page, one cached query per account {:>8.1} us/page",
+        batched.as_secs_f64() * 1e6 / pages as f64,
+        per_account.as_secs_f64() * 1e6 / pages as f64
+      );
+    }
   }
 }
