@@ -106,6 +106,37 @@ export declare class Client {
    * by `callback` is an uncaught exception, as with an `EventEmitter` listener.
    */
   onEvent(callback: (event: LinkvaultEvent) => void): () => void
+  /**
+   * Attaches an identity to a linked account and returns the account's `identities`.
+   * Attaching one already on this account refreshes its profile fields (idempotent); one held
+   * by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing.
+   */
+  linkIdentity(linked_account_id: string, identity: IdentityInput): Promise<LinkedIdentity[]>
+  /**
+   * Merges the secondary account into the primary in one transaction and returns the merged
+   * primary: every identity moves, UDF keys merge by `options.udf`, the secondary disappears
+   * (`NOT_FOUND` afterwards) and a merge record keeps its full state for `unlinkIdentity`.
+   * The secondary is a `linked_account_id`, or `{ link_with: <session token of the secondary> }`.
+   * Linking an account to itself rejects with `VALIDATION_ERROR`.
+   */
+  linkAccounts(primary_id: string, secondary: string | LinkWith, options?: LinkAccountsOptions): Promise<LinkedAccount>
+  /**
+   * Detaches an identity and returns the account's remaining `identities`. The identity
+   * leaves as a standalone linked account: the account it came from by a merge is restored
+   * (original id when free, name, udf, your_app), else it is `${provider}|${user_id}`. If both
+   * ids are taken: `ALREADY_EXISTS`, nothing changes. Unknown identity: `NOT_FOUND`.
+   */
+  unlinkIdentity(linked_account_id: string, provider: string, user_id: string | number): Promise<LinkedIdentity[]>
+  /**
+   * Accounts with an identity of this email, compared after trimming and Unicode lowercasing
+   * (`Ann@X.com` finds `ann@x.com`); consistent immediately after writes.
+   */
+  getLinkedAccountsByEmail(email: string): Promise<LinkedAccount[]>
+  /**
+   * Other accounts sharing an email that is verified on both sides. Suggestions only:
+   * nothing is ever linked automatically, and unverified emails never produce one.
+   */
+  getLinkSuggestions(linked_account_id: string): Promise<LinkSuggestion[]>
 }
 
 /**
@@ -273,6 +304,24 @@ export interface ExpireResult {
   arrangement_ids: Array<string>
 }
 
+/** Input of `linkIdentity`. */
+export interface IdentityInput {
+  /** 1–64 characters of `[A-Za-z0-9._-]`. */
+  provider: string
+  /** String or number (stringified: `9` and `'9'` are the same identity); 1–256 characters. */
+  user_id: string | number
+  /** Connection name. `null` clears it; omitted keeps the stored one. */
+  connection?: string | null
+  /** Default false. */
+  isSocial?: boolean
+  /** At most 320 characters with one `@`. `null` clears it. */
+  email?: string | null
+  /** Default false. Changing `email` without sending this resets it to false. */
+  email_verified?: boolean
+  /** Provider attributes, a JSON object of at most 64 KiB. `null` clears it. */
+  profileData?: Record<string, unknown> | null
+}
+
 /** Options of `listLinkedAccounts`. */
 export interface KeysetQuery {
   /** The `next` cursor of the previous page; omit for the first page. */
@@ -281,6 +330,15 @@ export interface KeysetQuery {
   limit?: number
   udf?: Record<string, unknown>
   search?: string
+}
+
+/** Options of `linkAccounts`. */
+export interface LinkAccountsOptions {
+  /**
+   * Which value a UDF key present on both accounts keeps (default `'primary_wins'`). Keys only
+   * one side has are always kept.
+   */
+  udf?: 'primary_wins' | 'secondary_wins'
 }
 
 /** A linked account (Cobalt's response object). Credentials are never included. */
@@ -300,6 +358,11 @@ export interface LinkedAccount {
   __v: number
   /** Only on `createLinkedAccount` / `upsertLinkedAccount`: whether this call created it. */
   new_account?: boolean
+  /**
+   * Identities linked to the account (`linkIdentity`, `linkAccounts`), in the order they
+   * joined it.
+   */
+  identities: Array<LinkedIdentity>
 }
 
 /** What `getLinkedAccountCredentials` returns. */
@@ -345,6 +408,31 @@ export interface LinkedAccountPayload {
   payload?: { name?: string | null; udf?: Record<string, unknown>; your_app?: YourAppInput | null }
 }
 
+/** One identity of a linked account (Auth0's identity shape). */
+export interface LinkedIdentity {
+  /** e.g. `'google-oauth2'`, `'github'`, `'auth0'`. */
+  provider: string
+  /** The id at the provider, without the `provider|` prefix; always a string. */
+  user_id: string
+  connection?: string
+  isSocial: boolean
+  email?: string
+  email_verified: boolean
+  /** Attributes from the identity provider. */
+  profileData?: Record<string, unknown>
+  /** When the identity joined the account that holds it now (ISO-8601 UTC). */
+  linkedAt: string
+}
+
+/** A suggestion to link two accounts, never acted on automatically. */
+export interface LinkSuggestion {
+  /** The other account. */
+  linked_account_id: string
+  reason: 'verified_email'
+  /** The shared email, trimmed and lowercased. */
+  email: string
+}
+
 /** One event of the log. `id` is strictly increasing across the whole file (all processes). */
 export interface LinkvaultEvent {
   id: number
@@ -358,6 +446,12 @@ export interface LinkvaultEvent {
   data: Record<string, unknown>
   /** ISO-8601 UTC with milliseconds. */
   created_at: string
+}
+
+/** `{ link_with }`: the user-initiated form of `linkAccounts`. */
+export interface LinkWith {
+  /** A session token minted for the secondary account, at most 10 minutes old; single-use. */
+  link_with: string
 }
 
 /** Options of `getAllLinkedAccounts`. */

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::identities::Identity;
 use crate::input::{self, Fields};
 
 pub const MAX_ID_CHARS: usize = 256;
@@ -103,6 +104,8 @@ pub struct Account {
   pub created_at: i64,
   pub updated_at: i64,
   pub version: i64,
+  /// Identities linked to the account (`crate::identities`), in the order they joined it.
+  pub identities: Vec<Identity>,
 }
 
 #[derive(Clone, Debug)]

@@ -35,6 +35,13 @@ pub mod types {
   pub const CONSENT_UPDATED: &str = "consent.updated";
   /// A consent ended: revoked, expired or its account deleted (`data.termination_reason`).
   pub const CONSENT_REVOKED: &str = "consent.revoked";
+
+  /// An identity was attached to an account, or its profile fields changed.
+  pub const IDENTITY_LINKED: &str = "identity.linked";
+  /// An identity left an account and became (or restored) a standalone account.
+  pub const IDENTITY_UNLINKED: &str = "identity.unlinked";
+  /// A secondary account was merged into a primary and no longer exists.
+  pub const ACCOUNTS_MERGED: &str = "linked_accounts.merged";
 }
 
 /// One event as stored.

@@ -12,6 +12,7 @@ pub mod consents;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod identities;
 pub mod input;
 pub mod store;
 pub mod vault;

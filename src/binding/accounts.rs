@@ -6,6 +6,7 @@ use napi_derive::napi;
 use serde_json::{Map, Value};
 
 use super::client::Client;
+use super::identities::{to_js_identity, LinkedIdentity};
 use super::js::{json_arg, promise};
 use crate::accounts::{self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome};
 use crate::clock::iso8601;
@@ -113,6 +114,9 @@ pub struct LinkedAccount {
   /// Only on `createLinkedAccount` / `upsertLinkedAccount`: whether this call created it.
   #[napi(js_name = "new_account")]
   pub new_account: Option<bool>,
+  /// Identities linked to the account (`linkIdentity`, `linkAccounts`), in the order they
+  /// joined it.
+  pub identities: Vec<LinkedIdentity>,
 }
 
 /// Options of `getAllLinkedAccounts`.
@@ -215,6 +219,7 @@ pub(crate) fn to_js_account(a: Account) -> LinkedAccount {
     updated_at: iso8601(a.updated_at),
     version: a.version,
     new_account: None,
+    identities: a.identities.into_iter().map(to_js_identity).collect(),
   }
 }
 

@@ -5,4 +5,5 @@ mod accounts;
 mod client;
 mod consents;
 mod events;
+mod identities;
 mod js;

@@ -11,25 +11,26 @@ use crate::accounts::{
 use crate::crypto::{self, Sealer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{self, types};
+use crate::identities::Identity;
 
-/// A stored account row, before its UDF rows are attached.
-struct AccountRow {
-  pk: i64,
-  oid: String,
-  name: Option<String>,
-  has_app: bool,
-  app_id: Option<String>,
-  credentials: Option<Vec<u8>>,
-  created_at: i64,
-  updated_at: i64,
-  version: i64,
-  account_id: String,
+/// A stored account row, before its UDF rows and identities are attached.
+pub(super) struct AccountRow {
+  pub(super) pk: i64,
+  pub(super) oid: String,
+  pub(super) name: Option<String>,
+  pub(super) has_app: bool,
+  pub(super) app_id: Option<String>,
+  pub(super) credentials: Option<Vec<u8>>,
+  pub(super) created_at: i64,
+  pub(super) updated_at: i64,
+  pub(super) version: i64,
+  pub(super) account_id: String,
 }
 
-const ROW_COLUMNS: &str =
+pub(super) const ROW_COLUMNS: &str =
   "a.pk, a.oid, a.name, a.has_app, a.app_id, a.credentials, a.created_at, a.updated_at, a.version, a.account_id";
 
-fn read_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
   Ok(AccountRow {
     pk: r.get(0)?,
     oid: r.get(1)?,
@@ -44,7 +45,7 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
   })
 }
 
-fn find_row(conn: &Connection, scope: &Scope, id: &str) -> Result<Option<AccountRow>> {
+pub(super) fn find_row(conn: &Connection, scope: &Scope, id: &str) -> Result<Option<AccountRow>> {
   let sql =
     format!("SELECT {ROW_COLUMNS} FROM accounts a WHERE a.scope_id = ?1 AND a.account_id = ?2");
   Ok(
@@ -55,7 +56,7 @@ fn find_row(conn: &Connection, scope: &Scope, id: &str) -> Result<Option<Account
   )
 }
 
-fn load_udf(conn: &Connection, pk: i64) -> Result<Vec<UdfRow>> {
+pub(super) fn load_udf(conn: &Connection, pk: i64) -> Result<Vec<UdfRow>> {
   let mut stmt = conn.prepare_cached(
     "SELECT key, value, oid, created_at, updated_at FROM udf WHERE account_pk = ?1 ORDER BY pos",
   )?;
@@ -73,7 +74,12 @@ fn load_udf(conn: &Connection, pk: i64) -> Result<Vec<UdfRow>> {
   Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-fn to_account(scope: &Scope, row: AccountRow, udf: Vec<UdfRow>) -> Account {
+pub(super) fn to_account(
+  scope: &Scope,
+  row: AccountRow,
+  udf: Vec<UdfRow>,
+  identities: Vec<Identity>,
+) -> Account {
   Account {
     oid: row.oid,
     org_id: scope.org_id.clone(),
@@ -85,15 +91,16 @@ fn to_account(scope: &Scope, row: AccountRow, udf: Vec<UdfRow>) -> Account {
     created_at: row.created_at,
     updated_at: row.updated_at,
     version: row.version,
+    identities,
   }
 }
 
 /// Binds sealed credentials to their scope and account, so they cannot be moved to another row.
-fn credentials_aad(scope: &Scope, account_id: &str) -> Vec<u8> {
+pub(super) fn credentials_aad(scope: &Scope, account_id: &str) -> Vec<u8> {
   format!("linkvault/credentials/v1/{}/{account_id}", scope.id).into_bytes()
 }
 
-fn open_credentials(
+pub(super) fn open_credentials(
   sealer: &Sealer,
   scope: &Scope,
   row: &AccountRow,
@@ -108,7 +115,7 @@ fn open_credentials(
   }
 }
 
-fn seal_credentials(
+pub(super) fn seal_credentials(
   sealer: &Sealer,
   scope: &Scope,
   id: &str,
@@ -213,6 +220,7 @@ fn insert(
     created_at: now,
     updated_at: now,
     version: 0,
+    identities: Vec::new(),
   };
   events::append(
     conn,
@@ -229,7 +237,7 @@ fn insert(
   })
 }
 
-fn insert_udf(conn: &Connection, pk: i64, pos: i64, row: &UdfRow) -> Result<()> {
+pub(super) fn insert_udf(conn: &Connection, pk: i64, pos: i64, row: &UdfRow) -> Result<()> {
   conn
     .prepare_cached(
       "INSERT INTO udf (account_pk, key, pos, value, oid, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -292,9 +300,10 @@ fn update(
   if udf_changes.any() {
     changed_fields.push("udf");
   }
+  let identities = super::identities::load(conn, row.pk)?;
   if changed_fields.is_empty() {
     return Ok(UpsertOutcome {
-      account: to_account(scope, row, udf),
+      account: to_account(scope, row, udf, identities),
       new_account: false,
       changed: false,
     });
@@ -341,13 +350,13 @@ fn update(
     now,
   )?;
   Ok(UpsertOutcome {
-    account: to_account(scope, row, udf),
+    account: to_account(scope, row, udf, identities),
     new_account: false,
     changed: true,
   })
 }
 
-fn not_found(scope: &Scope, id: &str) -> Error {
+pub(super) fn not_found(scope: &Scope, id: &str) -> Error {
   Error::not_found(format!(
     "Linked Account with account id {id} for org {} in environment {} not found",
     scope.org_id, scope.environment
@@ -357,7 +366,8 @@ fn not_found(scope: &Scope, id: &str) -> Error {
 pub fn get(conn: &Connection, scope: &Scope, id: &str) -> Result<Account> {
   let row = find_row(conn, scope, id)?.ok_or_else(|| not_found(scope, id))?;
   let udf = load_udf(conn, row.pk)?;
-  Ok(to_account(scope, row, udf))
+  let identities = super::identities::load(conn, row.pk)?;
+  Ok(to_account(scope, row, udf, identities))
 }
 
 /// The account's stored primary key, or `NOT_FOUND`.
@@ -432,7 +442,7 @@ fn sql_args(args: &[Value]) -> Vec<rusqlite::types::Value> {
     .collect()
 }
 
-fn load_accounts(
+pub(super) fn load_accounts(
   conn: &Connection,
   scope: &Scope,
   sql: &str,
@@ -442,11 +452,23 @@ fn load_accounts(
   let rows = stmt
     .query_map(params_from_iter(sql_args(args)), read_row)?
     .collect::<rusqlite::Result<Vec<_>>>()?;
+  complete(conn, scope, rows)
+}
+
+/// Attaches UDF rows and identities to account rows (identities of the whole page in one query).
+pub(super) fn complete(
+  conn: &Connection,
+  scope: &Scope,
+  rows: Vec<AccountRow>,
+) -> Result<Vec<Account>> {
+  let pks: Vec<i64> = rows.iter().map(|r| r.pk).collect();
+  let mut identities = super::identities::load_many(conn, &pks)?;
   rows
     .into_iter()
     .map(|row| {
       let udf = load_udf(conn, row.pk)?;
-      Ok(to_account(scope, row, udf))
+      let ids = identities.remove(&row.pk).unwrap_or_default();
+      Ok(to_account(scope, row, udf, ids))
     })
     .collect()
 }
@@ -498,12 +520,6 @@ pub fn list(
   } else {
     None
   };
-  let docs = rows
-    .into_iter()
-    .map(|row| {
-      let udf = load_udf(conn, row.pk)?;
-      Ok(to_account(scope, row, udf))
-    })
-    .collect::<Result<Vec<_>>>()?;
+  let docs = complete(conn, scope, rows)?;
   Ok(KeysetPage { docs, next })
 }

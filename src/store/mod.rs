@@ -5,6 +5,7 @@
 mod accounts;
 pub mod consents;
 pub mod events;
+mod identities;
 mod schema;
 pub mod sqlite;
 
@@ -19,6 +20,7 @@ use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
 };
 use crate::error::{Error, Result};
+use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use consents::ConsentStore;
 pub use events::EventStore;
@@ -234,8 +236,39 @@ pub trait AccountStore: Send + Sync {
   fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>>;
 }
 
+/// Identities of linked accounts, merges and unlinks (`crate::identities`).
+pub trait IdentityStore: Send + Sync {
+  /// Attaches an identity (or refreshes its profile when it is already on this account);
+  /// returns the account's identities. `IDENTITY_ALREADY_LINKED` if another account holds it.
+  fn link_identity(
+    &self,
+    scope: &Scope,
+    id: String,
+    input: IdentityInput,
+  ) -> Pending<Vec<Identity>>;
+  /// Merges `target` into `primary` in one transaction; returns the merged primary.
+  fn link_accounts(
+    &self,
+    scope: &Scope,
+    primary: String,
+    target: LinkTarget,
+    policy: UdfPolicy,
+  ) -> Pending<Account>;
+  /// Detaches an identity into a standalone account; returns the remaining identities.
+  fn unlink_identity(
+    &self,
+    scope: &Scope,
+    id: String,
+    provider: String,
+    user_id: String,
+  ) -> Pending<Vec<Identity>>;
+  /// Accounts holding an identity whose normalized email is `email_norm`.
+  fn accounts_by_email(&self, scope: &Scope, email_norm: String) -> Pending<Vec<Account>>;
+  fn link_suggestions(&self, scope: &Scope, id: String) -> Pending<Vec<LinkSuggestion>>;
+}
+
 /// Everything a linkvault client needs from storage.
-pub trait Store: AccountStore + ConsentStore + EventStore {
+pub trait Store: AccountStore + ConsentStore + EventStore + IdentityStore {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;

@@ -62,6 +62,54 @@ CREATE INDEX events_scope ON events (scope_id, id);
 "#,
   ),
   (
+    3,
+    r#"
+-- Merge records: the full pre-merge state of each secondary merged away by linkAccounts, so
+-- unlinkIdentity can restore it. They belong to the account that holds the merged identities
+-- now (moved along when that account is itself merged) and are deleted with it.
+CREATE TABLE account_merges (
+  pk           INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id     INTEGER NOT NULL REFERENCES scopes(id),
+  primary_pk   INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  oid          TEXT NOT NULL,
+  secondary_id TEXT NOT NULL,
+  -- JSON: linked_account_id, _id, name, udf rows with values, your_app (app_id), timestamps,
+  -- __v and the identities it had. Never credentials.
+  state        TEXT NOT NULL,
+  -- The secondary's credentials, sealed under this record's own associated data.
+  credentials  BLOB,
+  policy       TEXT NOT NULL,
+  merged_at    INTEGER NOT NULL,
+  restored_at  INTEGER,
+  restored_as  TEXT
+);
+CREATE INDEX account_merges_primary ON account_merges (primary_pk);
+
+CREATE TABLE identities (
+  pk             INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id       INTEGER NOT NULL REFERENCES scopes(id),
+  account_pk     INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  provider       TEXT NOT NULL,
+  user_id        TEXT NOT NULL,
+  connection     TEXT,
+  is_social      INTEGER NOT NULL DEFAULT 0,
+  email          TEXT,
+  -- trim + Unicode lowercase of email, for case-insensitive look-ups
+  email_norm     TEXT,
+  email_verified INTEGER NOT NULL DEFAULT 0,
+  profile_data   TEXT,
+  linked_at      INTEGER NOT NULL,
+  -- The merge that brought this identity to its account, if any.
+  merge_pk       INTEGER REFERENCES account_merges(pk) ON DELETE SET NULL
+);
+-- One identity is on at most one account in a scope, whatever races happen.
+CREATE UNIQUE INDEX identities_provider_user ON identities (scope_id, provider, user_id);
+CREATE INDEX identities_account ON identities (account_pk);
+CREATE INDEX identities_email ON identities (scope_id, email_norm) WHERE email_norm IS NOT NULL;
+CREATE INDEX identities_merge ON identities (merge_pk) WHERE merge_pk IS NOT NULL;
+"#,
+  ),
+  (
     4,
     r#"
 -- Auth sessions (Fiskil-style): single use, for one linked account (end user). The session id

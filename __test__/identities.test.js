@@ -1,0 +1,490 @@
+// Identity linking and account merging (issue 4).
+const path = require('node:path')
+
+const { openClient, tmpDir } = require('./helpers')
+
+let client
+let n = 0
+/** A fresh account id per test, so tests share one file without colliding. */
+const uid = (p = 'acc') => `${p}-${++n}-${Math.random().toString(36).slice(2, 8)}`
+const provider = () => `prov-${++n}`
+
+beforeAll(async () => {
+  client = await openClient()
+})
+afterAll(async () => {
+  await client.close()
+})
+
+async function account(extra = {}) {
+  const id = uid()
+  await client.upsertLinkedAccount({ linked_account_id: id, ...extra })
+  return id
+}
+
+describe('model', () => {
+  test('identities have Auth0 names and appear on every read of an account', async () => {
+    const created = await client.createLinkedAccount({ linked_account_id: uid() })
+    expect(created.identities).toEqual([])
+    const id = created.account_id
+    const p = provider()
+    const identities = await client.linkIdentity(id, {
+      provider: p,
+      user_id: 123,
+      connection: 'github',
+      isSocial: true,
+      email: 'Ann@Example.com',
+      email_verified: true,
+      profileData: { login: 'ann', followers: 3 },
+    })
+    expect(identities).toHaveLength(1)
+    const [identity] = identities
+    expect(Object.keys(identity).sort()).toEqual(
+      ['connection', 'email', 'email_verified', 'isSocial', 'linkedAt', 'profileData', 'provider', 'user_id'].sort(),
+    )
+    expect(identity).toMatchObject({
+      provider: p,
+      user_id: '123',
+      connection: 'github',
+      isSocial: true,
+      email: 'Ann@Example.com',
+      email_verified: true,
+      profileData: { login: 'ann', followers: 3 },
+    })
+    expect(new Date(identity.linkedAt).toISOString()).toBe(identity.linkedAt)
+
+    expect((await client.getLinkedAccountById(id)).identities).toEqual(identities)
+    const upserted = await client.upsertLinkedAccount({ linked_account_id: id, name: 'Ann' })
+    expect(upserted.identities).toEqual(identities)
+    const page = await client.getAllLinkedAccounts({ limit: 1000 })
+    expect(page.docs.find((d) => d.account_id === id).identities).toEqual(identities)
+    let cursor
+    let found
+    do {
+      const list = await client.listLinkedAccounts({ limit: 100, ...(cursor ? { after: cursor } : {}) })
+      found = found ?? list.docs.find((d) => d.account_id === id)
+      cursor = list.next
+    } while (cursor)
+    expect(found.identities).toEqual(identities)
+  })
+
+  test('defaults: isSocial and email_verified false, optional fields absent', async () => {
+    const id = await account()
+    const [identity] = await client.linkIdentity(id, { provider: provider(), user_id: 'x' })
+    expect(identity.isSocial).toBe(false)
+    expect(identity.email_verified).toBe(false)
+    expect(identity).not.toHaveProperty('email')
+    expect(identity).not.toHaveProperty('connection')
+    expect(identity).not.toHaveProperty('profileData')
+  })
+})
+
+describe('linkIdentity', () => {
+  test('9 and "9" are the same identity; relinking updates profile fields', async () => {
+    const id = await account()
+    const p = provider()
+    await client.linkIdentity(id, { provider: p, user_id: 9, email: 'a@x.io' })
+    const before = await client.getLinkedAccountById(id)
+    const again = await client.linkIdentity(id, {
+      provider: p,
+      user_id: '9',
+      email_verified: true,
+      profileData: { name: 'Ann' },
+    })
+    expect(again).toHaveLength(1)
+    expect(again[0]).toMatchObject({ user_id: '9', email: 'a@x.io', email_verified: true, profileData: { name: 'Ann' } })
+    // Unchanged repeat: same result, no new version.
+    const after = await client.getLinkedAccountById(id)
+    await client.linkIdentity(id, { provider: p, user_id: 9 })
+    expect((await client.getLinkedAccountById(id)).__v).toBe(after.__v)
+    expect(after.__v).toBe(before.__v + 1)
+  })
+
+  test('a new email without email_verified is not verified', async () => {
+    const id = await account()
+    const p = provider()
+    await client.linkIdentity(id, { provider: p, user_id: 1, email: 'a@x.io', email_verified: true })
+    const [i] = await client.linkIdentity(id, { provider: p, user_id: 1, email: 'b@x.io' })
+    expect(i.email_verified).toBe(false)
+  })
+
+  test('an identity held by another account: IDENTITY_ALREADY_LINKED, nothing changes', async () => {
+    const a = await account()
+    const b = await account()
+    const p = provider()
+    await client.linkIdentity(a, { provider: p, user_id: 1 })
+    const bBefore = await client.getLinkedAccountById(b)
+    await expect(client.linkIdentity(b, { provider: p, user_id: '1', email: 'x@y.z' })).rejects.toMatchObject({
+      code: 'IDENTITY_ALREADY_LINKED',
+      status: 409,
+    })
+    expect(await client.getLinkedAccountById(b)).toEqual(bBefore)
+    expect((await client.getLinkedAccountById(a)).identities[0]).not.toHaveProperty('email')
+  })
+
+  test('unknown account: NOT_FOUND', async () => {
+    await expect(client.linkIdentity(uid('none'), { provider: 'github', user_id: 1 })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+      status: 404,
+    })
+  })
+
+  test.each([
+    ['provider', { user_id: 1 }],
+    ['provider', { provider: '', user_id: 1 }],
+    ['provider', { provider: 'has|pipe', user_id: 1 }],
+    ['provider', { provider: 'p'.repeat(65), user_id: 1 }],
+    ['provider', { provider: 7, user_id: 1 }],
+    ['user_id', { provider: 'github' }],
+    ['user_id', { provider: 'github', user_id: '' }],
+    ['user_id', { provider: 'github', user_id: 'u'.repeat(257) }],
+    ['user_id', { provider: 'github', user_id: 1.5 }],
+    ['user_id', { provider: 'github', user_id: {} }],
+    ['email', { provider: 'github', user_id: 1, email: 'no-at-sign' }],
+    ['email', { provider: 'github', user_id: 1, email: 'a@b@c' }],
+    ['email', { provider: 'github', user_id: 1, email: `${'a'.repeat(320)}@x.io` }],
+    ['email', { provider: 'github', user_id: 1, email: 42 }],
+    ['profileData', { provider: 'github', user_id: 1, profileData: 'x' }],
+    ['profileData', { provider: 'github', user_id: 1, profileData: [1] }],
+    ['profileData', { provider: 'github', user_id: 1, profileData: { big: 'x'.repeat(64 * 1024) } }],
+    ['isSocial', { provider: 'github', user_id: 1, isSocial: 'yes' }],
+    ['email_verified', { provider: 'github', user_id: 1, email_verified: 1 }],
+    ['connection', { provider: 'github', user_id: 1, connection: '' }],
+    ['userId', { provider: 'github', user_id: 1, userId: 1 }],
+    ['identity', 'github|1'],
+  ])('VALIDATION_ERROR naming %s', async (field, input) => {
+    const id = await account()
+    await expect(client.linkIdentity(id, input)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', status: 400, field })
+    expect((await client.getLinkedAccountById(id)).identities).toEqual([])
+  })
+
+  test('the boundaries are accepted', async () => {
+    const id = await account()
+    const ids = await client.linkIdentity(id, {
+      provider: 'a.B_c-9'.padEnd(64, 'x'),
+      user_id: 'u'.repeat(256),
+      email: `${'a'.repeat(310)}@x.io`.slice(0, 320),
+      profileData: { big: 'x'.repeat(64 * 1024 - 20) },
+    })
+    expect(ids).toHaveLength(1)
+  })
+
+  test('linked_account_id is validated', async () => {
+    await expect(client.linkIdentity('', { provider: 'github', user_id: 1 })).rejects.toMatchObject({
+      code: 'VALIDATION_ERROR',
+      field: 'linked_account_id',
+    })
+  })
+})
+
+describe('linkAccounts', () => {
+  test('metadata of the secondary survives link then unlink, by value', async () => {
+    const a = await account({ name: 'Primary', udf: { plan: 'pro', only_a: 1 } })
+    const b = uid('B')
+    const secondaryUdf = { plan: 'free', only_b: { nested: [1, 'two', { three: true }] }, n: 0 }
+    await client.upsertLinkedAccount({
+      linked_account_id: b,
+      name: 'Secondary',
+      udf: secondaryUdf,
+      your_app: { app_id: 'app-b', auth_credentials: { Authorization: 'Bearer secret-of-b' } },
+    })
+    const bBefore = await client.getLinkedAccountById(b)
+    const [pa, pb] = [provider(), provider()]
+    await client.linkIdentity(a, { provider: pa, user_id: 'a' })
+    await client.linkIdentity(b, { provider: pb, user_id: 'b', email: 'b@x.io', profileData: { k: 1 } })
+
+    const merged = await client.linkAccounts(a, b)
+    expect(merged.account_id).toBe(a)
+    expect(merged.name).toBe('Primary')
+    expect(merged.identities.map((i) => `${i.provider}|${i.user_id}`)).toEqual([`${pa}|a`, `${pb}|b`])
+    const udf = Object.fromEntries(merged.udf.map((u) => [u.key_name, u.key_value]))
+    expect(udf).toEqual({ plan: 'pro', only_a: 1, only_b: secondaryUdf.only_b, n: 0 })
+    await expect(client.getLinkedAccountById(b)).rejects.toMatchObject({ code: 'NOT_FOUND', status: 404 })
+    await expect(client.getLinkedAccountCredentials(b)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+
+    const remaining = await client.unlinkIdentity(a, pb, 'b')
+    expect(remaining.map((i) => i.provider)).toEqual([pa])
+    const restored = await client.getLinkedAccountById(b)
+    expect(restored._id).toBe(bBefore._id)
+    expect(restored.name).toBe('Secondary')
+    expect(restored.udf.map((u) => [u.key_name, u.key_value])).toEqual(bBefore.udf.map((u) => [u.key_name, u.key_value]))
+    expect(restored.udf.map((u) => u._id)).toEqual(bBefore.udf.map((u) => u._id))
+    expect(restored.your_app).toEqual({ app_id: 'app-b' })
+    expect(restored.identities).toHaveLength(1)
+    expect(restored.identities[0]).toMatchObject({ provider: pb, user_id: 'b', email: 'b@x.io', profileData: { k: 1 } })
+    expect(await client.getLinkedAccountCredentials(b)).toEqual({
+      app_id: 'app-b',
+      auth_credentials: { Authorization: 'Bearer secret-of-b' },
+    })
+    // The primary keeps the merged UDF keys (nothing is taken back from it).
+    expect((await client.getLinkedAccountById(a)).udf.map((u) => u.key_name)).toContain('only_b')
+  })
+
+  test("udf: 'secondary_wins' takes the secondary's value for shared keys", async () => {
+    const a = await account({ udf: { plan: 'pro', a: 1 } })
+    const b = await account({ udf: { plan: 'free', b: 2 } })
+    const merged = await client.linkAccounts(a, b, { udf: 'secondary_wins' })
+    expect(Object.fromEntries(merged.udf.map((u) => [u.key_name, u.key_value]))).toEqual({ plan: 'free', a: 1, b: 2 })
+  })
+
+  test('the 200-key UDF limit: VALIDATION_ERROR (udf), nothing changes', async () => {
+    const many = (p, k) => Object.fromEntries(Array.from({ length: k }, (_, i) => [`${p}${i}`, i]))
+    const a = await account({ udf: many('a', 150) })
+    const b = await account({ udf: many('b', 51) })
+    await client.linkIdentity(b, { provider: provider(), user_id: 1 })
+    await expect(client.linkAccounts(a, b)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'udf' })
+    expect((await client.getLinkedAccountById(b)).identities).toHaveLength(1)
+    expect((await client.getLinkedAccountById(a)).udf).toHaveLength(150)
+  })
+
+  test('a second merge of the same secondary, or unknown accounts: NOT_FOUND', async () => {
+    const a = await account()
+    const b = await account()
+    await client.linkAccounts(a, b)
+    await expect(client.linkAccounts(a, b)).rejects.toMatchObject({ code: 'NOT_FOUND', status: 404 })
+    await expect(client.linkAccounts(uid('none'), a)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+  })
+
+  test('linking an account to itself: VALIDATION_ERROR', async () => {
+    const a = await account()
+    await expect(client.linkAccounts(a, a)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', status: 400 })
+    await client.getLinkedAccountById(a)
+  })
+
+  test.each([
+    ['primary_id', [undefined, 'b']],
+    ['secondary_id', ['a', undefined]],
+    ['secondary_id', ['a', 5]],
+    ['secondary_id', ['a', '']],
+    ['link_with', ['a', {}]],
+    ['link_with', ['a', { link_with: '' }]],
+    ['link_with', ['a', { link_with: 42 }]],
+    ['provider', ['a', { link_with: 'tok', provider: 'github' }]],
+    ['udf', ['a', 'b', { udf: 'newest' }]],
+    ['options', ['a', 'b', 'primary_wins']],
+  ])('argument validation names %s', async (field, args) => {
+    await expect(client.linkAccounts(...args)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field })
+  })
+
+  // INTEGRATION POINT: link_with needs session tokens (issue 3). Until they are wired in, a
+  // well-formed { link_with } is refused as INVALID_TOKEN and nothing changes.
+  test('{ link_with } is parsed, and refused until session tokens are integrated', async () => {
+    const a = await account()
+    await expect(client.linkAccounts(a, { link_with: 'not-yet-a-real-token' })).rejects.toMatchObject({
+      code: 'INVALID_TOKEN',
+      status: 401,
+    })
+    await client.getLinkedAccountById(a)
+  })
+  test.todo('link_with: a token minted for the secondary merges it (needs tokens)')
+  test.todo('link_with: expired → TOKEN_EXPIRED, older than 10 minutes → INVALID_TOKEN (needs tokens)')
+  test.todo('link_with: reused → TOKEN_REVOKED, foreign scope → INVALID_TOKEN (needs tokens)')
+  test.todo('tokens of a merged secondary stop verifying (needs tokens)')
+})
+
+describe('unlinkIdentity', () => {
+  test('a directly linked identity leaves as `${provider}|${user_id}`', async () => {
+    const a = await account()
+    const p = provider()
+    await client.linkIdentity(a, { provider: p, user_id: 7, email: 'x@y.io' })
+    await client.linkIdentity(a, { provider: p, user_id: 8 })
+    const rest = await client.unlinkIdentity(a, p, 7)
+    expect(rest.map((i) => i.user_id)).toEqual(['8'])
+    const standalone = await client.getLinkedAccountById(`${p}|7`)
+    expect(standalone.identities).toHaveLength(1)
+    expect(standalone.identities[0]).toMatchObject({ provider: p, user_id: '7', email: 'x@y.io' })
+    expect(standalone.udf).toEqual([])
+  })
+
+  test('restored id taken → falls back; both taken → ALREADY_EXISTS, nothing changes', async () => {
+    const a = await account()
+    const b = uid('B')
+    await client.upsertLinkedAccount({ linked_account_id: b, name: 'Bee', udf: { k: 'v' } })
+    const p = provider()
+    await client.linkIdentity(b, { provider: p, user_id: 1 })
+    await client.linkIdentity(b, { provider: p, user_id: 2 })
+    await client.linkAccounts(a, b)
+    await client.upsertLinkedAccount({ linked_account_id: b, name: 'someone else' })
+    await client.upsertLinkedAccount({ linked_account_id: `${p}|2` })
+    const before = await client.getLinkedAccountById(a)
+    await expect(client.unlinkIdentity(a, p, 2)).rejects.toMatchObject({ code: 'ALREADY_EXISTS', status: 409 })
+    expect(await client.getLinkedAccountById(a)).toEqual(before)
+    await client.unlinkIdentity(a, p, 1)
+    const fallback = await client.getLinkedAccountById(`${p}|1`)
+    expect(fallback.name).toBe('Bee')
+    expect(fallback.udf.map((u) => [u.key_name, u.key_value])).toEqual([['k', 'v']])
+    expect((await client.getLinkedAccountById(b)).name).toBe('someone else')
+  })
+
+  test('unknown identity, or one on another account: NOT_FOUND', async () => {
+    const a = await account()
+    const b = await account()
+    const p = provider()
+    await client.linkIdentity(b, { provider: p, user_id: 1 })
+    await expect(client.unlinkIdentity(a, p, 1)).rejects.toMatchObject({ code: 'NOT_FOUND', status: 404 })
+    await expect(client.unlinkIdentity(a, p, 2)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+    await expect(client.unlinkIdentity(uid('none'), p, 1)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+  })
+
+  test.each([
+    ['provider', ['a', 'bad provider', 1]],
+    ['user_id', ['a', 'github', '']],
+    ['user_id', ['a', 'github', undefined]],
+    ['linked_account_id', [undefined, 'github', 1]],
+  ])('argument validation names %s', async (field, args) => {
+    await expect(client.unlinkIdentity(...args)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field })
+  })
+})
+
+describe('email look-up and suggestions', () => {
+  test('case-insensitive, trimmed, Unicode-aware, consistent right after writes', async () => {
+    const domain = `${provider()}.example`
+    const a = await account()
+    const b = await account()
+    await client.linkIdentity(a, { provider: provider(), user_id: 1, email: `ann@${domain}` })
+    expect((await client.getLinkedAccountsByEmail(`Ann@${domain.toUpperCase()}`)).map((x) => x.account_id)).toEqual([a])
+    await client.linkIdentity(b, { provider: provider(), user_id: 1, email: `  ANN@${domain} ` })
+    const both = await client.getLinkedAccountsByEmail(` ann@${domain}`)
+    expect(both.map((x) => x.account_id)).toEqual([a, b])
+    expect(both[0].identities[0].email).toBe(`ann@${domain}`)
+    await client.linkIdentity(a, { provider: provider(), user_id: 2, email: `ÉLODIE@${domain}` })
+    expect((await client.getLinkedAccountsByEmail(`élodie@${domain}`)).map((x) => x.account_id)).toEqual([a])
+    expect(await client.getLinkedAccountsByEmail(`nobody@${domain}`)).toEqual([])
+    await expect(client.getLinkedAccountsByEmail('not-an-email')).rejects.toMatchObject({
+      code: 'VALIDATION_ERROR',
+      field: 'email',
+    })
+    await expect(client.getLinkedAccountsByEmail()).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'email' })
+  })
+
+  test('suggestions need the email verified on both sides and never link anything', async () => {
+    const domain = `${provider()}.example`
+    const [a, b, c, d] = [await account(), await account(), await account(), await account()]
+    await client.linkIdentity(a, { provider: provider(), user_id: 1, email: `Ann@${domain}`, email_verified: true })
+    await client.linkIdentity(b, { provider: provider(), user_id: 1, email: `ann@${domain}`, email_verified: true })
+    await client.linkIdentity(c, { provider: provider(), user_id: 1, email: `ann@${domain}` }) // unverified
+    await client.linkIdentity(d, { provider: provider(), user_id: 1, email: `other@${domain}`, email_verified: true })
+    expect(await client.getLinkSuggestions(a)).toEqual([
+      { linked_account_id: b, reason: 'verified_email', email: `ann@${domain}` },
+    ])
+    expect(await client.getLinkSuggestions(c)).toEqual([])
+    expect(await client.getLinkSuggestions(d)).toEqual([])
+    // Nothing was linked automatically.
+    for (const id of [a, b, c]) expect((await client.getLinkedAccountById(id)).identities).toHaveLength(1)
+    await expect(client.getLinkSuggestions(uid('none'))).rejects.toMatchObject({ code: 'NOT_FOUND' })
+    await expect(client.getLinkSuggestions(3)).rejects.toMatchObject({
+      code: 'VALIDATION_ERROR',
+      field: 'linked_account_id',
+    })
+  })
+})
+
+test('deleting a primary deletes its identities', async () => {
+  const a = await account()
+  const b = await account()
+  const p = provider()
+  const email = `del@${p}.example`
+  await client.linkIdentity(a, { provider: p, user_id: 1, email })
+  await client.linkIdentity(b, { provider: p, user_id: 2 })
+  await client.linkAccounts(a, b)
+  await client.deleteLinkedAccount(a)
+  expect(await client.getLinkedAccountsByEmail(email)).toEqual([])
+  const c = await account()
+  // Both identities are free again.
+  expect(await client.linkIdentity(c, { provider: p, user_id: 1 })).toHaveLength(1)
+  expect(await client.linkIdentity(c, { provider: p, user_id: 2 })).toHaveLength(2)
+})
+
+describe('races on one file (two clients)', () => {
+  let file
+  let c1
+  let c2
+  beforeAll(async () => {
+    file = path.join(tmpDir(), 'race.db')
+    c1 = await openClient({ path: file })
+    c2 = await openClient({ path: file })
+  })
+  afterAll(async () => {
+    await c1.close()
+    await c2.close()
+  })
+
+  async function allIdentities(c) {
+    const out = []
+    let after
+    do {
+      const page = await c.listLinkedAccounts({ limit: 1000, ...(after ? { after } : {}) })
+      for (const d of page.docs) for (const i of d.identities) out.push({ key: `${i.provider}|${i.user_id}`, on: d.account_id })
+      after = page.next
+    } while (after)
+    return out
+  }
+
+  test('100 concurrent linkIdentity of one identity onto 100 accounts: exactly one wins', async () => {
+    const ids = Array.from({ length: 100 }, (_, i) => `race1-${i}`)
+    await Promise.all(ids.map((id, i) => (i % 2 ? c1 : c2).upsertLinkedAccount({ linked_account_id: id })))
+    const results = await Promise.allSettled(
+      ids.map((id, i) => (i % 2 ? c1 : c2).linkIdentity(id, { provider: 'github', user_id: i % 3 ? 4242 : '4242' })),
+    )
+    const ok = results.filter((r) => r.status === 'fulfilled')
+    const failed = results.filter((r) => r.status === 'rejected')
+    expect(ok).toHaveLength(1)
+    expect(failed).toHaveLength(99)
+    for (const f of failed) expect(f.reason).toMatchObject({ code: 'IDENTITY_ALREADY_LINKED', status: 409 })
+    const holders = (await allIdentities(c1)).filter((x) => x.key === 'github|4242')
+    expect(holders).toHaveLength(1)
+  })
+
+  test('50 concurrent linkAccounts(Ai, B): exactly one merges B; no identity lost or doubled', async () => {
+    const primaries = Array.from({ length: 50 }, (_, i) => `race2-A${i}`)
+    await Promise.all(
+      primaries.map((id, i) =>
+        c1
+          .upsertLinkedAccount({ linked_account_id: id })
+          .then(() => c1.linkIdentity(id, { provider: 'auth0', user_id: `a${i}` })),
+      ),
+    )
+    await c2.upsertLinkedAccount({ linked_account_id: 'race2-B', udf: { from_b: true } })
+    for (let k = 0; k < 3; k++) await c2.linkIdentity('race2-B', { provider: 'google-oauth2', user_id: `b${k}` })
+    const expected = [...primaries.map((_, i) => `auth0|a${i}`), 'google-oauth2|b0', 'google-oauth2|b1', 'google-oauth2|b2']
+
+    const results = await Promise.allSettled(primaries.map((id, i) => (i % 2 ? c1 : c2).linkAccounts(id, 'race2-B')))
+    const ok = results.filter((r) => r.status === 'fulfilled')
+    const failed = results.filter((r) => r.status === 'rejected')
+    expect(ok).toHaveLength(1)
+    expect(failed).toHaveLength(49)
+    for (const f of failed) expect(f.reason).toMatchObject({ code: 'NOT_FOUND', status: 404 })
+    const winner = ok[0].value
+    expect(winner.identities).toHaveLength(4)
+    expect(winner.udf.map((u) => u.key_name)).toContain('from_b')
+    await expect(c1.getLinkedAccountById('race2-B')).rejects.toMatchObject({ code: 'NOT_FOUND' })
+
+    const all = (await allIdentities(c2)).filter((x) => x.on.startsWith('race2-'))
+    const keys = all.map((x) => x.key).sort()
+    expect(keys).toEqual([...expected].sort()) // each exactly once, none lost
+    for (const k of ['google-oauth2|b0', 'google-oauth2|b1', 'google-oauth2|b2']) {
+      expect(all.find((x) => x.key === k).on).toBe(winner.account_id)
+    }
+  })
+
+  test('concurrent link, merge and unlink across both clients keep every identity on one account', async () => {
+    const ids = Array.from({ length: 20 }, (_, i) => `race3-${i}`)
+    await Promise.all(ids.map((id) => c1.upsertLinkedAccount({ linked_account_id: id })))
+    await Promise.all(ids.map((id, i) => c2.linkIdentity(id, { provider: 'race3', user_id: i })))
+    const ops = []
+    for (let i = 0; i < 20; i++) {
+      const c = i % 2 ? c1 : c2
+      ops.push(c.linkAccounts(ids[i], ids[(i + 1) % 20]))
+      ops.push(c.linkIdentity(ids[(i + 5) % 20], { provider: 'race3', user_id: (i + 7) % 20 }))
+      ops.push(c.unlinkIdentity(ids[i], 'race3', i))
+    }
+    const results = await Promise.allSettled(ops)
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        expect(['NOT_FOUND', 'IDENTITY_ALREADY_LINKED', 'ALREADY_EXISTS']).toContain(r.reason.code)
+      }
+    }
+    const keys = (await allIdentities(c1)).filter((x) => x.key.startsWith('race3|')).map((x) => x.key).sort()
+    expect(keys).toEqual(ids.map((_, i) => `race3|${i}`).sort())
+  })
+})

@@ -1,0 +1,1450 @@
+//! SQL for identities, merges and unlinks. Each function runs inside one job of the engine (one
+//! transaction): a function returning `Err` leaves nothing behind.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::accounts::{self, AccountRow, ROW_COLUMNS};
+use super::{IdentityStore, Pending, Scope, SqliteStore};
+use crate::accounts::{Account, UdfRow};
+use crate::clock::now_ms;
+use crate::crypto::{self, Sealer};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{self, types};
+use crate::identities::{self, Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
+
+const ID_COLUMNS: &str =
+  "i.provider, i.user_id, i.connection, i.is_social, i.email, i.email_verified, i.profile_data, i.linked_at";
+
+/// Reads the `ID_COLUMNS` starting at column `at`.
+fn read_identity(r: &Row<'_>, at: usize) -> rusqlite::Result<Identity> {
+  let profile: Option<String> = r.get(at + 6)?;
+  Ok(Identity {
+    provider: r.get(at)?,
+    user_id: r.get(at + 1)?,
+    connection: r.get(at + 2)?,
+    is_social: r.get(at + 3)?,
+    email: r.get(at + 4)?,
+    email_verified: r.get(at + 5)?,
+    profile_data: profile.and_then(|p| match serde_json::from_str(&p) {
+      Ok(Value::Object(m)) => Some(m),
+      _ => None,
+    }),
+    linked_at: r.get(at + 7)?,
+  })
+}
+
+/// The identities of one account, in the order they joined it.
+pub(super) fn load(conn: &Connection, account_pk: i64) -> Result<Vec<Identity>> {
+  let sql = format!(
+    "SELECT {ID_COLUMNS} FROM identities i WHERE i.account_pk = ?1 ORDER BY i.linked_at, i.pk"
+  );
+  let mut stmt = conn.prepare_cached(&sql)?;
+  let rows = stmt.query_map([account_pk], |r| read_identity(r, 0))?;
+  Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The identities of many accounts in one query (one cached statement whatever the count).
+pub(super) fn load_many(conn: &Connection, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>> {
+  let mut out: HashMap<i64, Vec<Identity>> = HashMap::new();
+  match pks {
+    [] => return Ok(out),
+    [one] => {
+      out.insert(*one, load(conn, *one)?);
+      return Ok(out);
+    }
+    _ => {}
+  }
+  let sql = format!(
+    "SELECT i.account_pk, {ID_COLUMNS} FROM identities i
+     WHERE i.account_pk IN (SELECT value FROM json_each(?1))
+     ORDER BY i.account_pk, i.linked_at, i.pk"
+  );
+  let list = serde_json::to_string(pks).map_err(|e| Error::storage(e.to_string()))?;
+  let mut stmt = conn.prepare_cached(&sql)?;
+  let rows = stmt.query_map([list], |r| Ok((r.get::<_, i64>(0)?, read_identity(r, 1)?)))?;
+  for row in rows {
+    let (pk, identity) = row?;
+    out.entry(pk).or_default().push(identity);
+  }
+  Ok(out)
+}
+
+/// An identity row as found by `(provider, user_id)`.
+struct Found {
+  pk: i64,
+  account_pk: i64,
+  merge_pk: Option<i64>,
+  identity: Identity,
+}
+
+fn find(conn: &Connection, scope: &Scope, provider: &str, user_id: &str) -> Result<Option<Found>> {
+  let sql = format!(
+    "SELECT i.pk, i.account_pk, i.merge_pk, {ID_COLUMNS} FROM identities i
+     WHERE i.scope_id = ?1 AND i.provider = ?2 AND i.user_id = ?3"
+  );
+  Ok(
+    conn
+      .prepare_cached(&sql)?
+      .query_row(params![scope.id, provider, user_id], |r| {
+        Ok(Found {
+          pk: r.get(0)?,
+          account_pk: r.get(1)?,
+          merge_pk: r.get(2)?,
+          identity: read_identity(r, 3)?,
+        })
+      })
+      .optional()?,
+  )
+}
+
+fn profile_text(identity: &Identity) -> Option<String> {
+  identity
+    .profile_data
+    .as_ref()
+    .map(|p| Value::Object(p.clone()).to_string())
+}
+
+fn insert_identity(
+  conn: &Connection,
+  scope: &Scope,
+  account_pk: i64,
+  identity: &Identity,
+  merge_pk: Option<i64>,
+) -> rusqlite::Result<usize> {
+  conn
+    .prepare_cached(
+      "INSERT INTO identities (scope_id, account_pk, provider, user_id, connection, is_social, email,
+         email_norm, email_verified, profile_data, linked_at, merge_pk)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+      scope.id,
+      account_pk,
+      identity.provider,
+      identity.user_id,
+      identity.connection,
+      identity.is_social,
+      identity.email,
+      identity.email.as_deref().map(identities::normalize_email),
+      identity.email_verified,
+      profile_text(identity),
+      identity.linked_at,
+      merge_pk,
+    ])
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+  matches!(e, rusqlite::Error::SqliteFailure(f, _)
+    if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+      || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn already_linked(provider: &str, user_id: &str) -> Error {
+  Error::new(
+    ErrorKind::IdentityAlreadyLinked,
+    format!("identity {provider}|{user_id} is already linked to another account"),
+  )
+}
+
+/// Marks an account as changed (its identities are part of what every read returns).
+fn touch(conn: &Connection, pk: i64, now: i64) -> Result<()> {
+  conn
+    .prepare_cached("UPDATE accounts SET version = version + 1, updated_at = ?2 WHERE pk = ?1")?
+    .execute(params![pk, now])?;
+  Ok(())
+}
+
+fn find_account(conn: &Connection, scope: &Scope, id: &str) -> Result<AccountRow> {
+  accounts::find_row(conn, scope, id)?.ok_or_else(|| accounts::not_found(scope, id))
+}
+
+/// `linkIdentity`. The UNIQUE index on (scope, provider, user_id) decides: the insert either
+/// succeeds or names the identity as taken, and then it is either this account's own (its profile
+/// is refreshed) or another's (`IDENTITY_ALREADY_LINKED`, nothing changed).
+pub(super) fn link(
+  conn: &Connection,
+  scope: &Scope,
+  account_id: &str,
+  input: IdentityInput,
+  now: i64,
+) -> Result<Vec<Identity>> {
+  let account = find_account(conn, scope, account_id)?;
+  let fresh = input.apply(None, now);
+  let changed = match insert_identity(conn, scope, account.pk, &fresh, None) {
+    Ok(_) => true,
+    Err(e) if is_unique_violation(&e) => {
+      let found = find(conn, scope, &input.provider, &input.user_id)?
+        .ok_or_else(|| already_linked(&input.provider, &input.user_id))?;
+      if found.account_pk != account.pk {
+        return Err(already_linked(&input.provider, &input.user_id));
+      }
+      let updated = input.apply(Some(&found.identity), now);
+      if updated == found.identity {
+        false
+      } else {
+        conn
+          .prepare_cached(
+            "UPDATE identities SET connection = ?2, is_social = ?3, email = ?4, email_norm = ?5,
+               email_verified = ?6, profile_data = ?7
+             WHERE pk = ?1",
+          )?
+          .execute(params![
+            found.pk,
+            updated.connection,
+            updated.is_social,
+            updated.email,
+            updated.email.as_deref().map(identities::normalize_email),
+            updated.email_verified,
+            profile_text(&updated),
+          ])?;
+        true
+      }
+    }
+    Err(e) => return Err(e.into()),
+  };
+  if changed {
+    touch(conn, account.pk, now)?;
+    events::append(
+      conn,
+      scope.id,
+      types::IDENTITY_LINKED,
+      Some(account_id),
+      &json!({ "provider": input.provider, "user_id": input.user_id }),
+      now,
+    )?;
+  }
+  load(conn, account.pk)
+}
+
+/// A secondary's pre-merge state, as kept in its merge record (credentials apart, sealed).
+#[derive(Serialize, Deserialize)]
+struct MergedState {
+  linked_account_id: String,
+  #[serde(rename = "_id")]
+  oid: String,
+  name: Option<String>,
+  udf: Vec<MergedUdf>,
+  has_app: bool,
+  app_id: Option<String>,
+  created_at: i64,
+  updated_at: i64,
+  #[serde(rename = "__v")]
+  version: i64,
+  identities: Vec<MergedIdentity>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MergedUdf {
+  key: String,
+  /// Canonical JSON text of the value.
+  value: String,
+  #[serde(rename = "_id")]
+  oid: String,
+  created_at: i64,
+  updated_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MergedIdentity {
+  provider: String,
+  user_id: String,
+  connection: Option<String>,
+  #[serde(rename = "isSocial")]
+  is_social: bool,
+  email: Option<String>,
+  email_verified: bool,
+  #[serde(rename = "profileData")]
+  profile_data: Option<Map<String, Value>>,
+  #[serde(rename = "linkedAt")]
+  linked_at: i64,
+}
+
+impl From<&Identity> for MergedIdentity {
+  fn from(i: &Identity) -> Self {
+    MergedIdentity {
+      provider: i.provider.clone(),
+      user_id: i.user_id.clone(),
+      connection: i.connection.clone(),
+      is_social: i.is_social,
+      email: i.email.clone(),
+      email_verified: i.email_verified,
+      profile_data: i.profile_data.clone(),
+      linked_at: i.linked_at,
+    }
+  }
+}
+
+/// Binds a merge record's sealed credentials to that record.
+fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
+  format!("linkvault/merge-credentials/v1/{}/{merge_oid}", scope.id).into_bytes()
+}
+
+/// Opens credentials sealed under `from_aad` and seals them again under `to_aad`. The plaintext
+/// exists only in memory, only for this call.
+fn reseal(sealer: &Sealer, sealed: &[u8], from_aad: &[u8], to_aad: &[u8]) -> Result<Vec<u8>> {
+  let plain = zeroize::Zeroizing::new(sealer.open(sealed, from_aad)?);
+  sealer.seal(&plain, to_aad)
+}
+
+/// INTEGRATION POINT for `{ link_with }` (issue 3, session tokens): resolves the secondary
+/// account a session token was minted for, inside the merge transaction.
+///
+/// TODO(tokens): the tokens module must provide, for a token of this scope:
+///   1. verify (signature, not expired, not revoked, minted for this org/environment; anything
+///      else → `INVALID_TOKEN` / `TOKEN_EXPIRED`), returning its `linked_account_id` and `iat`;
+///   2. its `iat` no older than `identities::LINK_WITH_MAX_AGE_MS` (10 minutes) → else
+///      `INVALID_TOKEN`;
+///   3. consume-once: mark it used for linking in this same transaction, so a second use
+///      fails with `TOKEN_REVOKED` (a rolled-back merge leaves it unused).
+///
+/// Until then every `link_with` is refused.
+pub(crate) fn resolve_link_with(
+  _conn: &Connection,
+  _scope: &Scope,
+  _token: &str,
+) -> Result<String> {
+  Err(Error::new(
+    ErrorKind::InvalidToken,
+    "link_with needs session tokens, which this build does not support yet",
+  ))
+}
+
+/// INTEGRATION POINT for what else belongs to a merged secondary (issues 3 and 5). Runs inside
+/// the merge transaction after the identities moved and BEFORE the secondary's row is deleted
+/// (rows referencing it with ON DELETE CASCADE disappear with it).
+fn on_secondary_merged(
+  _conn: &Connection,
+  _scope: &Scope,
+  _secondary: &AccountRow,
+  _primary: &AccountRow,
+  _now: i64,
+) -> Result<()> {
+  // TODO(tokens): revoke every session token (and refresh token) minted for the secondary, so
+  // they stop verifying once the merge commits.
+  // TODO(consents): move the secondary's consents (and auth sessions) to the primary
+  // (UPDATE ... SET account_pk = primary.pk WHERE account_pk = secondary.pk), with their events.
+  Ok(())
+}
+
+fn write_udf(conn: &Connection, pk: i64, udf: &[UdfRow]) -> Result<()> {
+  conn
+    .prepare_cached("DELETE FROM udf WHERE account_pk = ?1")?
+    .execute([pk])?;
+  for (pos, row) in udf.iter().enumerate() {
+    accounts::insert_udf(conn, pk, pos as i64, row)?;
+  }
+  Ok(())
+}
+
+/// `linkAccounts`: every identity of the secondary moves to the primary, UDF merge by policy,
+/// the secondary's pre-merge state goes into a merge record and the secondary is deleted.
+pub(super) fn merge(
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  primary_id: &str,
+  target: &LinkTarget,
+  policy: UdfPolicy,
+  now: i64,
+) -> Result<Account> {
+  let primary = find_account(conn, scope, primary_id)?;
+  let (secondary_id, field) = match target {
+    LinkTarget::Account(id) => (id.clone(), "secondary_id"),
+    LinkTarget::Token(token) => (resolve_link_with(conn, scope, token)?, "link_with"),
+  };
+  if secondary_id == primary_id {
+    return Err(Error::validation(
+      field,
+      "an account cannot be linked to itself",
+    ));
+  }
+  let secondary = find_account(conn, scope, &secondary_id)?;
+  let secondary_udf = accounts::load_udf(conn, secondary.pk)?;
+  let secondary_identities = load(conn, secondary.pk)?;
+
+  // The merge record: the secondary's whole state, credentials re-sealed to the record.
+  let merge_oid = crypto::object_id(now)?;
+  let sealed = secondary
+    .credentials
+    .as_deref()
+    .map(|c| {
+      reseal(
+        sealer,
+        c,
+        &accounts::credentials_aad(scope, &secondary.account_id),
+        &merge_aad(scope, &merge_oid),
+      )
+    })
+    .transpose()?;
+  let state = MergedState {
+    linked_account_id: secondary.account_id.clone(),
+    oid: secondary.oid.clone(),
+    name: secondary.name.clone(),
+    udf: secondary_udf
+      .iter()
+      .map(|u| MergedUdf {
+        key: u.key.clone(),
+        value: u.json.clone(),
+        oid: u.oid.clone(),
+        created_at: u.created_at,
+        updated_at: u.updated_at,
+      })
+      .collect(),
+    has_app: secondary.has_app,
+    app_id: secondary.app_id.clone(),
+    created_at: secondary.created_at,
+    updated_at: secondary.updated_at,
+    version: secondary.version,
+    identities: secondary_identities
+      .iter()
+      .map(MergedIdentity::from)
+      .collect(),
+  };
+  let state_text =
+    serde_json::to_string(&state).map_err(|e| Error::storage(format!("merge record: {e}")))?;
+  conn
+    .prepare_cached(
+      "INSERT INTO account_merges (scope_id, primary_pk, oid, secondary_id, state, credentials, policy, merged_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+      scope.id,
+      primary.pk,
+      merge_oid,
+      secondary.account_id,
+      state_text,
+      sealed,
+      policy.as_str(),
+      now
+    ])?;
+  let merge_pk = conn.last_insert_rowid();
+  // Records of earlier merges into the secondary follow their identities to the primary.
+  conn
+    .prepare_cached("UPDATE account_merges SET primary_pk = ?2 WHERE primary_pk = ?1")?
+    .execute(params![secondary.pk, primary.pk])?;
+  // The secondary's own identities remember this merge; those it got by an earlier merge keep
+  // theirs. Then they all move.
+  conn
+    .prepare_cached(
+      "UPDATE identities SET merge_pk = ?2 WHERE account_pk = ?1 AND merge_pk IS NULL",
+    )?
+    .execute(params![secondary.pk, merge_pk])?;
+  let moved = conn
+    .prepare_cached("UPDATE identities SET account_pk = ?2, linked_at = ?3 WHERE account_pk = ?1")?
+    .execute(params![secondary.pk, primary.pk, now])?;
+
+  on_secondary_merged(conn, scope, &secondary, &primary, now)?;
+
+  let mut udf = accounts::load_udf(conn, primary.pk)?;
+  let changed_keys = identities::merge_udf_by_policy(&mut udf, &secondary_udf, policy, now)?;
+  if !changed_keys.is_empty() {
+    write_udf(conn, primary.pk, &udf)?;
+  }
+  conn
+    .prepare_cached("DELETE FROM accounts WHERE pk = ?1")?
+    .execute([secondary.pk])?;
+  touch(conn, primary.pk, now)?;
+  events::append(
+    conn,
+    scope.id,
+    types::ACCOUNTS_MERGED,
+    Some(primary_id),
+    &json!({
+      "secondary_id": secondary.account_id,
+      "identities_moved": moved,
+      "udf_policy": policy.as_str(),
+      "udf_changed": changed_keys,
+      "merge_id": merge_oid,
+    }),
+    now,
+  )?;
+  accounts::get(conn, scope, primary_id)
+}
+
+fn exists(conn: &Connection, scope: &Scope, id: &str) -> Result<bool> {
+  Ok(
+    conn
+      .prepare_cached("SELECT 1 FROM accounts WHERE scope_id = ?1 AND account_id = ?2")?
+      .query_row(params![scope.id, id], |_| Ok(()))
+      .optional()?
+      .is_some(),
+  )
+}
+
+/// `unlinkIdentity`: the identity leaves as a standalone account. If it arrived by a merge whose
+/// record was not restored yet, that account comes back from the record (its original id when
+/// free, else `provider|user_id`); otherwise a bare `provider|user_id` account is created.
+pub(super) fn unlink(
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  account_id: &str,
+  provider: &str,
+  user_id: &str,
+  now: i64,
+) -> Result<Vec<Identity>> {
+  let account = find_account(conn, scope, account_id)?;
+  let found = find(conn, scope, provider, user_id)?
+    .filter(|f| f.account_pk == account.pk)
+    .ok_or_else(|| {
+      Error::not_found(format!(
+        "identity {provider}|{user_id} is not linked to linked account {account_id}"
+      ))
+    })?;
+  let record: Option<(i64, String, MergedState, Option<Vec<u8>>)> = match found.merge_pk {
+    None => None,
+    Some(mpk) => conn
+      .prepare_cached(
+        "SELECT oid, state, credentials FROM account_merges WHERE pk = ?1 AND restored_at IS NULL",
+      )?
+      .query_row([mpk], |r| {
+        Ok((
+          r.get::<_, String>(0)?,
+          r.get::<_, String>(1)?,
+          r.get::<_, Option<Vec<u8>>>(2)?,
+        ))
+      })
+      .optional()?
+      .map(|(oid, text, creds)| {
+        serde_json::from_str::<MergedState>(&text)
+          .map(|state| (mpk, oid, state, creds))
+          .map_err(|e| Error::storage(format!("merge record is unreadable: {e}")))
+      })
+      .transpose()?,
+  };
+  let fallback = format!("{provider}|{user_id}");
+  let original = match &record {
+    Some((_, _, s, _)) if !exists(conn, scope, &s.linked_account_id)? => {
+      Some(s.linked_account_id.clone())
+    }
+    _ => None,
+  };
+  let target = match original {
+    Some(id) => id,
+    None => {
+      if exists(conn, scope, &fallback)? {
+        return Err(Error::new(
+          ErrorKind::AlreadyExists,
+          format!(
+            "cannot unlink {fallback}: linked account {fallback} already exists{}",
+            record
+              .as_ref()
+              .map(|(_, _, s, _)| format!(" and so does {}", s.linked_account_id))
+              .unwrap_or_default()
+          ),
+        ));
+      }
+      if fallback.chars().count() > crate::accounts::MAX_ID_CHARS {
+        return Err(Error::validation(
+          "user_id",
+          format!(
+            "the standalone account id provider|user_id would exceed {} characters",
+            crate::accounts::MAX_ID_CHARS
+          ),
+        ));
+      }
+      fallback
+    }
+  };
+  let restored_original = record
+    .as_ref()
+    .map(|(_, _, s, _)| s.linked_account_id == target)
+    .unwrap_or(false);
+
+  // The standalone account.
+  let (oid, name, has_app, app_id, sealed, created_at, version, udf) = match &record {
+    Some((_, merge_oid, state, creds)) => {
+      let sealed = creds
+        .as_deref()
+        .map(|c| {
+          reseal(
+            sealer,
+            c,
+            &merge_aad(scope, merge_oid),
+            &accounts::credentials_aad(scope, &target),
+          )
+        })
+        .transpose()?;
+      let udf = state
+        .udf
+        .iter()
+        .map(|u| UdfRow {
+          key: u.key.clone(),
+          value: serde_json::from_str(&u.value).unwrap_or(Value::Null),
+          json: u.value.clone(),
+          oid: u.oid.clone(),
+          created_at: u.created_at,
+          updated_at: u.updated_at,
+        })
+        .collect::<Vec<_>>();
+      if restored_original {
+        (
+          state.oid.clone(),
+          state.name.clone(),
+          state.has_app,
+          state.app_id.clone(),
+          sealed,
+          state.created_at,
+          state.version + 1,
+          udf,
+        )
+      } else {
+        (
+          crypto::object_id(now)?,
+          state.name.clone(),
+          state.has_app,
+          state.app_id.clone(),
+          sealed,
+          now,
+          0,
+          udf,
+        )
+      }
+    }
+    None => (
+      crypto::object_id(now)?,
+      None,
+      false,
+      None,
+      None,
+      now,
+      0,
+      Vec::new(),
+    ),
+  };
+  conn
+    .prepare_cached(
+      "INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![scope.id, target, oid, name, has_app, app_id, sealed, created_at, now, version])?;
+  let new_pk = conn.last_insert_rowid();
+  write_udf(conn, new_pk, &udf)?;
+  if let Some((mpk, ..)) = &record {
+    conn
+      .prepare_cached("UPDATE account_merges SET restored_at = ?2, restored_as = ?3 WHERE pk = ?1")?
+      .execute(params![mpk, now, target])?;
+  }
+  conn
+    .prepare_cached(
+      "UPDATE identities SET account_pk = ?2, merge_pk = NULL, linked_at = ?3 WHERE pk = ?1",
+    )?
+    .execute(params![found.pk, new_pk, now])?;
+  touch(conn, account.pk, now)?;
+  events::append(
+    conn,
+    scope.id,
+    types::IDENTITY_UNLINKED,
+    Some(account_id),
+    &json!({ "provider": provider, "user_id": user_id, "linked_account_id": target }),
+    now,
+  )?;
+  events::append(
+    conn,
+    scope.id,
+    types::ACCOUNT_CREATED,
+    Some(&target),
+    &json!({
+      "__v": version,
+      "unlinked_from": account_id,
+      "restored_from_merge": record.as_ref().map(|(_, oid, ..)| oid.clone()),
+    }),
+    now,
+  )?;
+  load(conn, account.pk)
+}
+
+/// `getLinkedAccountsByEmail`: accounts with an identity whose normalized email matches.
+pub(super) fn by_email(conn: &Connection, scope: &Scope, email_norm: &str) -> Result<Vec<Account>> {
+  let sql = format!(
+    "SELECT {ROW_COLUMNS} FROM accounts a
+     WHERE a.pk IN (SELECT i.account_pk FROM identities i WHERE i.scope_id = ? AND i.email_norm = ?)
+     ORDER BY a.pk"
+  );
+  accounts::load_accounts(conn, scope, &sql, &[json!(scope.id), json!(email_norm)])
+}
+
+/// `getLinkSuggestions`: other accounts sharing an email verified on both sides.
+pub(super) fn suggestions(
+  conn: &Connection,
+  scope: &Scope,
+  account_id: &str,
+) -> Result<Vec<LinkSuggestion>> {
+  let account = find_account(conn, scope, account_id)?;
+  let mut stmt = conn.prepare_cached(
+    "SELECT DISTINCT a.account_id, o.email_norm, a.pk
+     FROM identities m
+     JOIN identities o ON o.scope_id = m.scope_id AND o.email_norm = m.email_norm
+       AND o.email_verified = 1 AND o.account_pk != m.account_pk
+     JOIN accounts a ON a.pk = o.account_pk
+     WHERE m.account_pk = ?1 AND m.email_verified = 1 AND m.email_norm IS NOT NULL
+     ORDER BY a.pk, o.email_norm",
+  )?;
+  let rows = stmt.query_map([account.pk], |r| {
+    Ok(LinkSuggestion {
+      linked_account_id: r.get(0)?,
+      email: r.get(1)?,
+    })
+  })?;
+  Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+impl IdentityStore for SqliteStore {
+  fn link_identity(
+    &self,
+    scope: &Scope,
+    id: String,
+    input: IdentityInput,
+  ) -> Pending<Vec<Identity>> {
+    let scope = scope.clone();
+    self.write(move |conn| link(conn, &scope, &id, input, now_ms()))
+  }
+
+  fn link_accounts(
+    &self,
+    scope: &Scope,
+    primary: String,
+    target: LinkTarget,
+    policy: UdfPolicy,
+  ) -> Pending<Account> {
+    let (scope, sealer) = (scope.clone(), self.sealer());
+    self.write(move |conn| merge(conn, &sealer, &scope, &primary, &target, policy, now_ms()))
+  }
+
+  fn unlink_identity(
+    &self,
+    scope: &Scope,
+    id: String,
+    provider: String,
+    user_id: String,
+  ) -> Pending<Vec<Identity>> {
+    let (scope, sealer) = (scope.clone(), self.sealer());
+    self.write(move |conn| unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms()))
+  }
+
+  fn accounts_by_email(&self, scope: &Scope, email_norm: String) -> Pending<Vec<Account>> {
+    let scope = scope.clone();
+    self.read(move |conn| by_email(conn, &scope, &email_norm))
+  }
+
+  fn link_suggestions(&self, scope: &Scope, id: String) -> Pending<Vec<LinkSuggestion>> {
+    let scope = scope.clone();
+    self.read(move |conn| suggestions(conn, &scope, &id))
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use std::collections::{BTreeMap, BTreeSet};
+
+  use serde_json::json;
+
+  use crate::crypto::Key;
+  use crate::error::ErrorKind;
+  use crate::vault::{OpenOptions, Vault};
+
+  fn open(path: &str) -> Vault {
+    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([5; 32]));
+    Vault::open(o).wait().unwrap()
+  }
+
+  fn temp() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("i.db").to_string_lossy().to_string();
+    (dir, path)
+  }
+
+  fn upsert(v: &Vault, payload: serde_json::Value) {
+    v.upsert_linked_account(&payload, None).wait().unwrap();
+  }
+
+  fn link(v: &Vault, id: &str, identity: serde_json::Value) -> crate::Result<Vec<super::Identity>> {
+    v.link_identity(&json!(id), &identity).wait()
+  }
+
+  fn kind<T: std::fmt::Debug>(r: crate::Result<T>) -> ErrorKind {
+    r.unwrap_err().kind
+  }
+
+  fn count(path: &str, sql: &str) -> i64 {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+  }
+
+  #[test]
+  fn link_is_idempotent_and_unique_per_scope() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "a"}));
+    upsert(&v, json!({"linked_account_id": "b"}));
+    let ids = link(
+      &v,
+      "a",
+      json!({"provider": "github", "user_id": 9, "email": "Ann@X.com", "isSocial": true}),
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(ids[0].user_id, "9");
+    assert!(ids[0].is_social && !ids[0].email_verified);
+    let v0 = v
+      .get_linked_account_by_id(&json!("a"))
+      .wait()
+      .unwrap()
+      .version;
+    // Same identity, same account, string form: refreshes the profile, no duplicate.
+    let ids = link(
+      &v,
+      "a",
+      json!({"provider": "github", "user_id": "9", "email_verified": true, "profileData": {"login": "ann"}}),
+    )
+    .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert!(ids[0].email_verified);
+    assert_eq!(ids[0].email.as_deref(), Some("Ann@X.com"));
+    assert_eq!(ids[0].profile_data.as_ref().unwrap()["login"], "ann");
+    let a = v.get_linked_account_by_id(&json!("a")).wait().unwrap();
+    assert_eq!(a.version, v0 + 1);
+    // Nothing changed: no new version, no event.
+    let events_before = count(
+      &path,
+      "SELECT count(*) FROM events WHERE type = 'identity.linked'",
+    );
+    link(&v, "a", json!({"provider": "github", "user_id": "9"})).unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("a"))
+        .wait()
+        .unwrap()
+        .version,
+      v0 + 1
+    );
+    assert_eq!(
+      count(
+        &path,
+        "SELECT count(*) FROM events WHERE type = 'identity.linked'"
+      ),
+      events_before
+    );
+    // Held by another account.
+    assert_eq!(
+      kind(link(&v, "b", json!({"provider": "github", "user_id": 9}))),
+      ErrorKind::IdentityAlreadyLinked
+    );
+    assert!(v
+      .get_linked_account_by_id(&json!("b"))
+      .wait()
+      .unwrap()
+      .identities
+      .is_empty());
+    assert_eq!(
+      kind(link(
+        &v,
+        "nope",
+        json!({"provider": "github", "user_id": 1})
+      )),
+      ErrorKind::NotFound
+    );
+    // Every read carries identities.
+    let page = v.get_all_linked_accounts(None).wait().unwrap();
+    assert_eq!(page.docs[0].identities.len(), 1);
+    let list = v.list_linked_accounts(None).wait().unwrap();
+    assert_eq!(list.docs[0].identities.len(), 1);
+    let up = v
+      .upsert_linked_account(&json!({"linked_account_id": "a", "name": "Ann"}), None)
+      .wait()
+      .unwrap();
+    assert_eq!(up.account.identities.len(), 1);
+    // Another environment of the same file is another scope.
+    v.close().wait().unwrap();
+    let mut o = OpenOptions::parse(Some(
+      &json!({"path": path, "orgId": "org_1", "environment": "production"}),
+    ))
+    .unwrap();
+    o.encryption_key = Some(Key::from_bytes([5; 32]));
+    let prod = Vault::open(o).wait().unwrap();
+    upsert(&prod, json!({"linked_account_id": "a"}));
+    link(&prod, "a", json!({"provider": "github", "user_id": 9})).unwrap();
+    prod.close().wait().unwrap();
+  }
+
+  #[test]
+  fn merge_then_unlink_restores_the_secondary() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(
+      &v,
+      json!({"linked_account_id": "A", "name": "Primary", "udf": {"plan": "pro", "a": 1}}),
+    );
+    upsert(
+      &v,
+      json!({"linked_account_id": "B", "name": "Second", "udf": {"plan": "free", "b": {"x": [1, 2]}},
+             "your_app": {"app_id": "app1", "auth_credentials": {"Authorization": "Bearer s3cr3t-b"}}}),
+    );
+    link(&v, "A", json!({"provider": "auth0", "user_id": "a1"})).unwrap();
+    link(
+      &v,
+      "B",
+      json!({"provider": "github", "user_id": 9, "email": "b@x.io"}),
+    )
+    .unwrap();
+    link(
+      &v,
+      "B",
+      json!({"provider": "google-oauth2", "user_id": "g2"}),
+    )
+    .unwrap();
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("A"), None).wait()),
+      ErrorKind::Validation
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("nope"), None).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("nope"), &json!("B"), None).wait()),
+      ErrorKind::NotFound
+    );
+    let merged = v
+      .link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(merged.identities.len(), 3);
+    let udf: BTreeMap<_, _> = merged
+      .udf
+      .iter()
+      .map(|u| (u.key.clone(), u.value.clone()))
+      .collect();
+    assert_eq!(udf["plan"], json!("pro"));
+    assert_eq!(udf["b"], json!({"x": [1, 2]}));
+    assert_eq!(merged.name.as_deref(), Some("Primary"));
+    assert_eq!(
+      kind(v.get_linked_account_by_id(&json!("B")).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(
+      kind(v.link_accounts(&json!("A"), &json!("B"), None).wait()),
+      ErrorKind::NotFound
+    );
+    assert_eq!(count(&path, "SELECT count(*) FROM account_merges"), 1);
+    assert_eq!(
+      count(
+        &path,
+        "SELECT count(*) FROM events WHERE type = 'linked_accounts.merged'"
+      ),
+      1
+    );
+    // Unlink one identity of B: B comes back, by value, with its credentials.
+    let remaining = v
+      .unlink_identity(&json!("A"), &json!("github"), &json!(9))
+      .wait()
+      .unwrap();
+    assert_eq!(remaining.len(), 2);
+    let b = v.get_linked_account_by_id(&json!("B")).wait().unwrap();
+    assert_eq!(b.name.as_deref(), Some("Second"));
+    let budf: BTreeMap<_, _> = b
+      .udf
+      .iter()
+      .map(|u| (u.key.clone(), u.value.clone()))
+      .collect();
+    assert_eq!(budf["plan"], json!("free"));
+    assert_eq!(budf["b"], json!({"x": [1, 2]}));
+    assert_eq!(b.your_app, Some(Some("app1".to_string())));
+    assert_eq!(b.identities.len(), 1);
+    assert_eq!(b.identities[0].email.as_deref(), Some("b@x.io"));
+    let creds = v
+      .get_linked_account_credentials(&json!("B"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["Authorization"], "Bearer s3cr3t-b");
+    // The record was used; the other identity of B leaves as a bare provider|user_id account.
+    v.unlink_identity(&json!("A"), &json!("google-oauth2"), &json!("g2"))
+      .wait()
+      .unwrap();
+    let g = v
+      .get_linked_account_by_id(&json!("google-oauth2|g2"))
+      .wait()
+      .unwrap();
+    assert!(g.udf.is_empty() && g.name.is_none() && g.your_app.is_none());
+    assert_eq!(
+      kind(
+        v.unlink_identity(&json!("A"), &json!("github"), &json!("9"))
+          .wait()
+      ),
+      ErrorKind::NotFound
+    );
+    // Every change has its event, in the same transaction; no email or profile in them.
+    for (ty, n) in [
+      ("identity.linked", 3),
+      ("linked_accounts.merged", 1),
+      ("identity.unlinked", 2),
+      ("linked_account.created", 4),
+    ] {
+      assert_eq!(
+        count(
+          &path,
+          &format!("SELECT count(*) FROM events WHERE type = '{ty}'")
+        ),
+        n,
+        "{ty}"
+      );
+    }
+    assert_eq!(
+      count(&path, "SELECT count(*) FROM events WHERE data LIKE '%@%'"),
+      0
+    );
+    // No credential in clear anywhere on disk.
+    v.close().wait().unwrap();
+    for entry in std::fs::read_dir(std::path::Path::new(&path).parent().unwrap()).unwrap() {
+      let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+      assert!(!bytes.windows(8).any(|w| w == b"s3cr3t-b"));
+    }
+  }
+
+  #[test]
+  fn unlink_falls_back_then_refuses() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(
+      &v,
+      json!({"linked_account_id": "B", "name": "Bee", "your_app": {"auth_credentials": {"k": "v-secret"}}}),
+    );
+    link(&v, "B", json!({"provider": "github", "user_id": "1"})).unwrap();
+    link(&v, "B", json!({"provider": "github", "user_id": "2"})).unwrap();
+    v.link_accounts(
+      &json!("A"),
+      &json!("B"),
+      Some(&json!({"udf": "secondary_wins"})),
+    )
+    .wait()
+    .unwrap();
+    // Someone takes B's id and the fallback id of github|2.
+    upsert(&v, json!({"linked_account_id": "B"}));
+    upsert(&v, json!({"linked_account_id": "github|2"}));
+    let before = v.get_linked_account_by_id(&json!("A")).wait().unwrap();
+    assert_eq!(
+      kind(
+        v.unlink_identity(&json!("A"), &json!("github"), &json!("2"))
+          .wait()
+      ),
+      ErrorKind::AlreadyExists
+    );
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A")).wait().unwrap(),
+      before
+    );
+    // github|1 falls back to its own id, with B's metadata re-sealed under the new row.
+    v.unlink_identity(&json!("A"), &json!("github"), &json!(1))
+      .wait()
+      .unwrap();
+    let restored = v
+      .get_linked_account_by_id(&json!("github|1"))
+      .wait()
+      .unwrap();
+    assert_eq!(restored.name.as_deref(), Some("Bee"));
+    let creds = v
+      .get_linked_account_credentials(&json!("github|1"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["k"], "v-secret");
+    assert!(v
+      .get_linked_account_by_id(&json!("B"))
+      .wait()
+      .unwrap()
+      .name
+      .is_none());
+    // An identity linked directly leaves as provider|user_id.
+    link(&v, "A", json!({"provider": "samlp", "user_id": "x"})).unwrap();
+    v.unlink_identity(&json!("A"), &json!("samlp"), &json!("x"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("samlp|x"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      1
+    );
+  }
+
+  #[test]
+  fn nested_merges_restore_the_right_account() {
+    let v = open(":memory:");
+    for (id, name) in [("A", "a"), ("B", "b"), ("C", "c")] {
+      upsert(&v, json!({"linked_account_id": id, "name": name}));
+      link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
+    }
+    v.link_accounts(&json!("B"), &json!("C"), None)
+      .wait()
+      .unwrap();
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      3
+    );
+    v.unlink_identity(&json!("A"), &json!("p"), &json!("C"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("C"))
+        .wait()
+        .unwrap()
+        .name
+        .as_deref(),
+      Some("c")
+    );
+    v.unlink_identity(&json!("A"), &json!("p"), &json!("B"))
+      .wait()
+      .unwrap();
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("B"))
+        .wait()
+        .unwrap()
+        .name
+        .as_deref(),
+      Some("b")
+    );
+  }
+
+  #[test]
+  fn merge_respects_the_udf_key_limit() {
+    let v = open(":memory:");
+    let many = |p: &str, n: usize| -> serde_json::Map<String, serde_json::Value> {
+      (0..n).map(|i| (format!("{p}{i}"), json!(i))).collect()
+    };
+    upsert(&v, json!({"linked_account_id": "A", "udf": many("a", 150)}));
+    upsert(&v, json!({"linked_account_id": "B", "udf": many("b", 60)}));
+    link(&v, "B", json!({"provider": "p", "user_id": "1"})).unwrap();
+    let err = v
+      .link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("udf"));
+    // Nothing changed.
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("B"))
+        .wait()
+        .unwrap()
+        .identities
+        .len(),
+      1
+    );
+    assert_eq!(
+      v.get_linked_account_by_id(&json!("A"))
+        .wait()
+        .unwrap()
+        .udf
+        .len(),
+      150
+    );
+  }
+
+  #[test]
+  fn email_lookup_and_suggestions() {
+    let v = open(":memory:");
+    for id in ["A", "B", "C", "D"] {
+      upsert(&v, json!({"linked_account_id": id}));
+    }
+    link(
+      &v,
+      "A",
+      json!({"provider": "auth0", "user_id": "a", "email": " Ann@X.com ", "email_verified": true}),
+    )
+    .unwrap();
+    link(&v, "B", json!({"provider": "google-oauth2", "user_id": "b", "email": "ann@x.com", "email_verified": true})).unwrap();
+    link(
+      &v,
+      "C",
+      json!({"provider": "github", "user_id": "c", "email": "ANN@x.COM"}),
+    )
+    .unwrap();
+    link(
+      &v,
+      "D",
+      json!({"provider": "github", "user_id": "d", "email": "ÄNN@x.com", "email_verified": true}),
+    )
+    .unwrap();
+    let found = v
+      .get_linked_accounts_by_email(&json!("ann@X.com"))
+      .wait()
+      .unwrap();
+    let ids: Vec<_> = found.iter().map(|a| a.account_id.as_str()).collect();
+    assert_eq!(ids, ["A", "B", "C"]);
+    let umlaut = v
+      .get_linked_accounts_by_email(&json!("änn@X.COM"))
+      .wait()
+      .unwrap();
+    assert_eq!(umlaut.len(), 1);
+    assert_eq!(
+      v.get_linked_accounts_by_email(&json!("zed@x.com"))
+        .wait()
+        .unwrap()
+        .len(),
+      0
+    );
+    assert_eq!(
+      v.get_linked_accounts_by_email(&json!("nope"))
+        .wait()
+        .unwrap_err()
+        .field
+        .as_deref(),
+      Some("email")
+    );
+    let s = v.get_link_suggestions(&json!("A")).wait().unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+      (s[0].linked_account_id.as_str(), s[0].email.as_str()),
+      ("B", "ann@x.com")
+    );
+    // C's email is unverified: C gets no suggestion and is suggested to nobody.
+    assert!(v
+      .get_link_suggestions(&json!("C"))
+      .wait()
+      .unwrap()
+      .is_empty());
+    assert_eq!(
+      kind(v.get_link_suggestions(&json!("Z")).wait()),
+      ErrorKind::NotFound
+    );
+  }
+
+  #[test]
+  fn deleting_a_primary_deletes_its_identities_and_records() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(&v, json!({"linked_account_id": "B"}));
+    link(&v, "A", json!({"provider": "p", "user_id": "1"})).unwrap();
+    link(&v, "B", json!({"provider": "p", "user_id": "2"})).unwrap();
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    v.delete_linked_account(&json!("A")).wait().unwrap();
+    assert_eq!(count(&path, "SELECT count(*) FROM identities"), 0);
+    assert_eq!(count(&path, "SELECT count(*) FROM account_merges"), 0);
+    upsert(&v, json!({"linked_account_id": "C"}));
+    link(&v, "C", json!({"provider": "p", "user_id": "2"})).unwrap();
+  }
+
+  /// A tiny deterministic generator (xorshift64*), enough to drive random operation sequences.
+  struct Rng(u64);
+  impl Rng {
+    fn next(&mut self) -> u64 {
+      self.0 ^= self.0 >> 12;
+      self.0 ^= self.0 << 25;
+      self.0 ^= self.0 >> 27;
+      self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+      (self.next() % n as u64) as usize
+    }
+  }
+
+  /// Random sequences of link / merge / unlink: the set of identities only grows by successful
+  /// links, no operation loses or duplicates one, and each is on exactly one account.
+  #[test]
+  fn random_operations_conserve_identities() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    // [steps, links, merges, unlinks] that succeeded
+    let mut ops = [0usize; 4];
+    for seed in 1..=12u64 {
+      let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+      let prefix = format!("s{seed}-");
+      let mut accounts: Vec<String> = (0..8).map(|i| format!("{prefix}acc{i}")).collect();
+      for id in &accounts {
+        upsert(&v, json!({"linked_account_id": id, "udf": {"k": id}}));
+      }
+      let mut linked: BTreeSet<String> = BTreeSet::new();
+      for _ in 0..120 {
+        ops[0] += 1;
+        match rng.below(10) {
+          0..=4 => {
+            let ident = format!("{}", rng.below(30));
+            let acc = accounts[rng.below(accounts.len())].clone();
+            let r = link(
+              &v,
+              &acc,
+              json!({"provider": prefix.trim_end_matches('-'), "user_id": ident}),
+            );
+            match r {
+              Ok(_) => {
+                linked.insert(ident);
+                ops[1] += 1;
+              }
+              Err(e) => {
+                assert_eq!(e.kind, ErrorKind::IdentityAlreadyLinked);
+                assert!(linked.contains(&ident));
+              }
+            }
+          }
+          5..=6 => {
+            let (i, j) = (rng.below(accounts.len()), rng.below(accounts.len()));
+            let r = v
+              .link_accounts(&json!(accounts[i]), &json!(accounts[j]), None)
+              .wait();
+            match r {
+              Ok(_) => {
+                accounts.remove(j);
+                ops[2] += 1;
+              }
+              Err(e) => assert!(i == j && e.kind == ErrorKind::Validation, "{e:?}"),
+            }
+          }
+          _ => {
+            let acc = accounts[rng.below(accounts.len())].clone();
+            let a = v.get_linked_account_by_id(&json!(acc)).wait().unwrap();
+            if let Some(ident) = a.identities.first() {
+              let r = v
+                .unlink_identity(&json!(acc), &json!(ident.provider), &json!(ident.user_id))
+                .wait();
+              match r {
+                Ok(rest) => {
+                  assert_eq!(rest.len(), a.identities.len() - 1);
+                  // The new standalone account is whichever account now holds it.
+                  let page = v
+                    .get_all_linked_accounts(Some(&json!({"limit": 1000})))
+                    .wait()
+                    .unwrap();
+                  let holder = page
+                    .docs
+                    .iter()
+                    .find(|d| {
+                      d.identities
+                        .iter()
+                        .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
+                    })
+                    .unwrap();
+                  assert_ne!(holder.account_id, acc);
+                  accounts.push(holder.account_id.clone());
+                  ops[3] += 1;
+                }
+                Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
+              }
+            }
+          }
+        }
+        // Invariants, through the API and in the table itself.
+        let mut seen: Vec<String> = Vec::new();
+        for id in &accounts {
+          let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
+          seen.extend(a.identities.iter().map(|x| x.user_id.clone()));
+        }
+        seen.sort();
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), unique.len(), "an identity is on two accounts");
+        assert_eq!(unique, linked, "identities lost or invented (seed {seed})");
+      }
+    }
+    assert!(ops[1] > 100 && ops[2] > 20 && ops[3] > 20, "{ops:?}");
+    eprintln!("steps, links, merges, unlinks: {ops:?}");
+    let total = count(&path, "SELECT count(*) FROM identities");
+    let distinct = count(
+      &path,
+      "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
+    );
+    assert_eq!(total, distinct);
+  }
+
+  /// Compares loading a list page's identities in one query (what the list methods do) with one
+  /// cached statement per account. Run with
+  /// `cargo test --release -- --ignored --nocapture identity_loading_strategies`.
+  #[test]
+  #[ignore]
+  fn identity_loading_strategies() {
+    use std::time::Instant;
+    let (_d, path) = temp();
+    let v = open(&path);
+    let accounts = 5000;
+    for chunk in 0..(accounts / 500) {
+      let pending: Vec<_> = (0..500)
+        .map(|i| {
+          let id = format!("acc{}", chunk * 500 + i);
+          v.upsert_linked_account(
+            &json!({"linked_account_id": id, "udf": {"plan": "pro"}}),
+            None,
+          )
+        })
+        .collect();
+      for p in pending {
+        p.wait().unwrap();
+      }
+      let pending: Vec<_> = (0..500)
+        .flat_map(|i| {
+          let id = format!("acc{}", chunk * 500 + i);
+          [
+            v.link_identity(
+              &json!(id),
+              &json!({"provider": "github", "user_id": id, "email": format!("{id}@x.io")}),
+            ),
+            v.link_identity(
+              &json!(id),
+              &json!({"provider": "google-oauth2", "user_id": id, "profileData": {"n": 1}}),
+            ),
+          ]
+        })
+        .collect();
+      for p in pending {
+        p.wait().unwrap();
+      }
+    }
+    v.close().wait().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.set_prepared_statement_cache_capacity(128);
+    let pks: Vec<i64> = conn
+      .prepare("SELECT pk FROM accounts ORDER BY pk")
+      .unwrap()
+      .query_map([], |r| r.get(0))
+      .unwrap()
+      .collect::<rusqlite::Result<_>>()
+      .unwrap();
+    // Readers run each read inside one read transaction; measure the same way.
+    conn.execute_batch("BEGIN").unwrap();
+    for limit in [10usize, 100, 1000] {
+      let rounds = 20;
+      let t = Instant::now();
+      let mut n = 0;
+      for _ in 0..rounds {
+        for page in pks.chunks(limit) {
+          n += super::load_many(&conn, page)
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>();
+        }
+      }
+      let batched = t.elapsed();
+      let t = Instant::now();
+      let mut m = 0;
+      for _ in 0..rounds {
+        for page in pks.chunks(limit) {
+          for pk in page {
+            m += super::load(&conn, *pk).unwrap().len();
+          }
+        }
+      }
+      let per_account = t.elapsed();
+      assert_eq!(n, m);
+      let pages = rounds * pks.len().div_ceil(limit);
+      eprintln!(
+        "limit {limit:>4}: one query per page {:>8.1} us/page, one cached query per account {:>8.1} us/page",
+        batched.as_secs_f64() * 1e6 / pages as f64,
+        per_account.as_secs_f64() * 1e6 / pages as f64
+      );
+    }
+  }
+}
