@@ -558,3 +558,27 @@ describe('consents', () => {
     expect((await client.getAuthSession(s.session_id)).status).toBe('pending')
   })
 })
+
+describe('merging accounts (identity linking)', () => {
+  test("linkAccounts moves the secondary's consents and pending sessions to the primary", async () => {
+    const client = await openClient()
+    const primary = await newUser(client, 'primary')
+    const secondary = await newUser(client, 'secondary')
+    const consent = await consentFor(client, secondary)
+    const pending = await client.createAuthSession({ linked_account_id: secondary, ...URIS })
+    const before = await lastEventId(client)
+    await client.linkAccounts(primary, secondary)
+    await expect(client.getLinkedAccountById(secondary)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+    const moved = await client.getConsent(consent.arrangement_id)
+    expect(moved).toMatchObject({ arrangement_id: consent.arrangement_id, active: true, end_user_id: primary })
+    expect((await client.listConsents({ end_user_id: primary })).map((c) => c.arrangement_id)).toEqual([consent.arrangement_id])
+    const events = await eventsAfter(client, before)
+    expect(events.filter((e) => e.type === 'consent.updated')).toEqual([
+      expect.objectContaining({ linked_account_id: primary, data: expect.objectContaining({ reason: 'account_merged', previous_end_user_id: secondary }) }),
+    ])
+    // The pending session completes onto the primary.
+    const completed = await client.completeAuthSession(pending.session_id, GRANT)
+    expect(completed.end_user_id).toBe(primary)
+    await client.close()
+  })
+})

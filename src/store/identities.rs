@@ -317,16 +317,16 @@ pub(crate) fn resolve_link_with(
 /// the merge transaction after the identities moved and BEFORE the secondary's row is deleted
 /// (rows referencing it with ON DELETE CASCADE disappear with it).
 fn on_secondary_merged(
-  _conn: &Connection,
-  _scope: &Scope,
-  _secondary: &AccountRow,
-  _primary: &AccountRow,
-  _now: i64,
+  conn: &Connection,
+  scope: &Scope,
+  secondary: &AccountRow,
+  primary: &AccountRow,
+  now: i64,
 ) -> Result<()> {
   // TODO(tokens): revoke every session token (and refresh token) minted for the secondary, so
   // they stop verifying once the merge commits.
-  // TODO(consents): move the secondary's consents (and auth sessions) to the primary
-  // (UPDATE ... SET account_pk = primary.pk WHERE account_pk = secondary.pk), with their events.
+  // The secondary's consents and pending auth sessions now belong to the primary.
+  super::consents::move_consents(conn, scope, secondary.pk, primary.pk, now)?;
   Ok(())
 }
 
