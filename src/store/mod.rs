@@ -67,11 +67,11 @@ enum State<T> {
 pub struct Answer<T>(Option<Arc<Slot<T>>>);
 
 impl<T> Answer<T> {
-  /// Delivers the result. Returns `Err(())` if nobody can receive it any more.
-  pub fn send(mut self, r: Result<T>) -> std::result::Result<(), ()> {
+  /// Delivers the result; false if it had already been answered.
+  pub fn send(mut self, r: Result<T>) -> bool {
     match self.0.take() {
       Some(slot) => deliver(&slot, r),
-      None => Err(()),
+      None => false,
     }
   }
 }
@@ -89,28 +89,28 @@ fn lock<T>(slot: &Slot<T>) -> MutexGuard<'_, State<T>> {
   slot.state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn deliver<T>(slot: &Slot<T>, r: Result<T>) -> std::result::Result<(), ()> {
+fn deliver<T>(slot: &Slot<T>, r: Result<T>) -> bool {
   let mut state = lock(slot);
   match std::mem::replace(&mut *state, State::Taken) {
     State::Empty => {
       *state = State::Ready(r);
       slot.ready.notify_all();
-      Ok(())
+      true
     }
     State::Waiting(waker) => {
       *state = State::Ready(r);
       drop(state);
       waker.wake();
-      Ok(())
+      true
     }
     State::Callback(cb) => {
       drop(state);
       cb(r);
-      Ok(())
+      true
     }
     other @ (State::Ready(_) | State::Taken) => {
       *state = other;
-      Err(())
+      false
     }
   }
 }
