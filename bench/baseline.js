@@ -19,7 +19,14 @@ CREATE TABLE IF NOT EXISTS udf (
 CREATE TABLE IF NOT EXISTS events (
   id INTEGER PRIMARY KEY AUTOINCREMENT, scope_id INTEGER NOT NULL, type TEXT NOT NULL, linked_account_id TEXT,
   data TEXT NOT NULL, created_at INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS events_scope ON events (scope_id, id);`
+CREATE INDEX IF NOT EXISTS events_scope ON events (scope_id, id);
+CREATE INDEX IF NOT EXISTS accounts_scope_pk ON accounts (scope_id, pk);
+CREATE TABLE IF NOT EXISTS identities (
+  pk INTEGER PRIMARY KEY AUTOINCREMENT, scope_id INTEGER NOT NULL, account_pk INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  provider TEXT NOT NULL, user_id TEXT NOT NULL, connection TEXT, is_social INTEGER NOT NULL DEFAULT 0, email TEXT, email_norm TEXT,
+  email_verified INTEGER NOT NULL DEFAULT 0, profile_data TEXT, linked_at INTEGER NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS identities_provider_user ON identities (scope_id, provider, user_id);
+CREATE INDEX IF NOT EXISTS identities_account ON identities (account_pk);`
 
 const SCOPE = 1
 
@@ -57,6 +64,10 @@ class Baseline {
     this.q = {
       find: db.prepare('SELECT * FROM accounts WHERE scope_id = ? AND account_id = ?'),
       udf: db.prepare('SELECT key, value, oid, created_at, updated_at FROM udf WHERE account_pk = ? ORDER BY pos'),
+      identities: db.prepare('SELECT * FROM identities WHERE account_pk = ? ORDER BY pk'),
+      insertIdentity: db.prepare(
+        'INSERT INTO identities (scope_id, account_pk, provider, user_id, connection, is_social, email, email_norm, email_verified, profile_data, linked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      ),
       insert: db.prepare(
         'INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)',
       ),
@@ -186,6 +197,13 @@ class Baseline {
       createdAt: iso(row.created_at),
       updatedAt: iso(row.updated_at),
       __v: row.version,
+      identities: this.q.identities.all(row.pk).map((i) => {
+        const out = { provider: i.provider, user_id: i.user_id, isSocial: !!i.is_social, email_verified: !!i.email_verified, linkedAt: iso(i.linked_at) }
+        if (i.connection !== null) out.connection = i.connection
+        if (i.email !== null) out.email = i.email
+        if (i.profile_data !== null) out.profileData = JSON.parse(i.profile_data)
+        return out
+      }),
     }
     if (row.name !== null) a.name = row.name
     if (row.has_app) a.your_app = row.app_id === null ? {} : { app_id: row.app_id }

@@ -1,37 +1,266 @@
 //! The bridge between core results and JavaScript: promises whose rejections carry `code`,
 //! `status` and `field`, and JS values read as JSON with errors that name the field.
 //!
-//! napi-rs `async fn`s cannot reject with custom properties, so every async method is a plain
-//! method that returns `env.spawn_future_with_callback(...)`: the future awaits the core's
-//! [`Pending`] (answered by the storage threads, never blocking Node), and the callback, which
-//! runs on Node's thread, builds either the value or a real JS `Error` with its properties set.
+//! napi-rs `async fn`s cannot reject with custom properties, and a runtime future per call
+//! costs a wake-up of the event loop per call. So every async method is a plain method that
+//! creates its promise itself ([`promise`]) and hands the core's [`Pending`] a callback. The
+//! storage thread that answers runs the callback, which only queues the result; the queue is
+//! drained on Node's thread through one threadsafe function per JS thread ([`Bridge`]), so the
+//! 64 writes of one group commit cost one wake-up, not 64. There the value is converted, or a
+//! real JS `Error` is built with its `code`, `status` and `field`, and the promise settles.
+
+use std::cell::RefCell;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use napi::bindgen_prelude::{
   FromNapiValue, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
 };
-use napi::{Env, JsValue, Status, ValueType};
+use napi::{check_status, sys, Env, JsValue, Status, ValueType};
 use serde_json::{Map, Value};
 
 use crate::error::Error;
 use crate::store::Pending;
 
-/// A JS `Error` with `code`, `status` and (for validation errors) `field`.
+/// Builds the JS `Error` object for `e`: `message`, `code`, `status` and (for validation
+/// errors) `field`.
+fn error_object<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
+  let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.message.clone()))?;
+  obj.set_named_property("code", e.code())?;
+  obj.set_named_property("status", u32::from(e.status()))?;
+  if let Some(field) = &e.field {
+    obj.set_named_property("field", field.as_str())?;
+  }
+  Ok(obj)
+}
+
+/// A JS `Error` with `code`, `status` and (for validation errors) `field`, to throw from a
+/// synchronous method.
 pub fn js_error(env: &Env, e: &Error) -> napi::Error {
-  let build = || -> napi::Result<napi::Error> {
-    let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.message.clone()))?;
-    obj.set_named_property("code", e.code())?;
-    obj.set_named_property("status", u32::from(e.status()))?;
-    if let Some(field) = &e.field {
-      obj.set_named_property("field", field.as_str())?;
-    }
-    Ok(napi::Error::from(obj.to_unknown()))
-  };
-  build().unwrap_or_else(|_| {
-    napi::Error::new(
+  match error_object(env, e) {
+    Ok(obj) => napi::Error::from(obj.to_unknown()),
+    Err(_) => napi::Error::new(
       Status::GenericFailure,
       format!("{}: {}", e.code(), e.message),
-    )
-  })
+    ),
+  }
+}
+
+/// Work to run on Node's thread: settles one promise.
+type Completion = Box<dyn FnOnce(sys::napi_env) + Send>;
+
+struct RawTsfn(sys::napi_threadsafe_function);
+// SAFETY: a threadsafe function handle is meant to be used from any thread.
+unsafe impl Send for RawTsfn {}
+unsafe impl Sync for RawTsfn {}
+
+struct RawDeferred(sys::napi_deferred);
+// SAFETY: the deferred is only moved through other threads; it is used on Node's thread only.
+unsafe impl Send for RawDeferred {}
+
+/// Settles promises on one JS thread (the main thread or a worker) for results delivered by
+/// storage threads. It keeps the event loop alive only while calls are in flight, so a process
+/// that forgets `close()` still exits.
+struct Bridge {
+  tsfn: OnceLock<RawTsfn>,
+  queue: Mutex<Vec<Completion>>,
+  /// Set by the threadsafe function's finalizer when the JS environment goes away; from then on
+  /// results are dropped (there is nobody left to receive them).
+  closed: RwLock<bool>,
+  /// Promises created and not yet settled. Touched on the JS thread only.
+  inflight: AtomicUsize,
+}
+
+thread_local! {
+  static BRIDGE: RefCell<Option<Arc<Bridge>>> = const { RefCell::new(None) };
+}
+
+unsafe extern "C" fn bridge_call_js(
+  env: sys::napi_env,
+  _cb: sys::napi_value,
+  context: *mut c_void,
+  _data: *mut c_void,
+) {
+  if env.is_null() || context.is_null() {
+    return;
+  }
+  // SAFETY: `context` points at the Bridge kept alive by the finalize data until finalization.
+  let bridge = unsafe { &*(context as *const Bridge) };
+  bridge.drain(env);
+}
+
+unsafe extern "C" fn bridge_finalize(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+  if data.is_null() {
+    return;
+  }
+  // SAFETY: `data` is the `Arc` leaked in `Bridge::create`; this is its only release.
+  let bridge = unsafe { Arc::from_raw(data as *const Bridge) };
+  if let Ok(mut closed) = bridge.closed.write() {
+    *closed = true;
+  }
+  // Nobody is left to receive these results.
+  let dropped = bridge.queue.lock().map(|mut q| std::mem::take(&mut *q));
+  drop(dropped);
+}
+
+impl Bridge {
+  /// The bridge of the current JS thread, created on first use.
+  fn current(env: sys::napi_env) -> napi::Result<Arc<Bridge>> {
+    BRIDGE.with(|slot| {
+      if let Some(b) = slot.borrow().as_ref() {
+        if !b.closed.read().map(|c| *c).unwrap_or(true) {
+          return Ok(b.clone());
+        }
+      }
+      let b = Bridge::create(env)?;
+      *slot.borrow_mut() = Some(b.clone());
+      Ok(b)
+    })
+  }
+
+  fn create(env: sys::napi_env) -> napi::Result<Arc<Bridge>> {
+    let bridge = Arc::new(Bridge {
+      tsfn: OnceLock::new(),
+      queue: Mutex::new(Vec::new()),
+      closed: RwLock::new(false),
+      inflight: AtomicUsize::new(0),
+    });
+    let name = "linkvault";
+    let mut raw_name = ptr::null_mut();
+    check_status!(unsafe {
+      sys::napi_create_string_utf8(
+        env,
+        name.as_ptr().cast(),
+        name.len() as isize,
+        &mut raw_name,
+      )
+    })?;
+    let owned = Arc::into_raw(bridge.clone()) as *mut c_void;
+    let mut tsfn = ptr::null_mut();
+    let status = unsafe {
+      sys::napi_create_threadsafe_function(
+        env,
+        ptr::null_mut(),
+        ptr::null_mut(),
+        raw_name,
+        0,
+        1,
+        owned,
+        Some(bridge_finalize),
+        Arc::as_ptr(&bridge) as *mut c_void,
+        Some(bridge_call_js),
+        &mut tsfn,
+      )
+    };
+    if status != sys::Status::napi_ok {
+      // SAFETY: creation failed, so the finalizer will never release `owned`.
+      drop(unsafe { Arc::from_raw(owned as *const Bridge) });
+      return Err(napi::Error::new(
+        Status::GenericFailure,
+        "cannot create the promise bridge",
+      ));
+    }
+    // Idle: do not keep the event loop alive until a call is in flight.
+    check_status!(unsafe { sys::napi_unref_threadsafe_function(env, tsfn) })?;
+    let _ = bridge.tsfn.set(RawTsfn(tsfn));
+    Ok(bridge)
+  }
+
+  fn raw(&self) -> sys::napi_threadsafe_function {
+    self.tsfn.get().map(|t| t.0).unwrap_or(ptr::null_mut())
+  }
+
+  /// A call started (JS thread): keep the loop alive while any call is in flight.
+  fn begin(&self, env: sys::napi_env) {
+    if self.inflight.fetch_add(1, Ordering::Relaxed) == 0 {
+      unsafe { sys::napi_ref_threadsafe_function(env, self.raw()) };
+    }
+  }
+
+  /// Queues a completion (any thread) and wakes the JS thread if the queue was empty.
+  fn push(&self, c: Completion) {
+    let Ok(closed) = self.closed.read() else {
+      return;
+    };
+    if *closed {
+      return;
+    }
+    let was_empty = match self.queue.lock() {
+      Ok(mut q) => {
+        let empty = q.is_empty();
+        q.push(c);
+        empty
+      }
+      Err(_) => return,
+    };
+    if was_empty {
+      // Holding the read lock keeps the finalizer (a writer) from freeing the function now.
+      unsafe {
+        sys::napi_call_threadsafe_function(
+          self.raw(),
+          ptr::null_mut(),
+          sys::ThreadsafeFunctionCallMode::nonblocking,
+        )
+      };
+    }
+  }
+
+  /// Settles every queued promise (JS thread).
+  fn drain(&self, env: sys::napi_env) {
+    let batch = match self.queue.lock() {
+      Ok(mut q) => std::mem::take(&mut *q),
+      Err(_) => return,
+    };
+    let n = batch.len();
+    for completion in batch {
+      let mut scope = ptr::null_mut();
+      unsafe { sys::napi_open_handle_scope(env, &mut scope) };
+      // A panic must not unwind into Node.
+      let _ = catch_unwind(AssertUnwindSafe(|| completion(env)));
+      unsafe { sys::napi_close_handle_scope(env, scope) };
+    }
+    if n > 0 && self.inflight.fetch_sub(n, Ordering::Relaxed) == n {
+      unsafe { sys::napi_unref_threadsafe_function(env, self.raw()) };
+    }
+  }
+}
+
+/// Resolves or rejects `deferred` with `r` (JS thread).
+fn settle<V: ToNapiValue>(env: sys::napi_env, deferred: RawDeferred, r: crate::Result<V>) {
+  let js_env = Env::from_raw(env);
+  let rejection = |e: &Error| -> sys::napi_value {
+    match error_object(&js_env, e) {
+      Ok(obj) => obj.raw(),
+      Err(_) => ptr::null_mut(),
+    }
+  };
+  let (ok, value) = match r {
+    Ok(v) => match unsafe { V::to_napi_value(env, v) } {
+      Ok(val) => (true, val),
+      Err(e) => (
+        false,
+        rejection(&Error::storage(format!(
+          "cannot convert the result: {}",
+          e.reason
+        ))),
+      ),
+    },
+    Err(e) => (false, rejection(&e)),
+  };
+  unsafe {
+    if ok {
+      sys::napi_resolve_deferred(env, deferred.0, value);
+    } else {
+      let mut value = value;
+      if value.is_null() {
+        sys::napi_get_undefined(env, &mut value);
+      }
+      sys::napi_reject_deferred(env, deferred.0, value);
+    }
+  }
 }
 
 /// A promise for `pending`, resolved with `map(value)` or rejected with the mapped error.
@@ -43,12 +272,20 @@ pub fn promise<'e, T, V, M>(
 where
   T: Send + 'static,
   V: ToNapiValue,
-  M: FnOnce(T) -> V + 'static,
+  M: FnOnce(T) -> V + Send + 'static,
 {
-  env.spawn_future_with_callback(async move { Ok(pending.await) }, move |env, r| match r {
-    Ok(v) => Ok(map(v)),
-    Err(e) => Err(js_error(env, &e)),
-  })
+  let raw_env = env.raw();
+  let bridge = Bridge::current(raw_env)?;
+  let mut deferred = ptr::null_mut();
+  let mut promise = ptr::null_mut();
+  check_status!(unsafe { sys::napi_create_promise(raw_env, &mut deferred, &mut promise) })?;
+  bridge.begin(raw_env);
+  let deferred = RawDeferred(deferred);
+  let target = bridge.clone();
+  pending.on_ready(move |r| {
+    target.push(Box::new(move |env| settle(env, deferred, r.map(map))));
+  });
+  Ok(PromiseRaw::new(raw_env, promise))
 }
 
 /// A promise rejected with `e` (for input that fails before any work starts).

@@ -163,6 +163,14 @@ CREATE INDEX consents_due ON consents (scope_id, expires_at) WHERE active = 1;
 CREATE INDEX events_account ON events (scope_id, linked_account_id, id);
 "#,
   ),
+  (
+    5,
+    r#"
+-- Lists walk a scope in insertion order: without this index SQLite sorts the whole scope for
+-- every page (keyset and offset pages alike).
+CREATE INDEX accounts_scope_pk ON accounts (scope_id, pk);
+"#,
+  ),
 ];
 
 pub fn latest_version() -> i64 {
