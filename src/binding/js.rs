@@ -264,6 +264,8 @@ fn settle<V: ToNapiValue>(env: sys::napi_env, deferred: RawDeferred, r: crate::R
 }
 
 /// A promise for `pending`, resolved with `map(value)` or rejected with the mapped error.
+/// `map` runs on the storage thread that answers (formatting stays off Node's thread); only the
+/// conversion to JS values runs on Node's thread.
 pub fn promise<'e, T, V, M>(
   env: &'e Env,
   pending: Pending<T>,
@@ -271,7 +273,7 @@ pub fn promise<'e, T, V, M>(
 ) -> napi::Result<PromiseRaw<'e, V>>
 where
   T: Send + 'static,
-  V: ToNapiValue,
+  V: ToNapiValue + Send + 'static,
   M: FnOnce(T) -> V + Send + 'static,
 {
   let raw_env = env.raw();
@@ -283,7 +285,8 @@ where
   let deferred = RawDeferred(deferred);
   let target = bridge.clone();
   pending.on_ready(move |r| {
-    target.push(Box::new(move |env| settle(env, deferred, r.map(map))));
+    let r = r.map(map);
+    target.push(Box::new(move |env| settle(env, deferred, r)));
   });
   Ok(PromiseRaw::new(raw_env, promise))
 }
