@@ -257,6 +257,13 @@ fn is_memory(path: &str) -> bool {
 
 fn configure(conn: &Connection) -> Result<()> {
   conn.busy_timeout(BUSY_TIMEOUT)?;
+  // Query planner stability: without it, SQLite 3.54 re-prepares any cached statement with
+  // `col = ?` and an ORDER BY on every new binding (to try value-specific plans), which made
+  // re-parsing the top cost of every read. Our plans do not depend on bound values.
+  conn.set_db_config(
+    rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+    true,
+  )?;
   conn.set_prepared_statement_cache_capacity(128);
   conn.create_scalar_function(
     "lv_icontains",
