@@ -11,6 +11,14 @@ pub mod types {
   pub const ACCOUNT_CREATED: &str = "linked_account.created";
   pub const ACCOUNT_UPDATED: &str = "linked_account.updated";
   pub const ACCOUNT_DELETED: &str = "linked_account.deleted";
+  /// Session tokens were revoked; data `{ revoked_count, reason }` with reason `revoked`,
+  /// `revoke_all`, `account_deleted` or `refresh_token_reuse`.
+  pub const SESSION_TOKENS_REVOKED: &str = "session_tokens.revoked";
+  /// A signing key was added (generated at open, `signingSecret`, or `rotateSigningKey`);
+  /// data `{ kid, reason }`.
+  pub const SIGNING_KEY_ADDED: &str = "signing_key.added";
+  /// A signing key was retired; data `{ kid }`.
+  pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
 }
 
 /// One event as stored.

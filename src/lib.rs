@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod input;
 pub mod store;
+pub mod tokens;
 pub mod vault;
 
 mod binding;

@@ -12,7 +12,8 @@ use crate::accounts::{
 use crate::crypto::{Key, Sealer};
 use crate::error::{Error, Result};
 use crate::input::{self, Fields};
-use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig};
+use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig, TokenStore};
+use crate::tokens::{TokenOptions, TokenRuntime};
 
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
@@ -24,6 +25,8 @@ pub struct OpenOptions {
   pub environment: String,
   pub encryption_key: Option<Key>,
   pub durability: Durability,
+  /// Session-token options (`signingSecret`, TTLs, skew).
+  pub tokens: TokenOptions,
 }
 
 impl OpenOptions {
@@ -61,12 +64,14 @@ impl OpenOptions {
         ))
       }
     };
+    let tokens = TokenOptions::parse(&f)?;
     Ok(OpenOptions {
       path,
       org_id,
       environment,
       encryption_key,
       durability,
+      tokens,
     })
   }
 
@@ -94,8 +99,9 @@ impl OpenOptions {
 
 /// One open client: a store and the (org, environment) scope it works in.
 pub struct Vault {
-  store: Arc<dyn Store>,
-  scope: Scope,
+  pub(crate) store: Arc<dyn Store>,
+  pub(crate) scope: Scope,
+  pub(crate) tokens: TokenRuntime,
 }
 
 impl std::fmt::Debug for Vault {
@@ -135,9 +141,22 @@ impl Vault {
               return Err(e);
             }
           };
+          let tokens = std::mem::take(&mut options.tokens);
+          let verifier = match store.open_tokens(&scope, tokens.signing_secret, tokens.policy.skew)
+          {
+            Ok(v) => v,
+            Err(e) => {
+              let _ = store.close().wait();
+              return Err(e);
+            }
+          };
           Ok(Vault {
             store: Arc::new(store),
             scope,
+            tokens: TokenRuntime {
+              policy: tokens.policy,
+              verifier,
+            },
           })
         })();
         let _ = answer.send(r);
@@ -155,6 +174,7 @@ impl Vault {
   }
 
   pub fn close(&self) -> Pending<()> {
+    self.tokens.verifier.close();
     self.store.close()
   }
 

@@ -4,3 +4,4 @@
 mod accounts;
 mod client;
 mod js;
+mod tokens;

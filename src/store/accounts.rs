@@ -369,6 +369,8 @@ pub fn pk_of(conn: &Connection, scope: &Scope, id: &str) -> Result<i64> {
 
 pub fn delete(conn: &Connection, scope: &Scope, id: &str, now: i64) -> Result<()> {
   let pk = pk_of(conn, scope, id)?;
+  // Its session tokens die with it (revocations outlive the cascade-deleted token rows).
+  super::tokens::revoke_account_in_txn(conn, scope, pk, id, "account_deleted", now)?;
   conn
     .prepare_cached("DELETE FROM accounts WHERE pk = ?1")?
     .execute([pk])?;

@@ -5,6 +5,7 @@
 mod accounts;
 mod schema;
 pub mod sqlite;
+pub mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ use crate::accounts::{
 use crate::error::{Error, Result};
 
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
+pub use tokens::{TokenStore, TokenVerifier};
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
 /// visible from another.
@@ -111,7 +113,7 @@ pub trait AccountStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store: AccountStore {
+pub trait Store: AccountStore + TokenStore {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;

@@ -360,10 +360,12 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
 pub struct SqliteStore {
   db: Arc<Db>,
   sealer: Arc<Sealer>,
+  path: String,
 }
 
 impl SqliteStore {
   pub fn open(config: StoreConfig, sealer: Sealer) -> Pending<SqliteStore> {
+    let path = config.path.clone();
     let opened = Db::open(config);
     let (answer, pending) = Pending::channel();
     // Db::open answers from its writer thread; map its result without blocking the caller.
@@ -373,6 +375,7 @@ impl SqliteStore {
         let r = opened.wait().map(|db| SqliteStore {
           db,
           sealer: Arc::new(sealer),
+          path,
         });
         let _ = answer.send(r);
       });
@@ -398,6 +401,16 @@ impl SqliteStore {
 
   pub fn sealer(&self) -> Arc<Sealer> {
     self.sealer.clone()
+  }
+
+  /// The database path as opened (`:memory:` for a private in-memory database).
+  pub fn path(&self) -> &str {
+    &self.path
+  }
+
+  /// The engine, for components that queue their own jobs (the token verifier).
+  pub fn db(&self) -> Arc<Db> {
+    self.db.clone()
   }
 }
 
