@@ -75,8 +75,10 @@ CREATE TABLE signing_keys (
   retired_at INTEGER,
   UNIQUE (scope_id, kid)
 );
+CREATE INDEX signing_keys_live ON signing_keys (scope_id, pk) WHERE retired_at IS NULL;
 
--- One row per mint; refreshed tokens stay in their family.
+-- One row per mint; refreshed tokens stay in their family. expires_at: when its last token
+-- or refresh token expires (then the family and its rows are pruned).
 CREATE TABLE token_families (
   pk         INTEGER PRIMARY KEY AUTOINCREMENT,
   scope_id   INTEGER NOT NULL REFERENCES scopes(id),
@@ -84,9 +86,11 @@ CREATE TABLE token_families (
   scopes     TEXT,
   ttl        INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
   revoked_at INTEGER
 );
 CREATE INDEX token_families_account ON token_families (account_pk);
+CREATE INDEX token_families_expiry ON token_families (expires_at);
 
 -- Claims of issued tokens (never the token itself).
 CREATE TABLE session_tokens (
@@ -100,6 +104,7 @@ CREATE TABLE session_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX session_tokens_account ON session_tokens (account_pk, exp);
 CREATE INDEX session_tokens_family ON session_tokens (family_pk);
+CREATE INDEX session_tokens_expiry ON session_tokens (exp);
 
 -- SHA-256 of refresh tokens (never the token), single use.
 CREATE TABLE refresh_tokens (
@@ -112,6 +117,7 @@ CREATE TABLE refresh_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX refresh_tokens_family ON refresh_tokens (family_pk);
 CREATE INDEX refresh_tokens_jti ON refresh_tokens (jti);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 
 -- Append-only revocation log read incrementally by verifiers (no cascade: revocations outlive
 -- deleted accounts). kind 'jti': value = jti, expires_at = its exp. kind 'account':
@@ -126,7 +132,7 @@ CREATE TABLE token_revocations (
 );
 CREATE INDEX token_revocations_scope ON token_revocations (scope_id, seq);
 CREATE INDEX token_revocations_value ON token_revocations (scope_id, kind, value);
-CREATE INDEX token_revocations_expiry ON token_revocations (scope_id, expires_at) WHERE kind = 'jti';
+CREATE INDEX token_revocations_expiry ON token_revocations (expires_at) WHERE kind = 'jti';
 
 -- Bumped with every revocation and key change of a scope.
 CREATE TABLE token_epochs (
@@ -143,6 +149,7 @@ CREATE TABLE token_uses (
   expires_at INTEGER NOT NULL,
   PRIMARY KEY (scope_id, purpose, jti)
 ) WITHOUT ROWID;
+CREATE INDEX token_uses_expiry ON token_uses (expires_at);
 "#,
   ),
 ];

@@ -152,15 +152,21 @@ fn key_rows(conn: &Connection, scope_id: i64) -> Result<Vec<KeyRow>> {
   Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// The key that signs new tokens: the newest live one.
+/// The key that signs new tokens: the newest live one. (Picked in Rust: an `ORDER BY` costs
+/// more than reading the few live keys.)
 fn current_key(conn: &Connection, sealer: &Sealer, scope: &Scope) -> Result<(String, Secret)> {
-  let row: Option<(String, Vec<u8>)> = conn
-    .prepare_cached(
-      "SELECT kid, secret FROM signing_keys WHERE scope_id = ?1 AND retired_at IS NULL ORDER BY pk DESC LIMIT 1",
-    )?
-    .query_row([scope.id], |r| Ok((r.get(0)?, r.get(1)?)))
-    .optional()?;
-  let (kid, sealed) = row.ok_or_else(|| Error::storage("no live signing key"))?;
+  let mut stmt = conn.prepare_cached(
+    "SELECT pk, kid, secret FROM signing_keys WHERE scope_id = ?1 AND retired_at IS NULL",
+  )?;
+  let mut rows = stmt.query([scope.id])?;
+  let mut best: Option<(i64, String, Vec<u8>)> = None;
+  while let Some(r) = rows.next()? {
+    let pk: i64 = r.get(0)?;
+    if best.as_ref().is_none_or(|b| pk > b.0) {
+      best = Some((pk, r.get(1)?, r.get(2)?));
+    }
+  }
+  let (_, kid, sealed) = best.ok_or_else(|| Error::storage("no live signing key"))?;
   let secret = open_key(sealer, scope.id, &kid, &sealed)?;
   Ok((kid, secret))
 }
@@ -333,26 +339,67 @@ pub fn retire_key(conn: &Connection, scope: &Scope, kid: &str, now_ms: i64) -> R
 // ---------------------------------------------------------------------------------------------
 // Minting and refreshing
 
-/// Deletes an account's rows that can no longer matter: tokens expired past the margin,
-/// expired refresh tokens and families left with neither.
-fn prune_account(conn: &Connection, account_pk: i64, now: i64) -> Result<()> {
+/// Rows pruned per table per pass.
+const PRUNE_BATCH: i64 = 256;
+
+thread_local! {
+  /// The second of the last pruning pass made on this thread. Writes run on their database's
+  /// own writer thread, so this is per connection.
+  static LAST_PRUNE: std::cell::Cell<i64> = const { std::cell::Cell::new(i64::MIN) };
+}
+
+/// Deletes rows that can no longer matter, anywhere in the file: families whose last token and
+/// refresh token expired (with their rows), tokens expired past the revocation margin, expired
+/// refresh tokens, revocations and uses of tokens expired past the margin. A pass costs tens
+/// of microseconds even with nothing to delete, so it runs at most once per second (per writer
+/// connection), a bounded batch per table, and again on the next write while a backlog remains.
+fn prune(conn: &Connection, now: i64) -> Result<()> {
+  if LAST_PRUNE.with(|l| l.get()) == now {
+    return Ok(());
+  }
   let horizon = now - REVOCATION_MARGIN_SECS;
+  let mut backlog = false;
+  for (sql, limit) in [
+    (
+      "DELETE FROM token_families WHERE pk IN
+         (SELECT pk FROM token_families WHERE expires_at < ?1 LIMIT ?2)",
+      horizon,
+    ),
+    (
+      "DELETE FROM session_tokens WHERE jti IN
+         (SELECT jti FROM session_tokens WHERE exp < ?1 LIMIT ?2)",
+      horizon,
+    ),
+    (
+      "DELETE FROM refresh_tokens WHERE hash IN
+         (SELECT hash FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)",
+      now,
+    ),
+    (
+      "DELETE FROM token_revocations WHERE seq IN
+         (SELECT seq FROM token_revocations WHERE kind = 'jti' AND expires_at < ?1 LIMIT ?2)",
+      horizon,
+    ),
+    (
+      "DELETE FROM token_uses WHERE (scope_id, purpose, jti) IN
+         (SELECT scope_id, purpose, jti FROM token_uses WHERE expires_at < ?1 LIMIT ?2)",
+      horizon,
+    ),
+  ] {
+    let n = conn
+      .prepare_cached(sql)?
+      .execute(params![limit, PRUNE_BATCH])?;
+    backlog |= n as i64 >= PRUNE_BATCH;
+  }
+  LAST_PRUNE.with(|l| l.set(if backlog { i64::MIN } else { now }));
+  Ok(())
+}
+
+/// Extends a family's lifetime to cover a new token or refresh token.
+fn extend_family(conn: &Connection, family_pk: i64, until: i64) -> Result<()> {
   conn
-    .prepare_cached("DELETE FROM session_tokens WHERE account_pk = ?1 AND exp < ?2")?
-    .execute(params![account_pk, horizon])?;
-  conn
-    .prepare_cached(
-      "DELETE FROM refresh_tokens WHERE expires_at < ?2
-         AND family_pk IN (SELECT pk FROM token_families WHERE account_pk = ?1)",
-    )?
-    .execute(params![account_pk, now])?;
-  conn
-    .prepare_cached(
-      "DELETE FROM token_families WHERE account_pk = ?1
-         AND NOT EXISTS (SELECT 1 FROM session_tokens t WHERE t.family_pk = token_families.pk)
-         AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_pk = token_families.pk)",
-    )?
-    .execute([account_pk])?;
+    .prepare_cached("UPDATE token_families SET expires_at = max(expires_at, ?2) WHERE pk = ?1")?
+    .execute(params![family_pk, until])?;
   Ok(())
 }
 
@@ -363,6 +410,7 @@ fn insert_refresh(conn: &Connection, family_pk: i64, jti: &str, expires_at: i64)
       "INSERT INTO refresh_tokens (hash, family_pk, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![&hash[..], family_pk, jti, expires_at])?;
+  extend_family(conn, family_pk, expires_at)?;
   Ok(token)
 }
 
@@ -396,6 +444,7 @@ fn issue_in_family(
       "INSERT INTO session_tokens (jti, family_pk, account_pk, kid, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![claims.jti, family_pk, account_pk, kid, claims.iat, claims.exp])?;
+  extend_family(conn, family_pk, claims.exp + REVOCATION_MARGIN_SECS)?;
   let refresh_token = insert_refresh(conn, family_pk, &claims.jti, now + refresh_ttl)?;
   Ok(Issued {
     token,
@@ -484,7 +533,7 @@ pub fn mint(
 ) -> Result<Issued> {
   let account_pk = accounts::pk_of(conn, scope, &req.account_id)?;
   let now = secs(now_ms);
-  prune_account(conn, account_pk, now)?;
+  prune(conn, now)?;
   if !req.force_refresh {
     if let Some(issued) = reuse(conn, sealer, scope, account_pk, req, policy, now)? {
       return Ok(issued);
@@ -492,9 +541,17 @@ pub fn mint(
   }
   conn
     .prepare_cached(
-      "INSERT INTO token_families (scope_id, account_pk, scopes, ttl, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+      "INSERT INTO token_families (scope_id, account_pk, scopes, ttl, created_at, expires_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![scope.id, account_pk, scopes_key(&req.scopes), req.ttl, now_ms])?;
+    .execute(params![
+      scope.id,
+      account_pk,
+      scopes_key(&req.scopes),
+      req.ttl,
+      now_ms,
+      now
+    ])?;
   let family_pk = conn.last_insert_rowid();
   issue_in_family(
     conn,
@@ -573,7 +630,7 @@ pub fn refresh(
     // committed, and fail.
     let live = revoke_family(conn, scope, row.family_pk, now_ms)?;
     bump_epoch(conn, scope.id)?;
-    prune_revocations(conn, scope, now)?;
+    prune(conn, now)?;
     events::append(
       conn,
       scope.id,
@@ -612,15 +669,6 @@ pub fn refresh(
 
 // ---------------------------------------------------------------------------------------------
 // Revoking
-
-fn prune_revocations(conn: &Connection, scope: &Scope, now: i64) -> Result<()> {
-  conn
-    .prepare_cached(
-      "DELETE FROM token_revocations WHERE scope_id = ?1 AND kind = 'jti' AND expires_at < ?2",
-    )?
-    .execute(params![scope.id, now - REVOCATION_MARGIN_SECS])?;
-  Ok(())
-}
 
 /// Revokes a family: its tokens (listed in `token_revocations` while they could still verify),
 /// its refresh tokens (through the family). Returns whether it still had a token or refresh
@@ -689,7 +737,7 @@ pub fn revoke_account_in_txn(
     )?
     .execute(params![scope.id, account_id, secs(now_ms)])?;
   bump_epoch(conn, scope.id)?;
-  prune_revocations(conn, scope, secs(now_ms))?;
+  prune(conn, secs(now_ms))?;
   if count > 0 {
     events::append(
       conn,
@@ -805,7 +853,7 @@ pub fn revoke_token(
   }
   if changed {
     bump_epoch(conn, scope.id)?;
-    prune_revocations(conn, scope, now)?;
+    prune(conn, now)?;
     events::append(
       conn,
       scope.id,
@@ -862,9 +910,7 @@ pub fn consume_once(
       ));
     }
   }
-  conn
-    .prepare_cached("DELETE FROM token_uses WHERE scope_id = ?1 AND expires_at < ?2")?
-    .execute(params![scope.id, now - REVOCATION_MARGIN_SECS])?;
+  prune(conn, now)?;
   let inserted = conn
     .prepare_cached(
       "INSERT OR IGNORE INTO token_uses (scope_id, purpose, jti, used_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -972,19 +1018,17 @@ impl View {
     self.keys.keys().cloned().collect()
   }
 
-  fn apply(&mut self, d: Delta, now: i64) {
+  /// Applies a delta. Returns `false` if the view is incomplete (cannot happen: the kids asked
+  /// about were held under the same lock) so that the caller reloads everything next time.
+  fn apply(&mut self, d: Delta, now: i64) -> bool {
+    let mut complete = true;
     let mut keys = HashMap::with_capacity(d.keys.len());
     for (kid, secret) in d.keys {
       match secret.or_else(|| self.keys.remove(&kid)) {
         Some(s) => {
           keys.insert(kid, s);
         }
-        None => {
-          // Cannot happen (the kid was known when the delta was asked for); fail closed on it
-          // and reload everything next time.
-          self.epoch = None;
-          self.last_seq = 0;
-        }
+        None => complete = false,
       }
     }
     self.keys = keys;
@@ -997,10 +1041,10 @@ impl View {
       let e = self.cutoffs.entry(account).or_insert(cutoff);
       *e = (*e).max(cutoff);
     }
-    if self.epoch.is_some() || self.last_seq == 0 {
-      self.last_seq = d.last_seq;
-      self.epoch = Some(d.epoch);
-    }
+    self.last_seq = d.last_seq;
+    // A missing key fails closed (unknown kid) until the next full key load.
+    self.epoch = complete.then_some(d.epoch);
+    complete
   }
 
   fn prune(&mut self, now: i64) {
@@ -1070,6 +1114,8 @@ impl SqliteVerifier {
         };
         let dv = data_version(conn)?;
         if st.data_version != Some(dv) {
+          // One snapshot for the data_version and the rows, so that a commit landing in
+          // between is seen on the next call.
           exec(conn, "BEGIN")?;
           let read = (|| {
             let dv = data_version(conn)?;
@@ -1084,12 +1130,19 @@ impl SqliteVerifier {
             )?;
             Ok::<_, Error>((dv, delta))
           })();
-          let _ = exec(conn, "COMMIT");
-          let (dv, delta) = read?;
-          if let Some(d) = delta {
-            st.view.apply(d, now);
+          if exec(conn, "COMMIT").is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
           }
-          st.data_version = Some(dv);
+          if !conn.is_autocommit() {
+            // Never keep reading from a stale snapshot.
+            return Err(Error::storage("token verifier could not end its read"));
+          }
+          let (dv, delta) = read?;
+          let complete = match delta {
+            Some(d) => st.view.apply(d, now),
+            None => true,
+          };
+          st.data_version = complete.then_some(dv);
         }
       }
       Source::Memory { db, dirty } => {
@@ -1100,7 +1153,11 @@ impl SqliteVerifier {
             .read(move |conn| load_delta(conn, &sealer, scope_id, epoch, last_seq, &known))
             .wait();
           match loaded {
-            Ok(Some(d)) => st.view.apply(d, now),
+            Ok(Some(d)) => {
+              if !st.view.apply(d, now) {
+                dirty.store(true, Ordering::SeqCst);
+              }
+            }
             Ok(None) => {}
             Err(e) => {
               dirty.store(true, Ordering::SeqCst);
@@ -1207,7 +1264,9 @@ impl TokenStore for SqliteStore {
     };
     let source = if memory {
       if let Some(d) = initial {
-        state.view.apply(d, now);
+        if !state.view.apply(d, now) {
+          dirty.store(true, Ordering::SeqCst);
+        }
       }
       Source::Memory {
         db: self.db(),
@@ -1752,6 +1811,46 @@ mod tests {
   }
 
   #[test]
+  fn expired_rows_are_pruned() {
+    let (_dir, path) = temp_db();
+    let a = open(&path, "org_1", None).unwrap();
+    a.account("u1");
+    let t = a.mint("u1", false);
+    a.refresh(&t.refresh_token).unwrap();
+    let t2 = a.mint("u1", true);
+    assert_eq!(a.revoke(&t2.token).unwrap(), 1);
+    a.store
+      .revoke_all_session_tokens(&a.scope, "u1".into())
+      .wait()
+      .unwrap();
+    let counts = |a: &Client| {
+      a.store
+        .read(|conn| {
+          let n = |t: &str| -> Result<i64> {
+            Ok(conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?)
+          };
+          Ok([
+            n("token_families")?,
+            n("session_tokens")?,
+            n("refresh_tokens")?,
+            n("token_revocations WHERE kind = 'jti'")?,
+            n("token_revocations WHERE kind = 'account'")?,
+          ])
+        })
+        .wait()
+        .unwrap()
+    };
+    assert_eq!(counts(&a), [2, 3, 3, 3, 1]);
+    // Long after everything expired, one pass removes it all but the account cutoff.
+    let later = crate::clock::now_ms() / 1000 + POLICY.refresh_ttl + REVOCATION_MARGIN_SECS + 10;
+    a.store
+      .write(move |conn| prune(conn, later))
+      .wait()
+      .unwrap();
+    assert_eq!(counts(&a), [0, 0, 0, 0, 1]);
+  }
+
+  #[test]
   fn in_transaction_helpers_for_other_features() {
     let (_dir, path) = temp_db();
     let a = open(&path, "org_1", None).unwrap();
@@ -1821,5 +1920,155 @@ mod tests {
       .unwrap();
     assert_eq!(n, 1);
     assert_eq!(a.code(&t.token), "TOKEN_REVOKED");
+  }
+}
+
+#[cfg(test)]
+mod timing {
+  //! `cargo test --release -- --ignored --nocapture tokens_timing`: where a mint's time goes.
+  use super::*;
+  use crate::crypto::Key;
+  use crate::store::{Durability, Store, StoreConfig};
+  use std::time::Instant;
+
+  #[test]
+  #[ignore]
+  fn tokens_timing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db").to_string_lossy().to_string();
+    let store = SqliteStore::open(
+      StoreConfig {
+        path,
+        durability: Durability::Normal,
+        readers: 1,
+      },
+      Sealer::new(Key::from_bytes([5; 32])),
+    )
+    .wait()
+    .unwrap();
+    let scope = store
+      .open_scope(Some("o".into()), "test".into())
+      .wait()
+      .unwrap();
+    let _v = store.open_tokens(&scope, None, 30).unwrap();
+    let sealer = store.sealer();
+    let policy = TokenPolicy {
+      session_ttl: 3600,
+      refresh_ttl: 7200,
+      skew: 30,
+    };
+    store
+      .write({
+        let scope = scope.clone();
+        move |conn| {
+          conn.execute(
+            "INSERT INTO accounts (scope_id, account_id, oid, created_at, updated_at) VALUES (?1, 'x', 'o', 0, 0)",
+            [scope.id],
+          )?;
+          Ok(())
+        }
+      })
+      .wait()
+      .unwrap();
+    let n = 3000;
+    let minted = store
+      .mint_session_token(
+        &scope,
+        MintRequest {
+          account_id: "x".into(),
+          ttl: 3600,
+          force_refresh: false,
+          scopes: None,
+        },
+        policy,
+      )
+      .wait()
+      .unwrap();
+    let now = crate::clock::now_ms();
+    let timed = |name: &str, f: &dyn Fn()| {
+      let s = Instant::now();
+      for _ in 0..100_000 {
+        f();
+      }
+      println!(
+        "{name:<28} {:>8.2} µs",
+        s.elapsed().as_secs_f64() * 1e6 / 100_000.0
+      );
+    };
+    timed("verifier.verify", &|| {
+      _v.verify(&minted.token, now).unwrap();
+    });
+    let parsed_key = Secret::from_bytes(vec![1; 43]);
+    timed("parse", &|| {
+      tokens::parse(&minted.token).unwrap();
+    });
+    timed("parse+hmac+claims", &|| {
+      let p = tokens::parse(&minted.token).unwrap();
+      let _ = p.verify(&parsed_key, &Check::new(&scope, now, 30));
+    });
+    timed("hmac only", &|| {
+      crate::crypto::hmac_sha256(parsed_key.as_bytes(), minted.token.as_bytes());
+    });
+    let vconn = open_verifier_conn(store.path()).unwrap();
+    timed("data_version", &|| {
+      data_version(&vconn).unwrap();
+    });
+    store
+      .write(move |conn| {
+        let now = crate::clock::now_ms();
+        let t = |name: &str, f: &mut dyn FnMut(i64) -> Result<()>| -> Result<()> {
+          let s = Instant::now();
+          for i in 0..n {
+            f(i)?;
+          }
+          println!(
+            "{name:<28} {:>8.2} µs",
+            s.elapsed().as_secs_f64() * 1e6 / n as f64
+          );
+          Ok(())
+        };
+        let req = |force| MintRequest {
+          account_id: "x".into(),
+          ttl: 3600,
+          force_refresh: force,
+          scopes: None,
+        };
+        t("mint force", &mut |_| {
+          mint(conn, &sealer, &scope, &req(true), policy, now).map(|_| ())
+        })?;
+        t("mint reuse", &mut |_| {
+          mint(conn, &sealer, &scope, &req(false), policy, now).map(|_| ())
+        })?;
+        t("reuse (query only)", &mut |_| {
+          reuse(conn, &sealer, &scope, 1, &req(false), policy, now / 1000).map(|_| ())
+        })?;
+        t("current_key", &mut |_| {
+          current_key(conn, &sealer, &scope).map(|_| ())
+        })?;
+        let (kid, secret) = current_key(conn, &sealer, &scope)?;
+        let c = Claims {
+          org_id: "o".into(),
+          linked_account_id: "x".into(),
+          environment: "test".into(),
+          iat: 1,
+          exp: 2,
+          jti: "j".into(),
+          scopes: None,
+        };
+        t("encode", &mut |_| encode(&kid, &c, &secret).map(|_| ()))?;
+        t("random_id", &mut |_| random_id().map(|_| ()))?;
+        t("new_refresh_token", &mut |_| {
+          new_refresh_token().map(|_| ())
+        })?;
+        t("insert_refresh", &mut |_| {
+          insert_refresh(conn, 1, "j", now / 1000 + 10).map(|_| ())
+        })?;
+        t("extend_family", &mut |_| {
+          extend_family(conn, 1, now / 1000 + 10)
+        })?;
+        Ok(())
+      })
+      .wait()
+      .unwrap();
   }
 }
