@@ -797,15 +797,14 @@ pub fn revoke_token(
 ) -> Result<i64> {
   let claims = authenticate(conn, sealer, scope, token, policy.skew, now_ms, false)?;
   let now = secs(now_ms);
-  let row: Option<(bool, i64)> = conn
+  // Whether linkvault issued it (and whether it is already revoked).
+  let row: Option<bool> = conn
     .prepare_cached(
-      "SELECT t.revoked_at IS NOT NULL, t.exp FROM session_tokens t
+      "SELECT t.revoked_at IS NOT NULL FROM session_tokens t
          JOIN token_families f ON f.pk = t.family_pk
         WHERE t.jti = ?1 AND f.scope_id = ?2",
     )?
-    .query_row(params![claims.jti, scope.id], |r| {
-      Ok((r.get(0)?, r.get(1)?))
-    })
+    .query_row(params![claims.jti, scope.id], |r| r.get(0))
     .optional()?;
   let listed = |conn: &Connection| -> Result<bool> {
     Ok(
@@ -828,7 +827,7 @@ pub fn revoke_token(
   };
   let mut changed = false;
   match row {
-    Some((already, _exp)) => {
+    Some(already) => {
       if !already {
         conn
           .prepare_cached("UPDATE session_tokens SET revoked_at = ?2 WHERE jti = ?1")?
