@@ -137,6 +137,56 @@ export declare class Client {
    * nothing is ever linked automatically, and unverified emails never produce one.
    */
   getLinkSuggestions(linked_account_id: string): Promise<LinkSuggestion[]>
+  /**
+   * Returns a session token for one linked account, for its frontend to act for that end
+   * user: `{ token, expires_in, refresh_token, refresh_expires_in }`. A still-valid token for
+   * the same account and scopes (more than half of the requested TTL left, and not outliving
+   * it) is returned again, with its remaining `expires_in` and a new refresh token, unless
+   * `force_refresh: true`. `NOT_FOUND` for an unknown account.
+   */
+  getTokenForLinkedAccount(request: SessionTokenRequest): Promise<SessionToken>
+  /**
+   * Verifies a session token and returns its claims. Rejects with `INVALID_TOKEN`,
+   * `TOKEN_EXPIRED` or `TOKEN_REVOKED` (status 401). Settles at once: the check runs in
+   * microseconds from memory (see `verifySessionTokenSync`).
+   */
+  verifySessionToken(token: string): Promise<SessionClaims>
+  /**
+   * Synchronous twin of `verifySessionToken` for hot request paths: returns the claims or
+   * throws an `Error` with `code` (`INVALID_TOKEN`, `TOKEN_EXPIRED`, `TOKEN_REVOKED`,
+   * `CLIENT_CLOSED`) and `status`. No database round trip in the common case; revocations
+   * made by any client on the same file, in any process, are seen on the next call.
+   */
+  verifySessionTokenSync(token: string): SessionClaims
+  /**
+   * Exchanges a refresh token for a new `{ token, expires_in, refresh_token,
+   * refresh_expires_in }`. Each refresh token works once: presenting a used one revokes every
+   * token and refresh token of its session and rejects with `TOKEN_REVOKED`. `INVALID_TOKEN`
+   * for an unknown one, `TOKEN_EXPIRED` past its lifetime.
+   */
+  refreshSessionToken(refresh_token: string): Promise<SessionToken>
+  /**
+   * Revokes a session token and the refresh token issued with it, for every client on the
+   * file at once: `{ success: true, revoked_count: 0 | 1 }` (0 if already revoked). The token
+   * must be authentic (`INVALID_TOKEN` otherwise) but may have expired.
+   */
+  revokeSessionToken(token: string): Promise<RevokeResult>
+  /**
+   * Revokes every session token and refresh token of a linked account:
+   * `{ success: true, revoked_count }` (sessions revoked). `NOT_FOUND` for an unknown account.
+   */
+  revokeAllSessionTokens(linked_account_id: string): Promise<RevokeResult>
+  /**
+   * Adds a signing key that signs every new token from now on and returns its `kid`. Tokens
+   * signed by older keys keep verifying until they expire or their key is retired.
+   */
+  rotateSigningKey(options?: RotateSigningKeyOptions): Promise<SigningKey>
+  /**
+   * Retires a signing key: tokens it signed fail with `INVALID_TOKEN` from now on, on every
+   * client. `NOT_FOUND` for an unknown kid; the only live key cannot be retired
+   * (`VALIDATION_ERROR`: rotate first). Retiring a retired key does nothing.
+   */
+  retireSigningKey(kid: string): Promise<SuccessResult>
 }
 
 /**
@@ -238,6 +288,18 @@ export interface ClientOptions {
    * `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
    */
   authUrlBase?: string
+  /**
+   * HS256 secret for session tokens (a string of at least 32 bytes; its UTF-8 bytes are the
+   * HMAC key, as JWT libraries use a string secret). Registered as the signing key when new to
+   * the file. Default: a random secret generated once per (orgId, environment), stored sealed.
+   */
+  signingSecret?: string
+  /** Default session-token lifetime in seconds (default 86400). */
+  sessionTokenTtlSeconds?: number
+  /** Refresh-token lifetime in seconds (default 2592000, 30 days). */
+  refreshTokenTtlSeconds?: number
+  /** Tolerance for `exp` and `iat` when verifying, in seconds (0–600, default 30). */
+  clockSkewSeconds?: number
 }
 
 /** A consent (Fiskil's consent object). Times are RFC 3339 (UTC, seconds). */
@@ -481,12 +543,80 @@ export interface PruneResult {
   deleted: number
 }
 
+/** `{ success: true, revoked_count }`. */
+export interface RevokeResult {
+  success: true
+  /**
+   * `revokeSessionToken`: 1 if this call revoked the token or its refresh token, else 0.
+   * `revokeAllSessionTokens`: the number of sessions (a mint and its refreshes) revoked.
+   */
+  revoked_count: number
+}
+
+/** Options of `rotateSigningKey`. */
+export interface RotateSigningKeyOptions {
+  /**
+   * The new secret (string of at least 32 bytes), for verifiers outside linkvault that must
+   * know it. Default: a random secret, stored sealed.
+   */
+  signingSecret?: string
+}
+
+/** The claims of a verified session token. */
+export interface SessionClaims {
+  org_id: string
+  linked_account_id: string
+  environment: 'test' | 'production'
+  /** Issued at, seconds since the epoch. */
+  iat: number
+  /** Expires at, seconds since the epoch. */
+  exp: number
+  /** Unique token id. */
+  jti: string
+  /** Present only when the token was minted with scopes. */
+  scopes?: Array<string>
+}
+
+/** A session token and its refresh token (Cobalt v3 response shape). */
+export interface SessionToken {
+  /** Compact JWS (HS256). Verifiable by any JWT library holding `signingSecret`. */
+  token: string
+  /** Seconds until the token expires (the remaining time when a token is reused). */
+  expires_in: number
+  /** Opaque, single-use: `refreshSessionToken` returns a new pair and consumes it. */
+  refresh_token: string
+  /** Seconds until the refresh token expires. */
+  refresh_expires_in: number
+}
+
+/** Input of `getTokenForLinkedAccount`. */
+export interface SessionTokenRequest {
+  /** The linked account the token acts for; `NOT_FOUND` if it does not exist. */
+  linked_account_id: string
+  /** Lifetime in seconds (1 to 366 days); default `sessionTokenTtlSeconds`. */
+  ttl_seconds?: number
+  /** Always mint a new token instead of returning a still-valid one. */
+  force_refresh?: boolean
+  /** Put into the `scopes` claim (as a sorted set). Tokens are reused only for the same set. */
+  scopes?: Array<string>
+}
+
+/** `{ kid }` of a new signing key. */
+export interface SigningKey {
+  kid: string
+}
+
 /**
  * Signs a webhook body: returns the header value `t=<unix seconds>,v1=<hex HMAC-SHA256 of
  * "<t>.<body>" keyed with secret>`. `timestamp` (unix seconds) defaults to now. Throws a
  * `VALIDATION_ERROR` for an empty secret or a timestamp in milliseconds.
  */
 export declare function signWebhook(body: string | Buffer, secret: string | Buffer, timestamp?: number): string
+
+/** `{ success: true }`. */
+export interface SuccessResult {
+  success: true
+}
 
 /** One user-defined field as returned. */
 export interface UdfEntry {

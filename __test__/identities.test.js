@@ -266,20 +266,84 @@ describe('linkAccounts', () => {
     await expect(client.linkAccounts(...args)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field })
   })
 
-  // INTEGRATION POINT: link_with needs session tokens (issue 3). Until they are wired in, a
-  // well-formed { link_with } is refused as INVALID_TOKEN and nothing changes.
-  test('{ link_with } is parsed, and refused until session tokens are integrated', async () => {
-    const a = await account()
-    await expect(client.linkAccounts(a, { link_with: 'not-yet-a-real-token' })).rejects.toMatchObject({
-      code: 'INVALID_TOKEN',
-      status: 401,
-    })
-    await client.getLinkedAccountById(a)
+})
+
+describe('linkAccounts with link_with (a session token minted for the secondary)', () => {
+  const jwt = require('jsonwebtoken')
+  const SECRET = 'identity-tests-signing-secret-32-bytes!!'
+  const now = () => Math.floor(Date.now() / 1000)
+  let c
+  let file
+  beforeAll(async () => {
+    file = path.join(tmpDir(), 'link-with.db')
+    c = await openClient({ path: file, signingSecret: SECRET })
   })
-  test.todo('link_with: a token minted for the secondary merges it (needs tokens)')
-  test.todo('link_with: expired → TOKEN_EXPIRED, older than 10 minutes → INVALID_TOKEN (needs tokens)')
-  test.todo('link_with: reused → TOKEN_REVOKED, foreign scope → INVALID_TOKEN (needs tokens)')
-  test.todo('tokens of a merged secondary stop verifying (needs tokens)')
+  afterAll(() => c.close())
+
+  async function pair() {
+    const a = uid('primary')
+    const b = uid('secondary')
+    await c.upsertLinkedAccount({ linked_account_id: a })
+    await c.upsertLinkedAccount({ linked_account_id: b, name: 'B', udf: { from: 'b' } })
+    await c.linkIdentity(b, { provider: 'github', user_id: uid('gh') })
+    return { a, b }
+  }
+  /** A token for `b` signed with the client's secret and key id, with chosen times. */
+  async function signed(b, iat, exp) {
+    const { token } = await c.getTokenForLinkedAccount({ linked_account_id: b, force_refresh: true })
+    const { header, payload } = jwt.decode(token, { complete: true })
+    return jwt.sign({ ...payload, jti: `${payload.jti}-x`, iat, exp }, SECRET, { algorithm: 'HS256', keyid: header.kid })
+  }
+
+  test('a token minted for the secondary merges it, and is consumed', async () => {
+    const { a, b } = await pair()
+    const { token } = await c.getTokenForLinkedAccount({ linked_account_id: b })
+    const merged = await c.linkAccounts(a, { link_with: token })
+    expect(merged.account_id).toBe(a)
+    expect(merged.identities.map((i) => i.provider)).toEqual(['github'])
+    expect(merged.udf.map((u) => [u.key_name, u.key_value])).toEqual([['from', 'b']])
+    await expect(c.getLinkedAccountById(b)).rejects.toMatchObject({ code: 'NOT_FOUND' })
+    // Re-create the secondary id: the used token still cannot link again.
+    await c.upsertLinkedAccount({ linked_account_id: b })
+    await expect(c.linkAccounts(a, { link_with: token })).rejects.toMatchObject({ code: 'TOKEN_REVOKED', status: 401 })
+    await c.getLinkedAccountById(b)
+  })
+
+  test('expired → TOKEN_EXPIRED; older than 10 minutes → INVALID_TOKEN; nothing changes', async () => {
+    const { a, b } = await pair()
+    const expired = await signed(b, now() - 3600, now() - 600)
+    await expect(c.linkAccounts(a, { link_with: expired })).rejects.toMatchObject({ code: 'TOKEN_EXPIRED', status: 401 })
+    const old = await signed(b, now() - 11 * 60, now() + 3600)
+    expect(c.verifySessionTokenSync(old).linked_account_id).toBe(b)
+    await expect(c.linkAccounts(a, { link_with: old })).rejects.toMatchObject({ code: 'INVALID_TOKEN', status: 401 })
+    const fresh = await signed(b, now() - 9 * 60, now() + 3600)
+    expect((await c.linkAccounts(a, { link_with: fresh })).account_id).toBe(a)
+  })
+
+  test('a token of another org, a forged one, and one for the primary itself are refused', async () => {
+    const { a, b } = await pair()
+    const other = await openClient({ path: file, orgId: 'org_other', signingSecret: SECRET })
+    await other.upsertLinkedAccount({ linked_account_id: b })
+    const foreign = (await other.getTokenForLinkedAccount({ linked_account_id: b })).token
+    await expect(c.linkAccounts(a, { link_with: foreign })).rejects.toMatchObject({ code: 'INVALID_TOKEN' })
+    await other.close()
+    await expect(c.linkAccounts(a, { link_with: 'not.a.token' })).rejects.toMatchObject({ code: 'INVALID_TOKEN' })
+    const own = (await c.getTokenForLinkedAccount({ linked_account_id: a })).token
+    await expect(c.linkAccounts(a, { link_with: own })).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'link_with' })
+    // The failed attempts consumed nothing: the secondary's token still links.
+    const { token } = await c.getTokenForLinkedAccount({ linked_account_id: b })
+    expect((await c.linkAccounts(a, { link_with: token })).account_id).toBe(a)
+  })
+
+  test("the merged secondary's session tokens stop verifying", async () => {
+    const { a, b } = await pair()
+    const { token, refresh_token } = await c.getTokenForLinkedAccount({ linked_account_id: b })
+    expect(c.verifySessionTokenSync(token).linked_account_id).toBe(b)
+    await c.linkAccounts(a, b)
+    expect(() => c.verifySessionTokenSync(token)).toThrow(expect.objectContaining({ code: 'TOKEN_REVOKED' }))
+    await expect(c.verifySessionToken(token)).rejects.toMatchObject({ code: 'TOKEN_REVOKED' })
+    await expect(c.refreshSessionToken(refresh_token)).rejects.toMatchObject({ status: 401 })
+  })
 })
 
 describe('unlinkIdentity', () => {

@@ -42,6 +42,15 @@ pub mod types {
   pub const IDENTITY_UNLINKED: &str = "identity.unlinked";
   /// A secondary account was merged into a primary and no longer exists.
   pub const ACCOUNTS_MERGED: &str = "linked_accounts.merged";
+
+  /// Session tokens were revoked; data `{ revoked_count, reason }` with reason `revoked`,
+  /// `revoke_all`, `account_deleted` or `refresh_token_reuse`.
+  pub const SESSION_TOKENS_REVOKED: &str = "session_tokens.revoked";
+  /// A signing key was added (generated at open, `signingSecret`, or `rotateSigningKey`);
+  /// data `{ kid, reason }`.
+  pub const SIGNING_KEY_ADDED: &str = "signing_key.added";
+  /// A signing key was retired; data `{ kid }`.
+  pub const SIGNING_KEY_RETIRED: &str = "signing_key.retired";
 }
 
 /// One event as stored.

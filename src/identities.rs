@@ -480,11 +480,13 @@ impl Vault {
           "an account cannot be linked to itself",
         ));
       }
-      Ok(
-        self
-          .store
-          .link_accounts(&self.scope, primary, target, policy),
-      )
+      Ok(self.store.link_accounts(
+        &self.scope,
+        primary,
+        target,
+        policy,
+        self.tokens.policy.skew,
+      ))
     })())
   }
 

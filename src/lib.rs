@@ -15,6 +15,7 @@ pub mod events;
 pub mod identities;
 pub mod input;
 pub mod store;
+pub mod tokens;
 pub mod vault;
 pub mod webhook;
 

@@ -12,7 +12,8 @@ use crate::accounts::{
 use crate::crypto::{Key, Sealer};
 use crate::error::{Error, Result};
 use crate::input::{self, Fields};
-use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig};
+use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig, TokenStore};
+use crate::tokens::{TokenOptions, TokenRuntime};
 
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
@@ -26,6 +27,8 @@ pub struct OpenOptions {
   pub durability: Durability,
   /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…` (else null).
   pub auth_url_base: Option<String>,
+  /// Session-token options (`signingSecret`, TTLs, skew).
+  pub tokens: TokenOptions,
 }
 
 impl OpenOptions {
@@ -70,6 +73,7 @@ impl OpenOptions {
         Some(base.to_string())
       }
     };
+    let tokens = TokenOptions::parse(&f)?;
     Ok(OpenOptions {
       path,
       org_id,
@@ -77,6 +81,7 @@ impl OpenOptions {
       encryption_key,
       durability,
       auth_url_base,
+      tokens,
     })
   }
 
@@ -107,6 +112,7 @@ pub struct Vault {
   pub(crate) store: Arc<dyn Store>,
   pub(crate) scope: Scope,
   pub(crate) auth_url_base: Option<String>,
+  pub(crate) tokens: TokenRuntime,
 }
 
 impl std::fmt::Debug for Vault {
@@ -146,10 +152,23 @@ impl Vault {
               return Err(e);
             }
           };
+          let tokens = std::mem::take(&mut options.tokens);
+          let verifier = match store.open_tokens(&scope, tokens.signing_secret, tokens.policy.skew)
+          {
+            Ok(v) => v,
+            Err(e) => {
+              let _ = store.close().wait();
+              return Err(e);
+            }
+          };
           Ok(Vault {
             store: Arc::new(store),
             scope,
             auth_url_base: options.auth_url_base.clone(),
+            tokens: TokenRuntime {
+              policy: tokens.policy,
+              verifier,
+            },
           })
         })();
         let _ = answer.send(r);
@@ -167,6 +186,7 @@ impl Vault {
   }
 
   pub fn close(&self) -> Pending<()> {
+    self.tokens.verifier.close();
     self.store.close()
   }
 

@@ -33,6 +33,16 @@ pub struct ClientOptions {
   /// Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
   /// `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
   pub auth_url_base: Option<String>,
+  /// HS256 secret for session tokens (a string of at least 32 bytes; its UTF-8 bytes are the
+  /// HMAC key, as JWT libraries use a string secret). Registered as the signing key when new to
+  /// the file. Default: a random secret generated once per (orgId, environment), stored sealed.
+  pub signing_secret: Option<String>,
+  /// Default session-token lifetime in seconds (default 86400).
+  pub session_token_ttl_seconds: Option<u32>,
+  /// Refresh-token lifetime in seconds (default 2592000, 30 days).
+  pub refresh_token_ttl_seconds: Option<u32>,
+  /// Tolerance for `exp` and `iat` when verifying, in seconds (0–600, default 30).
+  pub clock_skew_seconds: Option<u32>,
 }
 
 /// A linkvault client on one SQLite file, scoped to one (orgId, environment).

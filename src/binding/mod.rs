@@ -7,3 +7,4 @@ mod consents;
 mod events;
 mod identities;
 mod js;
+mod tokens;

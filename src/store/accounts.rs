@@ -381,6 +381,8 @@ pub fn delete(conn: &Connection, scope: &Scope, id: &str, now: i64) -> Result<()
   let pk = pk_of(conn, scope, id)?;
   // Ends the account's active consents (with their events) before the row goes.
   super::consents::on_account_deleted(conn, scope, pk, now)?;
+  // Its session tokens die with it (revocations outlive the cascade-deleted token rows).
+  super::tokens::revoke_account_in_txn(conn, scope, pk, id, "account_deleted", now)?;
   conn
     .prepare_cached("DELETE FROM accounts WHERE pk = ?1")?
     .execute([pk])?;

@@ -303,15 +303,37 @@ fn reseal(sealer: &Sealer, sealed: &[u8], from_aad: &[u8], to_aad: &[u8]) -> Res
 ///
 /// Until then every `link_with` is refused.
 pub(crate) fn resolve_link_with(
-  _conn: &Connection,
-  _scope: &Scope,
-  _token: &str,
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  token: &str,
+  skew: i64,
+  now: i64,
 ) -> Result<String> {
-  Err(Error::new(
-    ErrorKind::InvalidToken,
-    "link_with needs session tokens, which this build does not support yet",
-  ))
+  // Verified against this scope, revocation included, and consumed for linking in this same
+  // transaction: if the merge fails, the savepoint rolls the consumption back too.
+  let claims = super::tokens::consume_once(
+    conn,
+    sealer,
+    scope,
+    token,
+    LINK_WITH_PURPOSE,
+    None,
+    skew,
+    now,
+  )?;
+  if now / 1000 - claims.iat > LINK_WITH_MAX_AGE_SECS {
+    return Err(Error::new(
+      ErrorKind::InvalidToken,
+      "link_with token is more than 10 minutes old; mint a fresh one for the secondary account",
+    ));
+  }
+  Ok(claims.linked_account_id)
 }
+
+const LINK_WITH_PURPOSE: &str = "link_with";
+/// A `link_with` token proves recent control of the secondary account: at most 10 minutes old.
+const LINK_WITH_MAX_AGE_SECS: i64 = 600;
 
 /// INTEGRATION POINT for what else belongs to a merged secondary (issues 3 and 5). Runs inside
 /// the merge transaction after the identities moved and BEFORE the secondary's row is deleted
@@ -323,8 +345,15 @@ fn on_secondary_merged(
   primary: &AccountRow,
   now: i64,
 ) -> Result<()> {
-  // TODO(tokens): revoke every session token (and refresh token) minted for the secondary, so
-  // they stop verifying once the merge commits.
+  // The secondary's session tokens stop verifying once the merge commits.
+  super::tokens::revoke_account_in_txn(
+    conn,
+    scope,
+    secondary.pk,
+    &secondary.account_id,
+    "account_merged",
+    now,
+  )?;
   // The secondary's consents and pending auth sessions now belong to the primary.
   super::consents::move_consents(conn, scope, secondary.pk, primary.pk, now)?;
   Ok(())
@@ -349,12 +378,16 @@ pub(super) fn merge(
   primary_id: &str,
   target: &LinkTarget,
   policy: UdfPolicy,
+  token_skew: i64,
   now: i64,
 ) -> Result<Account> {
   let primary = find_account(conn, scope, primary_id)?;
   let (secondary_id, field) = match target {
     LinkTarget::Account(id) => (id.clone(), "secondary_id"),
-    LinkTarget::Token(token) => (resolve_link_with(conn, scope, token)?, "link_with"),
+    LinkTarget::Token(token) => (
+      resolve_link_with(conn, sealer, scope, token, token_skew, now)?,
+      "link_with",
+    ),
   };
   if secondary_id == primary_id {
     return Err(Error::validation(
@@ -710,9 +743,21 @@ impl IdentityStore for SqliteStore {
     primary: String,
     target: LinkTarget,
     policy: UdfPolicy,
+    token_skew: i64,
   ) -> Pending<Account> {
     let (scope, sealer) = (scope.clone(), self.sealer());
-    self.write(move |conn| merge(conn, &sealer, &scope, &primary, &target, policy, now_ms()))
+    self.write(move |conn| {
+      merge(
+        conn,
+        &sealer,
+        &scope,
+        &primary,
+        &target,
+        policy,
+        token_skew,
+        now_ms(),
+      )
+    })
   }
 
   fn unlink_identity(

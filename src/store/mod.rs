@@ -8,6 +8,7 @@ pub mod events;
 mod identities;
 mod schema;
 pub mod sqlite;
+pub mod tokens;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, Udf
 pub use consents::ConsentStore;
 pub use events::EventStore;
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
+pub use tokens::{TokenStore, TokenVerifier};
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
 /// visible from another.
@@ -247,12 +249,14 @@ pub trait IdentityStore: Send + Sync {
     input: IdentityInput,
   ) -> Pending<Vec<Identity>>;
   /// Merges `target` into `primary` in one transaction; returns the merged primary.
+  /// `token_skew` is the clock skew (seconds) allowed when a `link_with` token is verified.
   fn link_accounts(
     &self,
     scope: &Scope,
     primary: String,
     target: LinkTarget,
     policy: UdfPolicy,
+    token_skew: i64,
   ) -> Pending<Account>;
   /// Detaches an identity into a standalone account; returns the remaining identities.
   fn unlink_identity(
@@ -268,7 +272,7 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store: AccountStore + ConsentStore + EventStore + IdentityStore {
+pub trait Store: AccountStore + ConsentStore + EventStore + IdentityStore + TokenStore {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;

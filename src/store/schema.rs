@@ -62,6 +62,97 @@ CREATE INDEX events_scope ON events (scope_id, id);
 "#,
   ),
   (
+    2,
+    r#"
+-- Session tokens (src/store/tokens.rs). Times: *_at in ms; iat/exp/expires_at/cutoff in s.
+-- Signing keys, secrets sealed (AAD: scope + kid). The newest live key signs.
+CREATE TABLE signing_keys (
+  pk         INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id   INTEGER NOT NULL REFERENCES scopes(id),
+  kid        TEXT NOT NULL,
+  secret     BLOB NOT NULL,
+  created_at INTEGER NOT NULL,
+  retired_at INTEGER,
+  UNIQUE (scope_id, kid)
+);
+CREATE INDEX signing_keys_live ON signing_keys (scope_id, pk) WHERE retired_at IS NULL;
+
+-- One row per mint; refreshed tokens stay in their family. expires_at: when its last token
+-- or refresh token expires (then the family and its rows are pruned).
+CREATE TABLE token_families (
+  pk         INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id   INTEGER NOT NULL REFERENCES scopes(id),
+  account_pk INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  scopes     TEXT,
+  ttl        INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);
+CREATE INDEX token_families_account ON token_families (account_pk);
+CREATE INDEX token_families_expiry ON token_families (expires_at);
+
+-- Claims of issued tokens (never the token itself).
+CREATE TABLE session_tokens (
+  jti        TEXT PRIMARY KEY,
+  family_pk  INTEGER NOT NULL REFERENCES token_families(pk) ON DELETE CASCADE,
+  account_pk INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  kid        TEXT NOT NULL,
+  iat        INTEGER NOT NULL,
+  exp        INTEGER NOT NULL,
+  revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX session_tokens_account ON session_tokens (account_pk, exp);
+CREATE INDEX session_tokens_family ON session_tokens (family_pk);
+CREATE INDEX session_tokens_expiry ON session_tokens (exp);
+
+-- SHA-256 of refresh tokens (never the token), single use.
+CREATE TABLE refresh_tokens (
+  hash       BLOB PRIMARY KEY,
+  family_pk  INTEGER NOT NULL REFERENCES token_families(pk) ON DELETE CASCADE,
+  jti        TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  used_at    INTEGER,
+  revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family_pk);
+CREATE INDEX refresh_tokens_jti ON refresh_tokens (jti);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+
+-- Append-only revocation log read incrementally by verifiers (no cascade: revocations outlive
+-- deleted accounts). kind 'jti': value = jti, expires_at = its exp. kind 'account':
+-- value = linked_account_id, tokens with iat < cutoff are revoked.
+CREATE TABLE token_revocations (
+  seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id   INTEGER NOT NULL,
+  kind       TEXT NOT NULL CHECK (kind IN ('jti', 'account')),
+  value      TEXT NOT NULL,
+  cutoff     INTEGER,
+  expires_at INTEGER
+);
+CREATE INDEX token_revocations_scope ON token_revocations (scope_id, seq);
+CREATE INDEX token_revocations_value ON token_revocations (scope_id, kind, value);
+CREATE INDEX token_revocations_expiry ON token_revocations (expires_at) WHERE kind = 'jti';
+
+-- Bumped with every revocation and key change of a scope.
+CREATE TABLE token_epochs (
+  scope_id INTEGER PRIMARY KEY,
+  epoch    INTEGER NOT NULL
+);
+
+-- Tokens consumed once for a purpose.
+CREATE TABLE token_uses (
+  scope_id   INTEGER NOT NULL,
+  purpose    TEXT NOT NULL,
+  jti        TEXT NOT NULL,
+  used_at    INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (scope_id, purpose, jti)
+) WITHOUT ROWID;
+CREATE INDEX token_uses_expiry ON token_uses (expires_at);
+"#,
+  ),
+  (
     3,
     r#"
 -- Merge records: the full pre-merge state of each secondary merged away by linkAccounts, so

@@ -409,10 +409,12 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
 pub struct SqliteStore {
   db: Arc<Db>,
   sealer: Arc<Sealer>,
+  path: String,
 }
 
 impl SqliteStore {
   pub fn open(config: StoreConfig, sealer: Sealer) -> Pending<SqliteStore> {
+    let path = config.path.clone();
     let opened = Db::open(config);
     let (answer, pending) = Pending::channel();
     // Db::open answers from its writer thread; map its result without blocking the caller.
@@ -422,6 +424,7 @@ impl SqliteStore {
         let r = opened.wait().map(|db| SqliteStore {
           db,
           sealer: Arc::new(sealer),
+          path,
         });
         let _ = answer.send(r);
       });
@@ -449,8 +452,13 @@ impl SqliteStore {
     self.sealer.clone()
   }
 
-  /// The engine itself, for work that must queue more work from inside a job (e.g. a read that
-  /// notices an expired consent queues the write that records it).
+  /// The database path as opened (`:memory:` for a private in-memory database).
+  pub fn path(&self) -> &str {
+    &self.path
+  }
+
+  /// The engine itself, for components that queue their own jobs (the token verifier; a read
+  /// that notices an expired consent queues the write that records it).
   pub fn engine(&self) -> Arc<Db> {
     self.db.clone()
   }
