@@ -15,6 +15,38 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const N = Number(process.env.BENCH_N ?? 4000)
 const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
 
+function measureSync(n, fn) {
+  const rates = []
+  for (let r = 0; r <= RUNS; r++) {
+    const start = process.hrtime.bigint()
+    for (let i = 0; i < n; i++) fn(i, r)
+    const secs = Number(process.hrtime.bigint() - start) / 1e9
+    if (r > 0) rates.push(n / secs)
+  }
+  rates.sort((a, b) => a - b)
+  return { median: rates[Math.floor(rates.length / 2)], min: rates[0], max: rates[rates.length - 1] }
+}
+
+/** How late a 1 ms interval fires while 64 upserts are kept in flight for two seconds. */
+async function eventLoopLag(client) {
+  const lateness = []
+  let last = performance.now()
+  const timer = setInterval(() => {
+    const now = performance.now()
+    lateness.push(now - last - 1)
+    last = now
+  }, 1)
+  const end = Date.now() + 2000
+  let n = 0
+  const worker = async () => {
+    while (Date.now() < end) await client.upsertLinkedAccount(payload(`lag-${n++ % 500}`, n))
+  }
+  await Promise.all(Array.from({ length: 64 }, worker))
+  clearInterval(timer)
+  lateness.sort((a, b) => a - b)
+  return { ticks: lateness.length, p50: lateness[Math.floor(lateness.length / 2)], p99: lateness[Math.floor(lateness.length * 0.99)], max: lateness[lateness.length - 1], upserts: n }
+}
+
 async function measure(n, inflight, fn) {
   const rates = []
   for (let r = 0; r <= RUNS; r++) {
@@ -44,7 +76,11 @@ const payload = (id, r) => ({
 /** Drops what legitimately differs between two implementations (random ids, clock). */
 function comparable(a) {
   const { _id, createdAt, updatedAt, new_account, ...rest } = a
-  return { ...rest, udf: a.udf.map(({ key_name, key_value }) => ({ key_name, key_value })) }
+  return {
+    ...rest,
+    udf: a.udf.map(({ key_name, key_value }) => ({ key_name, key_value })),
+    identities: a.identities.map(({ linkedAt, ...i }) => i),
+  }
 }
 
 function rustCore() {
@@ -81,16 +117,38 @@ async function main() {
     baseCursors.push(b.next)
   }
 
+  // Session tokens: the baseline signs with the same secret, so both verify the same way.
+  const lvTokens = []
+  const baseTokens = []
+  for (let i = 0; i < 100; i++) {
+    lvTokens.push((await lv.getTokenForLinkedAccount({ linked_account_id: `user-${i}` })).token)
+    baseTokens.push(base.getTokenForLinkedAccount({ linked_account_id: `user-${i}` }).token)
+  }
+  // Each side links the same sequence of new identities.
+  const seq = { lv: 0, base: 0 }
+  const identity = (side, i) => ({ provider: 'github', user_id: `gh-${seq[side]++}`, email: `U${i}@Example.com`, email_verified: true, isSocial: true })
+
   const ops = [
     { name: 'upsertLinkedAccount (insert)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`new-${r}-${i}`, r)), base: (i, r) => base.upsertLinkedAccount(payload(`new-${r}-${i}`, r)) },
     { name: 'upsertLinkedAccount (update)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)), base: (i, r) => base.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)) },
     { name: 'getLinkedAccountById', n: N, lv: (i) => lv.getLinkedAccountById(`user-${i % ACCOUNTS}`), base: (i) => base.getLinkedAccountById(`user-${i % ACCOUNTS}`) },
     { name: 'getAllLinkedAccounts (page of 50)', n: N / 10, lv: (i) => lv.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }), base: (i) => base.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }) },
+    { name: 'getTokenForLinkedAccount (mint)', n: N, lv: (i) => lv.getTokenForLinkedAccount({ linked_account_id: `user-${i % ACCOUNTS}`, force_refresh: true }), base: (i) => base.getTokenForLinkedAccount({ linked_account_id: `user-${i % ACCOUNTS}` }) },
+    { name: 'verifySessionToken (async; baseline jose)', n: N * 5, lv: (i) => lv.verifySessionToken(lvTokens[i % 100]), base: (i) => base.verifySessionTokenJose(baseTokens[i % 100]) },
+    { name: 'verifySessionTokenSync (baseline jsonwebtoken)', n: N * 20, sync: true, lv: (i) => lv.verifySessionTokenSync(lvTokens[i % 100]), base: (i) => base.verifySessionToken(baseTokens[i % 100]) },
     { name: 'listLinkedAccounts (keyset page of 50)', n: N / 10, lv: (i) => { const c = lvCursors[i % lvCursors.length]; return lv.listLinkedAccounts({ limit: 50, ...(c ? { after: c } : {}) }) }, base: (i) => base.listLinkedAccounts({ limit: 50, after: baseCursors[i % baseCursors.length] }) },
+    // Last: it adds identities to the accounts the other rows read.
+    { name: 'linkIdentity', n: N, lv: (i) => lv.linkIdentity(`user-${i % ACCOUNTS}`, identity('lv', i)), base: (i) => base.linkIdentity(`user-${i % ACCOUNTS}`, identity('base', i)) },
   ]
 
   const rows = []
   for (const op of ops) {
+    if (op.sync) {
+      const name = `${op.name} sync`
+      process.stderr.write(`measuring ${name}\n`)
+      rows.push({ name, lv: measureSync(op.n, op.lv), base: measureSync(op.n, op.base) })
+      continue
+    }
     for (const inflight of [1, 64]) {
       const name = `${op.name} x${inflight}`
       process.stderr.write(`measuring ${name}\n`)
@@ -109,7 +167,17 @@ async function main() {
   assert.deepStrictEqual({ ...pa, docs: pa.docs.map(comparable) }, { ...pb, docs: pb.docs.map(comparable) }, 'page 3 differs')
   const ca = await lv.getLinkedAccountCredentials('user-5')
   assert.deepStrictEqual(ca.auth_credentials, base.open(base.q.find.get(1, 'user-5').credentials, 'user-5'))
+  const ia = await lv.getLinkedAccountById('user-3')
+  const ib = base.getLinkedAccountById('user-3')
+  assert.deepStrictEqual(
+    ia.identities.map(({ linkedAt, ...rest }) => rest),
+    ib.identities.map(({ linkedAt, ...rest }) => rest),
+    'identities differ',
+  )
+  const strip = ({ iat, exp, jti, ...rest }) => rest
+  assert.deepStrictEqual(strip(lv.verifySessionTokenSync(lvTokens[7])), strip(base.verifySessionToken(baseTokens[7])))
   process.stderr.write('sample check: linkvault and baseline results are equal\n')
+  const lag = await eventLoopLag(lv)
   await lv.close()
   base.close()
   fs.rmSync(dir, { recursive: true, force: true })
@@ -117,6 +185,10 @@ async function main() {
   process.stderr.write('measuring the Rust core\n')
   const core = rustCore()
   print(rows, core)
+  console.log(
+    `event loop: a 1 ms interval while 64 upserts were in flight (${lag.upserts} upserts, ${lag.ticks} ticks): ` +
+      `late by p50 ${lag.p50.toFixed(2)} ms, p99 ${lag.p99.toFixed(2)} ms, max ${lag.max.toFixed(2)} ms`,
+  )
 }
 
 function print(rows, core) {

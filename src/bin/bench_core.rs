@@ -92,7 +92,25 @@ fn main() {
       Err(e) => panic!("list: {e:?}"),
     }
   }
+  let tokens: Vec<String> = (0..100)
+    .map(|i| {
+      match vault
+        .get_token_for_linked_account(&json!({ "linked_account_id": format!("user-{i}") }))
+        .wait()
+      {
+        Ok(t) => t.token.clone(),
+        Err(e) => panic!("mint: {e:?}"),
+      }
+    })
+    .collect();
+  let mut link_seq = 0usize;
   let mut rows = Vec::new();
+  rows.push((
+    "verifySessionTokenSync (baseline jsonwebtoken) sync".to_string(),
+    measure(runs, n * 20, 1, |i, _| {
+      Pending::ready(vault.verify_session_token(&tokens[i % 100]))
+    }),
+  ));
   for inflight in [1usize, 64] {
     let name = |op: &str| format!("{op} x{inflight}");
     rows.push((
@@ -123,6 +141,20 @@ fn main() {
       }),
     ));
     rows.push((
+      name("getTokenForLinkedAccount (mint)"),
+      measure(runs, n, inflight, |i, _| {
+        vault.get_token_for_linked_account(
+          &json!({ "linked_account_id": format!("user-{}", i % accounts), "force_refresh": true }),
+        )
+      }),
+    ));
+    rows.push((
+      name("verifySessionToken (async; baseline jose)"),
+      measure(runs, n * 5, inflight, |i, _| {
+        Pending::ready(vault.verify_session_token(&tokens[i % 100]))
+      }),
+    ));
+    rows.push((
       name("listLinkedAccounts (keyset page of 50)"),
       measure(runs, n / 10, inflight, |i, _| {
         let q = match &cursors[i % cursors.len()] {
@@ -130,6 +162,18 @@ fn main() {
           None => json!({ "limit": 50 }),
         };
         vault.list_linked_accounts(Some(&q))
+      }),
+    ));
+  }
+  for inflight in [1usize, 64] {
+    rows.push((
+      format!("linkIdentity x{inflight}"),
+      measure(runs, n, inflight, |i, _| {
+        link_seq += 1;
+        vault.link_identity(
+          &json!(format!("user-{}", i % accounts)),
+          &json!({ "provider": "github", "user_id": format!("gh-{link_seq}"), "email": format!("U{i}@Example.com"), "email_verified": true, "isSocial": true }),
+        )
       }),
     ));
   }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::client::Client;
 use super::identities::{to_js_identity, LinkedIdentity};
-use super::js::{json_arg, promise};
+use super::js::{json_arg, promise, Json};
 use crate::accounts::{self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome};
 use crate::clock::iso8601;
 
@@ -65,6 +65,7 @@ pub struct UpsertOptions {
 }
 
 /// One user-defined field as returned.
+#[derive(serde::Serialize)]
 #[napi(object)]
 pub struct UdfEntry {
   #[napi(js_name = "key_name")]
@@ -73,25 +74,32 @@ pub struct UdfEntry {
   #[napi(js_name = "key_value", ts_type = "unknown")]
   pub key_value: Value,
   #[napi(js_name = "_id")]
+  #[serde(rename = "_id")]
   pub id: String,
   #[napi(js_name = "createdAt")]
+  #[serde(rename = "createdAt")]
   pub created_at: String,
   #[napi(js_name = "updatedAt")]
+  #[serde(rename = "updatedAt")]
   pub updated_at: String,
 }
 
 /// The `your_app` of an account as returned (never with credentials).
+#[derive(serde::Serialize)]
 #[napi(object)]
 pub struct YourAppRef {
   #[napi(js_name = "app_id")]
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub app_id: Option<String>,
 }
 
 /// A linked account (Cobalt's response object). Credentials are never included.
+#[derive(serde::Serialize)]
 #[napi(object)]
 pub struct LinkedAccount {
   /// 24-hex id of the record.
   #[napi(js_name = "_id")]
+  #[serde(rename = "_id")]
   pub id: String,
   #[napi(js_name = "associated_org")]
   pub associated_org: String,
@@ -99,20 +107,26 @@ pub struct LinkedAccount {
   pub account_id: String,
   #[napi(ts_type = "'test' | 'production'")]
   pub environment: String,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub name: Option<String>,
   pub udf: Vec<UdfEntry>,
   #[napi(js_name = "your_app")]
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub your_app: Option<YourAppRef>,
   /// ISO-8601 UTC with milliseconds.
   #[napi(js_name = "createdAt")]
+  #[serde(rename = "createdAt")]
   pub created_at: String,
   #[napi(js_name = "updatedAt")]
+  #[serde(rename = "updatedAt")]
   pub updated_at: String,
   /// Version: 0 on create, +1 on every update that changes something.
   #[napi(js_name = "__v")]
+  #[serde(rename = "__v")]
   pub version: i64,
   /// Only on `createLinkedAccount` / `upsertLinkedAccount`: whether this call created it.
   #[napi(js_name = "new_account")]
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub new_account: Option<bool>,
   /// Identities linked to the account (`linkIdentity`, `linkAccounts`), in the order they
   /// joined it.
@@ -137,24 +151,32 @@ pub struct PageQuery {
 }
 
 /// The paginated envelope of `getAllLinkedAccounts` (mongoose-paginate shape).
+#[derive(serde::Serialize)]
 #[napi(object, use_nullable = true)]
 pub struct LinkedAccountPage {
   pub docs: Vec<LinkedAccount>,
   #[napi(js_name = "totalDocs")]
+  #[serde(rename = "totalDocs")]
   pub total_docs: i64,
   pub limit: i64,
   #[napi(js_name = "totalPages")]
+  #[serde(rename = "totalPages")]
   pub total_pages: i64,
   pub page: i64,
   #[napi(js_name = "pagingCounter")]
+  #[serde(rename = "pagingCounter")]
   pub paging_counter: i64,
   #[napi(js_name = "hasPrevPage")]
+  #[serde(rename = "hasPrevPage")]
   pub has_prev_page: bool,
   #[napi(js_name = "hasNextPage")]
+  #[serde(rename = "hasNextPage")]
   pub has_next_page: bool,
   #[napi(js_name = "prevPage")]
+  #[serde(rename = "prevPage")]
   pub prev_page: Option<i64>,
   #[napi(js_name = "nextPage")]
+  #[serde(rename = "nextPage")]
   pub next_page: Option<i64>,
 }
 
@@ -174,6 +196,7 @@ pub struct KeysetQuery {
 }
 
 /// A keyset page of `listLinkedAccounts`.
+#[derive(serde::Serialize)]
 #[napi(object, use_nullable = true)]
 pub struct LinkedAccountList {
   pub docs: Vec<LinkedAccount>,
@@ -270,12 +293,12 @@ impl Client {
     &self,
     env: &'e Env,
     payload: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccount>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match json_arg(payload, "payload") {
       Ok(v) => self.vault.create_linked_account(&v),
       Err(e) => crate::store::Pending::ready(Err(e)),
     };
-    promise(env, p, upserted)
+    promise(env, p, |o| Json::of(&upserted(o)))
   }
 
   /// Creates or updates a linked account. Fields not sent are kept; UDF keys merge (null
@@ -290,12 +313,12 @@ impl Client {
     env: &'e Env,
     payload: Option<Unknown<'_>>,
     options: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccount>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match (json_arg(payload, "payload"), json_arg(options, "options")) {
       (Ok(v), Ok(o)) => self.vault.upsert_linked_account(&v, Some(&o)),
       (Err(e), _) | (_, Err(e)) => crate::store::Pending::ready(Err(e)),
     };
-    promise(env, p, upserted)
+    promise(env, p, |o| Json::of(&upserted(o)))
   }
 
   /// Gets one linked account; `NOT_FOUND` if it does not exist in this scope.
@@ -307,12 +330,12 @@ impl Client {
     &self,
     env: &'e Env,
     linked_account_id: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccount>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match json_arg(linked_account_id, "linked_account_id") {
       Ok(v) => self.vault.get_linked_account_by_id(&v),
       Err(e) => crate::store::Pending::ready(Err(e)),
     };
-    promise(env, p, to_js_account)
+    promise(env, p, |a| Json::of(&to_js_account(a)))
   }
 
   /// Deletes a linked account and everything attached to it; `NOT_FOUND` if unknown.
@@ -344,12 +367,12 @@ impl Client {
     &self,
     env: &'e Env,
     options: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccountPage>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match json_arg(options, "options") {
       Ok(v) => self.vault.get_all_linked_accounts(Some(&v)),
       Err(e) => crate::store::Pending::ready(Err(e)),
     };
-    promise(env, p, page)
+    promise(env, p, |o| Json::of(&page(o)))
   }
 
   /// Lists linked accounts in creation order with an opaque cursor (`next`, null at the end).
@@ -362,12 +385,12 @@ impl Client {
     &self,
     env: &'e Env,
     options: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccountList>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match json_arg(options, "options") {
       Ok(v) => self.vault.list_linked_accounts(Some(&v)),
       Err(e) => crate::store::Pending::ready(Err(e)),
     };
-    promise(env, p, keyset)
+    promise(env, p, |o| Json::of(&keyset(o)))
   }
 
   /// The account's `{ app_id, auth_credentials }`, decrypted, or null when it has no `your_app`.

@@ -5,14 +5,15 @@ use napi::Env;
 use napi_derive::napi;
 use serde_json::{Map, Value};
 
-use super::accounts::{to_js_account, LinkedAccount};
+use super::accounts::to_js_account;
 use super::client::Client;
-use super::js::{json_arg, promise};
+use super::js::{json_arg, promise, Json};
 use crate::clock::iso8601;
 use crate::identities::{self, Identity, LinkSuggestion as CoreSuggestion};
 use crate::store::Pending;
 
 /// One identity of a linked account (Auth0's identity shape).
+#[derive(serde::Serialize)]
 #[napi(object)]
 pub struct LinkedIdentity {
   /// e.g. `'google-oauth2'`, `'github'`, `'auth0'`.
@@ -20,17 +21,22 @@ pub struct LinkedIdentity {
   /// The id at the provider, without the `provider|` prefix; always a string.
   #[napi(js_name = "user_id")]
   pub user_id: String,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub connection: Option<String>,
   #[napi(js_name = "isSocial")]
+  #[serde(rename = "isSocial")]
   pub is_social: bool,
+  #[serde(skip_serializing_if = "Option::is_none")]
   pub email: Option<String>,
   #[napi(js_name = "email_verified")]
   pub email_verified: bool,
   /// Attributes from the identity provider.
   #[napi(js_name = "profileData", ts_type = "Record<string, unknown>")]
+  #[serde(rename = "profileData", skip_serializing_if = "Option::is_none")]
   pub profile_data: Option<Map<String, Value>>,
   /// When the identity joined the account that holds it now (ISO-8601 UTC).
   #[napi(js_name = "linkedAt")]
+  #[serde(rename = "linkedAt")]
   pub linked_at: String,
 }
 
@@ -160,7 +166,7 @@ impl Client {
     primary_id: Option<Unknown<'_>>,
     secondary: Option<Unknown<'_>>,
     options: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, LinkedAccount>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match (
       json_arg(primary_id, "primary_id"),
       json_arg(secondary, "secondary_id"),
@@ -169,7 +175,7 @@ impl Client {
       (Ok(a), Ok(b), Ok(o)) => self.vault.link_accounts(&a, &b, Some(&o)),
       (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Pending::ready(Err(e)),
     };
-    promise(env, p, to_js_account)
+    promise(env, p, |a| Json::of(&to_js_account(a)))
   }
 
   /// Detaches an identity and returns the account's remaining `identities`. The identity
@@ -208,12 +214,14 @@ impl Client {
     &self,
     env: &'e Env,
     email: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, Vec<LinkedAccount>>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = match json_arg(email, "email") {
       Ok(e) => self.vault.get_linked_accounts_by_email(&e),
       Err(e) => Pending::ready(Err(e)),
     };
-    promise(env, p, |v| v.into_iter().map(to_js_account).collect())
+    promise(env, p, |v| {
+      Json::of(&v.into_iter().map(to_js_account).collect::<Vec<_>>())
+    })
   }
 
   /// Other accounts sharing an email that is verified on both sides. Suggestions only:

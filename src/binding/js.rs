@@ -291,6 +291,41 @@ where
   Ok(PromiseRaw::new(raw_env, promise))
 }
 
+/// A result serialized to JSON text on the storage thread and turned into JS values with
+/// `JSON.parse` on Node's thread. For nested results (accounts with their UDF rows and
+/// identities, pages of them) that is several times cheaper for Node's thread than creating
+/// each object property by property through Node-API.
+pub struct Json(String);
+
+impl Json {
+  pub fn of<T: serde::Serialize>(value: &T) -> Json {
+    // Our result types have string keys and finite numbers only, so this cannot fail.
+    Json(serde_json::to_string(value).unwrap_or_else(|_| "null".to_string()))
+  }
+}
+
+impl ToNapiValue for Json {
+  unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+    let mut global = ptr::null_mut();
+    check_status!(unsafe { sys::napi_get_global(env, &mut global) })?;
+    let mut json = ptr::null_mut();
+    check_status!(unsafe {
+      sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json)
+    })?;
+    let mut parse = ptr::null_mut();
+    check_status!(unsafe {
+      sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse)
+    })?;
+    let mut text = ptr::null_mut();
+    check_status!(unsafe {
+      sys::napi_create_string_utf8(env, val.0.as_ptr().cast(), val.0.len() as isize, &mut text)
+    })?;
+    let mut out = ptr::null_mut();
+    check_status!(unsafe { sys::napi_call_function(env, json, parse, 1, &text, &mut out) })?;
+    Ok(out)
+  }
+}
+
 /// A promise rejected with `e` (for input that fails before any work starts).
 pub fn rejected<'e, V: ToNapiValue + Send + 'static>(
   env: &'e Env,
