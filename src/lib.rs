@@ -14,6 +14,7 @@ pub mod error;
 pub mod events;
 pub mod identities;
 pub mod input;
+pub mod keys;
 pub mod store;
 pub mod vault;
 pub mod webhook;

@@ -7,3 +7,5 @@ mod consents;
 mod events;
 mod identities;
 mod js;
+mod json;
+mod reliability;

@@ -279,7 +279,7 @@ impl From<&Identity> for MergedIdentity {
 }
 
 /// Binds a merge record's sealed credentials to that record.
-fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
+pub(super) fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
   format!("linkvault/merge-credentials/v1/{}/{merge_oid}", scope.id).into_bytes()
 }
 
@@ -712,7 +712,11 @@ impl IdentityStore for SqliteStore {
     policy: UdfPolicy,
   ) -> Pending<Account> {
     let (scope, sealer) = (scope.clone(), self.sealer());
-    self.write(move |conn| merge(conn, &sealer, &scope, &primary, &target, policy, now_ms()))
+    self.write(move |conn| {
+      // Seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
+      merge(conn, &sealer, &scope, &primary, &target, policy, now_ms())
+    })
   }
 
   fn unlink_identity(
@@ -723,7 +727,11 @@ impl IdentityStore for SqliteStore {
     user_id: String,
   ) -> Pending<Vec<Identity>> {
     let (scope, sealer) = (scope.clone(), self.sealer());
-    self.write(move |conn| unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms()))
+    self.write(move |conn| {
+      // Seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
+      unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms())
+    })
   }
 
   fn accounts_by_email(&self, scope: &Scope, email_norm: String) -> Pending<Vec<Account>> {

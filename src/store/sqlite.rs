@@ -62,6 +62,9 @@ pub struct Db {
   writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
   /// Live event subscribers (`onEvent`), called after each commit with that job's events.
   listeners: Arc<Listeners>,
+  /// RELIABILITY: the file could only be opened read-only (not writable by this process):
+  /// reads work, every write fails with STORAGE_ERROR (SQLite refuses it).
+  read_only: bool,
 }
 
 impl Db {
@@ -74,8 +77,15 @@ impl Db {
       .name("linkvault-writer".into())
       .spawn(move || {
         let opened = open_writer(&config).and_then(|mut conn| {
-          schema::migrate(&mut conn)?;
           let memory = is_memory(&config.path);
+          // RELIABILITY: a file this process cannot write is opened read-only (SQLite falls
+          // back by itself); it is used as it is if its schema is current.
+          let read_only = !memory && conn.is_readonly(rusqlite::MAIN_DB)?;
+          if read_only {
+            schema::check_current(&conn)?;
+          } else {
+            schema::migrate(&mut conn)?;
+          }
           let (rtx, rrx) = unbounded::<ReadJob>();
           let mut threads = Vec::new();
           if !memory {
@@ -95,6 +105,7 @@ impl Db {
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
             listeners: Arc::new(Listeners::default()),
+            read_only,
           };
           Ok((conn, Arc::new(db)))
         });
@@ -198,6 +209,11 @@ impl Db {
     self.writer.read().map(|g| g.is_none()).unwrap_or(true)
   }
 
+  /// Whether the file was opened read-only (RELIABILITY: see `read_only`).
+  pub fn is_read_only(&self) -> bool {
+    self.read_only
+  }
+
   /// The live event subscribers of this engine.
   pub fn listeners(&self) -> &Arc<Listeners> {
     &self.listeners
@@ -282,7 +298,8 @@ fn open_writer(config: &StoreConfig) -> Result<Connection> {
     Connection::open(&config.path)?
   };
   configure(&conn)?;
-  if !is_memory(&config.path) {
+  // RELIABILITY: a read-only file keeps the journal mode it has.
+  if !is_memory(&config.path) && !conn.is_readonly(rusqlite::MAIN_DB)? {
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
       return Err(Error::storage(format!(
@@ -449,9 +466,6 @@ impl SqliteStore {
   }
 }
 
-const KEY_CHECK_PLAIN: &[u8] = b"linkvault key check";
-const KEY_CHECK_AAD: &[u8] = b"linkvault/meta/key-check";
-
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
   use rusqlite::OptionalExtension;
   Ok(
@@ -472,18 +486,36 @@ fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
 impl Store for SqliteStore {
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope> {
     let sealer = self.sealer.clone();
+    // RELIABILITY: on a read-only file the scope must already exist; nothing is written.
+    if self.db.is_read_only() {
+      return self.db.read(move |conn| {
+        super::keys::check_file_key(conn, &sealer, false)?;
+        let org_id = match org_id {
+          Some(o) => o,
+          None => meta_get(conn, "default_org_id")?
+            .and_then(|v| String::from_utf8(v).ok())
+            .ok_or_else(|| Error::storage("storage error: the database is read-only and has no default orgId"))?,
+        };
+        use rusqlite::OptionalExtension;
+        let id: i64 = conn
+          .prepare_cached("SELECT id FROM scopes WHERE org_id = ?1 AND environment = ?2")?
+          .query_row(rusqlite::params![org_id, environment], |r| r.get(0))
+          .optional()?
+          .ok_or_else(|| {
+            Error::storage(
+              "storage error: the database is read-only and has no data for this orgId and environment",
+            )
+          })?;
+        Ok(Scope {
+          id,
+          org_id,
+          environment,
+        })
+      });
+    }
     self.db.write(move |conn| {
-      // The encryption key must be the one the file was first used with.
-      match meta_get(conn, "key_check")? {
-        Some(sealed) => {
-          sealer.open(&sealed, KEY_CHECK_AAD)?;
-        }
-        None => meta_put(
-          conn,
-          "key_check",
-          &sealer.seal(KEY_CHECK_PLAIN, KEY_CHECK_AAD)?,
-        )?,
-      }
+      // The encryption key must open the file (see store::keys: key check and rotation).
+      super::keys::check_file_key(conn, &sealer, true)?;
       let org_id = match org_id {
         Some(o) => o,
         None => match meta_get(conn, "default_org_id")? {
@@ -524,9 +556,11 @@ impl AccountStore for SqliteStore {
     mode: WriteMode,
   ) -> Pending<UpsertOutcome> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self
-      .db
-      .write(move |conn| accounts::write(conn, &sealer, &scope, input, mode, now_ms()))
+    self.db.write(move |conn| {
+      // RELIABILITY: seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
+      accounts::write(conn, &sealer, &scope, input, mode, now_ms())
+    })
   }
 
   fn get_account(&self, scope: &Scope, id: String) -> Pending<Account> {
@@ -569,8 +603,10 @@ impl AccountStore for SqliteStore {
 
   fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self
-      .db
-      .read(move |conn| accounts::credentials(conn, &sealer, &scope, &id))
+    self.db.read(move |conn| {
+      // RELIABILITY: know the file's key even if it was rotated since open (store::keys).
+      super::keys::learn(conn, &sealer)?;
+      accounts::credentials(conn, &sealer, &scope, &id)
+    })
   }
 }
