@@ -76,7 +76,8 @@ impl Db {
     let spawned = std::thread::Builder::new()
       .name("linkvault-writer".into())
       .spawn(move || {
-        let opened = open_writer(&config).and_then(|mut conn| {
+        let mut config = config;
+        let opened = open_writer(&mut config).and_then(|mut conn| {
           let memory = is_memory(&config.path);
           // RELIABILITY: a file this process cannot write is opened read-only (SQLite falls
           // back by itself); it is used as it is if its schema is current.
@@ -267,6 +268,32 @@ impl Db {
   }
 }
 
+/// RELIABILITY: `file:<path>?immutable=1` for a read-only file whose `-wal` is absent or empty
+/// (see `Db::open`); None when a `-wal` has content (it would be ignored) or the path is
+/// already a URI.
+fn immutable_uri(path: &str) -> Option<String> {
+  if path.starts_with("file:") {
+    return None;
+  }
+  let wal_len = std::fs::metadata(format!("{path}-wal"))
+    .map(|m| m.len())
+    .unwrap_or(0);
+  if wal_len > 0 {
+    return None;
+  }
+  let mut uri = String::from("file:");
+  for c in path.chars() {
+    match c {
+      '%' => uri.push_str("%25"),
+      '?' => uri.push_str("%3f"),
+      '#' => uri.push_str("%23"),
+      c => uri.push(c),
+    }
+  }
+  uri.push_str("?immutable=1");
+  Some(uri)
+}
+
 fn is_memory(path: &str) -> bool {
   path == ":memory:" || path.is_empty()
 }
@@ -291,12 +318,27 @@ fn configure(conn: &Connection) -> Result<()> {
   Ok(())
 }
 
-fn open_writer(config: &StoreConfig) -> Result<Connection> {
-  let conn = if is_memory(&config.path) {
+fn open_writer(config: &mut StoreConfig) -> Result<Connection> {
+  let mut conn = if is_memory(&config.path) {
     Connection::open_in_memory()?
   } else {
     Connection::open(&config.path)?
   };
+  // RELIABILITY: a WAL file that is read-only in a read-only directory cannot be read without
+  // its `-shm` (SQLite would have to create it). With no `-wal` either, nothing is
+  // uncheckpointed: read the file as an immutable snapshot (the readers too: `config.path`).
+  if !is_memory(&config.path)
+    && conn.is_readonly(rusqlite::MAIN_DB)?
+    && conn
+      .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+      .is_err()
+  {
+    if let Some(uri) = immutable_uri(&config.path) {
+      drop(conn);
+      config.path = uri;
+      conn = Connection::open(&config.path)?;
+    }
+  }
   configure(&conn)?;
   // RELIABILITY: a read-only file keeps the journal mode it has.
   if !is_memory(&config.path) && !conn.is_readonly(rusqlite::MAIN_DB)? {
