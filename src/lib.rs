@@ -20,5 +20,7 @@ pub mod vault;
 pub mod webhook;
 
 mod binding;
+#[cfg(test)]
+mod fuzz;
 
 pub use error::{Error, ErrorKind, Result};
