@@ -139,3 +139,27 @@ test('rotateEncryptionKey refuses a malformed key, and a closed client', async (
   await client.close()
   await expect(client.rotateEncryptionKey(newKey())).rejects.toMatchObject({ code: 'CLIENT_CLOSED' })
 })
+
+test('bearer secrets are never stored in clear: session ids (hashed) and credentials (sealed)', async () => {
+  const fs = require('node:fs')
+  const dir = tmpDir()
+  const file = path.join(dir, 'clear.db')
+  const client = await Client.open({ path: file, orgId: 'org_k', encryptionKey: newKey() })
+  await client.upsertLinkedAccount({ linked_account_id: 'u', your_app: { auth_credentials: { token: 'zz-credential-zz' } } })
+  const s = await client.createAuthSession({ linked_account_id: 'u', redirect_uri: 'https://a.test/', cancel_uri: 'https://a.test/' })
+  expect(s.session_id).toMatch(/^[0-9a-f-]{36}$/)
+  const events = await client.listEvents({ limit: 1000 })
+  expect(JSON.stringify(events)).not.toContain(s.session_id)
+  // Before close (database and its WAL) and after (checkpointed into the database).
+  const scan = () => {
+    for (const name of fs.readdirSync(dir)) {
+      if (name.endsWith('.key')) continue
+      const bytes = fs.readFileSync(path.join(dir, name))
+      expect([name, bytes.includes(Buffer.from(s.session_id))]).toEqual([name, false])
+      expect([name, bytes.includes(Buffer.from('zz-credential-zz'))]).toEqual([name, false])
+    }
+  }
+  scan()
+  await client.close()
+  scan()
+})

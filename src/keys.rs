@@ -428,6 +428,43 @@ mod tests {
     v.close().wait().unwrap();
   }
 
+  /// Key material is wiped when dropped: `Key` and the ciphers built from it zeroize
+  /// themselves (compile-time checks), and option strings holding keys are scrubbed.
+  #[test]
+  fn key_material_is_zeroized() {
+    fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    zeroized_on_drop::<Key>();
+    zeroized_on_drop::<chacha20poly1305::XChaCha20Poly1305>();
+    zeroized_on_drop::<zeroize::Zeroizing<Vec<u8>>>();
+    let mut options = json!({
+      "path": "x.db", "encryptionKey": "ab".repeat(32), "previousEncryptionKeys": ["cd".repeat(32)],
+    });
+    let parsed = OpenOptions::parse(Some(&options)).unwrap();
+    scrub_key_strings(&mut options);
+    assert_eq!(options["path"], "x.db");
+    assert!(options["encryptionKey"]
+      .as_str()
+      .unwrap()
+      .bytes()
+      .all(|b| b == 0));
+    assert!(options["previousEncryptionKeys"][0]
+      .as_str()
+      .unwrap()
+      .bytes()
+      .all(|b| b == 0));
+    // The parsed keys are intact, and never printed.
+    assert_eq!(
+      parsed.encryption_key.as_ref().unwrap().as_bytes(),
+      &[0xab; 32]
+    );
+    assert!(!format!("{parsed:?}").contains("abab"));
+    assert!(!format!(
+      "{:?}",
+      crate::crypto::Sealer::new(Key::from_bytes([0xab; 32]))
+    )
+    .contains("ab"));
+  }
+
   #[test]
   fn integrity_reports_orphans() {
     let dir = tempfile::tempdir().unwrap();
