@@ -218,6 +218,39 @@ pub(super) fn check_file_key(conn: &Connection, sealer: &Sealer, writable: bool)
   }
 }
 
+/// `open_scope` on a file opened read-only: the key must open it and the scope must exist
+/// already (nothing can be written). Used by `SqliteStore::open_scope`.
+pub(super) fn read_only_scope(
+  conn: &Connection,
+  sealer: &Sealer,
+  org_id: Option<String>,
+  environment: String,
+) -> Result<Scope> {
+  check_file_key(conn, sealer, false)?;
+  let org_id = match org_id {
+    Some(o) => o,
+    None => meta_get(conn, "default_org_id")?
+      .and_then(|v| String::from_utf8(v).ok())
+      .ok_or_else(|| {
+        Error::storage("storage error: the database is read-only and has no default orgId")
+      })?,
+  };
+  let id: i64 = conn
+    .prepare_cached("SELECT id FROM scopes WHERE org_id = ?1 AND environment = ?2")?
+    .query_row(params![org_id, environment], |r| r.get(0))
+    .optional()?
+    .ok_or_else(|| {
+      Error::storage(
+        "storage error: the database is read-only and has no data for this orgId and environment",
+      )
+    })?;
+  Ok(Scope {
+    id,
+    org_id,
+    environment,
+  })
+}
+
 /// How `begin` found the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Begin {

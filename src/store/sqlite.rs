@@ -530,30 +530,9 @@ impl Store for SqliteStore {
     let sealer = self.sealer.clone();
     // RELIABILITY: on a read-only file the scope must already exist; nothing is written.
     if self.db.is_read_only() {
-      return self.db.read(move |conn| {
-        super::keys::check_file_key(conn, &sealer, false)?;
-        let org_id = match org_id {
-          Some(o) => o,
-          None => meta_get(conn, "default_org_id")?
-            .and_then(|v| String::from_utf8(v).ok())
-            .ok_or_else(|| Error::storage("storage error: the database is read-only and has no default orgId"))?,
-        };
-        use rusqlite::OptionalExtension;
-        let id: i64 = conn
-          .prepare_cached("SELECT id FROM scopes WHERE org_id = ?1 AND environment = ?2")?
-          .query_row(rusqlite::params![org_id, environment], |r| r.get(0))
-          .optional()?
-          .ok_or_else(|| {
-            Error::storage(
-              "storage error: the database is read-only and has no data for this orgId and environment",
-            )
-          })?;
-        Ok(Scope {
-          id,
-          org_id,
-          environment,
-        })
-      });
+      return self
+        .db
+        .read(move |conn| super::keys::read_only_scope(conn, &sealer, org_id, environment));
     }
     self.db.write(move |conn| {
       // The encryption key must open the file (see store::keys: key check and rotation).
