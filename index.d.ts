@@ -138,6 +138,26 @@ export declare class Client {
    */
   getLinkSuggestions(linked_account_id: string): Promise<LinkSuggestion[]>
   /**
+   * Checks the database file: SQLite's `PRAGMA integrity_check` (pages, records, every index
+   * matches its table), `PRAGMA foreign_key_check` (no orphan rows: identities, UDF rows,
+   * merge records and sessions all belong to an existing account) and that every sealed value
+   * is under the file's encryption key. Runs on a reader (writes go on meanwhile); it reads the
+   * whole file, so it takes time on a large one.
+   */
+  checkIntegrity(): Promise<IntegrityReport>
+  /**
+   * Re-encrypts every stored secret (account credentials, credentials kept in merge records)
+   * under `newKey`, online: in batches of 500 rows, each its own write, so other calls go on
+   * meanwhile. From its first batch every client (any process) seals new values under
+   * `newKey`, and a client opened with either key reads everything. If interrupted (crash,
+   * `close()`), call it again with the same key to resume. When it resolves, the old key opens
+   * nothing in the file. A key kept in `<path>.key` is replaced there; a key given as an option
+   * or in `LINKVAULT_ENCRYPTION_KEY` must be changed by you (to `newKey`) before the next open.
+   * `VALIDATION_ERROR` (`field: 'newKey'`) for a malformed key or while a rotation to another
+   * key is unfinished; `DECRYPTION_FAILED` if a stored value cannot be opened.
+   */
+  rotateEncryptionKey(newKey: string): Promise<KeyRotation>
+  /**
    * Returns a session token for one linked account, for its frontend to act for that end
    * user: `{ token, expires_in, refresh_token, refresh_expires_in }`. A still-valid token for
    * the same account and scopes (more than half of the requested TTL left, and not outliving
@@ -300,6 +320,14 @@ export interface ClientOptions {
   refreshTokenTtlSeconds?: number
   /** Tolerance for `exp` and `iat` when verifying, in seconds (0–600, default 30). */
   clockSkewSeconds?: number
+  /**
+   * Older encryption keys (same format as `encryptionKey`, at most 16) this client may open
+   * values with: during a key rollout, deploy `encryptionKey: NEW, previousEncryptionKeys: [OLD]`
+   * everywhere, then call `rotateEncryptionKey(NEW)` once. New values are always sealed under
+   * the file's key. Not needed to read a file whose rotation was interrupted: either key alone
+   * opens it.
+   */
+  previousEncryptionKeys?: Array<string>
 }
 
 /** A consent (Fiskil's consent object). Times are RFC 3339 (UTC, seconds). */
@@ -382,6 +410,32 @@ export interface IdentityInput {
   email_verified?: boolean
   /** Provider attributes, a JSON object of at most 64 KiB. `null` clears it. */
   profileData?: Record<string, unknown> | null
+}
+
+/** The result of `checkIntegrity()`. */
+export interface IntegrityReport {
+  /**
+   * True when SQLite's `integrity_check` says `ok`, `foreign_key_check` finds no orphan row,
+   * and every sealed value is under the file's encryption key (or a rotation is in progress).
+   */
+  ok: boolean
+  /**
+   * One line per problem found; empty when all is well. A line starting with `note:` is
+   * information (an interrupted key rotation) and does not make `ok` false.
+   */
+  details: Array<string>
+}
+
+/** The result of `rotateEncryptionKey(newKey)`. */
+export interface KeyRotation {
+  /** Sealed values re-encrypted under the new key by this call. */
+  resealed: number
+  /** Batches (write jobs of at most 500 rows) it took. */
+  batches: number
+  /** True when it continued an interrupted rotation to the same key. */
+  resumed: boolean
+  /** The new key's public id (16 hex characters), as stored in each sealed value. */
+  key_id: string
 }
 
 /** Options of `listLinkedAccounts`. */

@@ -42,6 +42,24 @@ async function main(): Promise<void> {
   void [isNew, v, org, key, value, appId, alwaysNew, got, next, headers, m, env, orgId]
 }
 
+// Reliability: integrity checks and key rotation.
+async function reliability(): Promise<void> {
+  const client = await Client.open({ path: ':memory:', encryptionKey: 'a'.repeat(64), previousEncryptionKeys: ['b'.repeat(64)] })
+  const report = await client.checkIntegrity()
+  const ok: boolean = report.ok
+  const details: string[] = report.details
+  const r = await client.rotateEncryptionKey('c'.repeat(64))
+  const resealed: number = r.resealed
+  const batches: number = r.batches
+  const resumed: boolean = r.resumed
+  const keyId: string = r.key_id
+  await client.close()
+  void [ok, details, resealed, batches, resumed, keyId]
+}
+void reliability
+// @ts-expect-error previous keys are an array of strings
+void Client.open({ previousEncryptionKeys: 'k' })
+
 // @ts-expect-error environment is a closed set
 void Client.open({ environment: 'staging' })
 // @ts-expect-error payload fields are typed

@@ -54,16 +54,28 @@ impl Key {
         format!("{field} must be 32 bytes as 64 hex characters or base64"),
       )
     };
-    let bytes: Vec<u8> = if t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit()) {
-      hex_decode(t).ok_or_else(bad)?
-    } else {
-      STANDARD
-        .decode(t)
-        .or_else(|_| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')))
-        .map_err(|_| bad())?
-    };
-    let arr: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad())?;
-    Ok(Key(arr))
+    // The decoded bytes are wiped when dropped, and copied straight into the key.
+    let bytes: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+      if t.len() == 64 && t.bytes().all(|c| c.is_ascii_hexdigit()) {
+        hex_decode(t).ok_or_else(bad)?
+      } else {
+        STANDARD
+          .decode(t)
+          .or_else(|_| URL_SAFE_NO_PAD.decode(t.trim_end_matches('=')))
+          .map_err(|_| bad())?
+      },
+    );
+    Key::from_slice(&bytes).ok_or_else(bad)
+  }
+
+  /// A key from exactly 32 bytes (copied in place, no intermediate copy left behind).
+  pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+    if bytes.len() != 32 {
+      return None;
+    }
+    let mut k = Key([0u8; 32]);
+    k.0.copy_from_slice(bytes);
+    Some(k)
   }
 
   pub fn as_bytes(&self) -> &[u8; 32] {
@@ -90,7 +102,7 @@ impl Key {
   /// Loads the key kept beside a database file (`<db>.key`), creating it with mode 0600 the
   /// first time. Two processes racing to create it agree: creation is exclusive.
   pub fn load_or_create_file(path: &Path) -> Result<Self> {
-    match std::fs::read_to_string(path) {
+    match std::fs::read_to_string(path).map(zeroize::Zeroizing::new) {
       Ok(text) => return Key::parse(&text, "encryptionKey"),
       Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
       Err(e) => {
@@ -123,7 +135,7 @@ impl Key {
       Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
         // Another process created it first; give it a moment to finish writing, then read it.
         for _ in 0..50 {
-          if let Ok(text) = std::fs::read_to_string(path) {
+          if let Ok(text) = std::fs::read_to_string(path).map(zeroize::Zeroizing::new) {
             if text.ends_with('\n') {
               return Key::parse(&text, "encryptionKey");
             }
@@ -143,12 +155,63 @@ impl Key {
   }
 }
 
-/// Seals and opens secrets under one current key, and can open values sealed under older keys
-/// it was given.
-#[derive(Clone)]
+impl Key {
+  /// Replaces the key file at `path` with this key, atomically (a new file with mode 0600,
+  /// fsynced, renamed over the old one): a reader sees the old key or the new one, never a
+  /// partial file. The hex text is wiped from memory afterwards.
+  pub fn replace_file(&self, path: &Path) -> Result<()> {
+    let tmp = path.with_extension(format!("key.tmp-{}", hex_encode(&random_bytes::<6>()?)));
+    let fail =
+      |e: std::io::Error| Error::storage(format!("cannot write key file {}: {e}", path.display()));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+      use std::os::unix::fs::OpenOptionsExt;
+      opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(fail)?;
+    let mut hex = hex_encode(&self.0);
+    let written = f
+      .write_all(hex.as_bytes())
+      .and_then(|_| f.write_all(b"\n"))
+      .and_then(|_| f.sync_all());
+    hex.zeroize();
+    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, path)) {
+      let _ = std::fs::remove_file(&tmp);
+      return Err(fail(e));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+      if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+      }
+    }
+    Ok(())
+  }
+}
+
+/// Seals and opens secrets under one current key, and opens values sealed under the older keys
+/// it knows (picked by the key id each sealed value carries).
+///
+/// The key ring can change while the sealer is shared: during and after a key rotation
+/// (`rotateEncryptionKey`) the store makes the file's key current (`use_key`) and learns keys
+/// unwrapped from the file (`learn`). Every key is zeroized when the ring drops it.
 pub struct Sealer {
-  current: Key,
-  older: Vec<Key>,
+  ring: std::sync::RwLock<Ring>,
+}
+
+#[derive(Clone)]
+struct Ring {
+  /// `(key id, key)`; the first is the current key.
+  keys: Vec<([u8; KID_LEN], Key)>,
+}
+
+impl Clone for Sealer {
+  fn clone(&self) -> Self {
+    Sealer {
+      ring: std::sync::RwLock::new(self.ring().clone()),
+    }
+  }
 }
 
 impl fmt::Debug for Sealer {
@@ -157,37 +220,100 @@ impl fmt::Debug for Sealer {
   }
 }
 
+/// Encrypts `plain` under `key`, binding it to `aad`.
+fn seal_under(key: &Key, kid: &[u8; KID_LEN], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+  let cipher = XChaCha20Poly1305::new(key.as_bytes().into());
+  let mut nonce = [0u8; NONCE_LEN];
+  fill_random(&mut nonce)?;
+  let ct = cipher
+    .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
+    .map_err(|_| Error::storage("encryption failed"))?;
+  let mut out = Vec::with_capacity(1 + KID_LEN + NONCE_LEN + ct.len());
+  out.push(SEAL_VERSION);
+  out.extend_from_slice(kid);
+  out.extend_from_slice(&nonce);
+  out.extend_from_slice(&ct);
+  Ok(out)
+}
+
 impl Sealer {
   pub fn new(current: Key) -> Self {
     Sealer {
-      current,
-      older: Vec::new(),
+      ring: std::sync::RwLock::new(Ring {
+        keys: vec![(current.id(), current)],
+      }),
     }
   }
 
-  pub fn with_older(mut self, older: Key) -> Self {
-    self.older.push(older);
+  fn ring(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+    // A poisoned lock only means a panic elsewhere; the ring itself is always consistent.
+    self.ring.read().unwrap_or_else(|p| p.into_inner())
+  }
+
+  fn ring_mut(&self) -> std::sync::RwLockWriteGuard<'_, Ring> {
+    self.ring.write().unwrap_or_else(|p| p.into_inner())
+  }
+
+  pub fn with_older(self, older: Key) -> Self {
+    self.learn(older);
     self
   }
 
+  /// The id of the key new values are sealed under.
   pub fn key_id(&self) -> [u8; KID_LEN] {
-    self.current.id()
+    self
+      .ring()
+      .keys
+      .first()
+      .map(|k| k.0)
+      .unwrap_or([0; KID_LEN])
+  }
+
+  /// Whether a key with this id is in the ring.
+  pub fn knows(&self, kid: &[u8; KID_LEN]) -> bool {
+    self.ring().keys.iter().any(|k| &k.0 == kid)
+  }
+
+  /// Adds a key that values may be sealed under (no effect if it is known already).
+  pub fn learn(&self, key: Key) {
+    let kid = key.id();
+    let mut ring = self.ring_mut();
+    if !ring.keys.iter().any(|k| k.0 == kid) {
+      ring.keys.push((kid, key));
+    }
+  }
+
+  /// Makes the known key `kid` the one new values are sealed under; false if it is unknown.
+  pub fn use_key(&self, kid: &[u8; KID_LEN]) -> bool {
+    let mut ring = self.ring_mut();
+    match ring.keys.iter().position(|k| &k.0 == kid) {
+      Some(i) => {
+        let k = ring.keys.remove(i);
+        ring.keys.insert(0, k);
+        true
+      }
+      None => false,
+    }
+  }
+
+  /// A copy of the current key (zeroized when dropped), to wrap it under another key.
+  pub fn current_key(&self) -> Option<Key> {
+    self.ring().keys.first().map(|k| k.1.clone())
   }
 
   /// Encrypts `plain`, binding it to `aad` (e.g. the row it is stored in).
   pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    let cipher = XChaCha20Poly1305::new(self.current.as_bytes().into());
-    let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce)?;
-    let ct = cipher
-      .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
-      .map_err(|_| Error::storage("encryption failed"))?;
-    let mut out = Vec::with_capacity(1 + KID_LEN + NONCE_LEN + ct.len());
-    out.push(SEAL_VERSION);
-    out.extend_from_slice(&self.current.id());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&ct);
-    Ok(out)
+    let ring = self.ring();
+    let (kid, key) = ring
+      .keys
+      .first()
+      .ok_or_else(|| Error::storage("no encryption key"))?;
+    seal_under(key, kid, plain, aad)
+  }
+
+  /// Encrypts `plain` under `key` (not necessarily in the ring), e.g. to wrap a key.
+  pub fn seal_with(key: &Key, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    seal_under(key, &key.id(), plain, aad)
   }
 
   /// Decrypts a value made by `seal` with the same `aad`; any mismatch is `DECRYPTION_FAILED`.
@@ -196,9 +322,12 @@ impl Sealer {
       return Err(Error::decryption());
     }
     let kid = &sealed[1..1 + KID_LEN];
-    let key = std::iter::once(&self.current)
-      .chain(self.older.iter())
-      .find(|k| k.id() == kid)
+    let ring = self.ring();
+    let key = ring
+      .keys
+      .iter()
+      .find(|k| k.0 == kid)
+      .map(|k| &k.1)
       .ok_or_else(Error::decryption)?;
     let nonce = &sealed[1 + KID_LEN..1 + KID_LEN + NONCE_LEN];
     let cipher = XChaCha20Poly1305::new(key.as_bytes().into());

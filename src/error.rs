@@ -135,6 +135,40 @@ impl std::error::Error for Error {}
 impl From<rusqlite::Error> for Error {
   fn from(e: rusqlite::Error) -> Self {
     // SQLite messages carry no bound parameter values, so no secret can leak through them.
-    Error::storage(format!("storage error: {e}"))
+    // The common environmental failures get a message that says what happened and what it
+    // means for the data; the SQLite text follows for diagnosis.
+    use rusqlite::ErrorCode as C;
+    let hint = match &e {
+      rusqlite::Error::SqliteFailure(f, _) => match f.code {
+        C::ReadOnly => Some(
+          "the database is read-only (the file or its directory is not writable): the write was \
+           refused and nothing changed; reads still work",
+        ),
+        C::DiskFull => Some(
+          "the disk is full (or the process file-size limit was reached): the write was not \
+           saved; data committed earlier is intact",
+        ),
+        C::SystemIoFailure => Some(
+          "an I/O error occurred while accessing the database file (disk full, file-size limit \
+           or device error?): the operation was not saved; data committed earlier is intact",
+        ),
+        C::CannotOpen => {
+          Some("cannot open the database file (check that its directory exists and is accessible)")
+        }
+        C::DatabaseCorrupt | C::NotADatabase => {
+          Some("the database file is damaged or is not a linkvault database")
+        }
+        C::DatabaseBusy | C::DatabaseLocked => {
+          Some("the database stayed locked by another connection for too long")
+        }
+        C::PermissionDenied => Some("permission denied on the database file"),
+        _ => None,
+      },
+      _ => None,
+    };
+    match hint {
+      Some(h) => Error::storage(format!("storage error: {h} ({e})")),
+      None => Error::storage(format!("storage error: {e}")),
+    }
   }
 }

@@ -148,9 +148,14 @@ pub fn normalize_email(email: &str) -> String {
   email.trim().to_lowercase()
 }
 
-fn reject_unknown(m: &Map<String, Value>, allowed: &[&str]) -> Result<()> {
+fn reject_unknown(m: &Map<String, Value>, allowed: &[&str], owner: &str) -> Result<()> {
   match m.keys().find(|k| !allowed.contains(&k.as_str())) {
     None => Ok(()),
+    // An empty key cannot serve as a field name: report it under the object's own name.
+    Some(k) if k.is_empty() => Err(Error::validation(
+      owner,
+      format!("{owner} has an empty key (allowed: {})", allowed.join(", ")),
+    )),
     Some(k) => Err(Error::validation(
       k.as_str(),
       format!("{k} is not a known field (allowed: {})", allowed.join(", ")),
@@ -299,6 +304,7 @@ pub fn parse_identity(v: &Value) -> Result<IdentityInput> {
       "email_verified",
       "profileData",
     ],
+    "identity",
   )?;
   let provider = parse_provider(m.get("provider"))?;
   let user_id = parse_user_id(m.get("user_id"))?;
@@ -348,7 +354,7 @@ pub fn parse_identity(v: &Value) -> Result<IdentityInput> {
 pub fn parse_link_target(v: &Value) -> Result<LinkTarget> {
   match v {
     Value::Object(m) => {
-      reject_unknown(m, &["link_with"])?;
+      reject_unknown(m, &["link_with"], "secondary_id")?;
       match m.get("link_with") {
         Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_LINK_TOKEN_CHARS => {
           Ok(LinkTarget::Token(t.clone()))
@@ -385,7 +391,7 @@ pub fn parse_link_options(v: Option<&Value>) -> Result<UdfPolicy> {
   match v {
     None | Some(Value::Null) => Ok(UdfPolicy::default()),
     Some(Value::Object(m)) => {
-      reject_unknown(m, &["udf"])?;
+      reject_unknown(m, &["udf"], "options")?;
       match m.get("udf") {
         None | Some(Value::Null) => Ok(UdfPolicy::default()),
         Some(Value::String(s)) if s == "primary_wins" => Ok(UdfPolicy::PrimaryWins),

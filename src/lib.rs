@@ -14,11 +14,14 @@ pub mod error;
 pub mod events;
 pub mod identities;
 pub mod input;
+pub mod keys;
 pub mod store;
 pub mod tokens;
 pub mod vault;
 pub mod webhook;
 
 mod binding;
+#[cfg(test)]
+mod fuzz;
 
 pub use error::{Error, ErrorKind, Result};

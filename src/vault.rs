@@ -1,7 +1,6 @@
 //! `Vault`: the napi-free core of a linkvault client. It parses and validates input, owns the
 //! store and the scope, and returns [`Pending`] results that any front end (Node, Rust) awaits.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -17,6 +16,9 @@ use crate::tokens::{TokenOptions, TokenRuntime};
 
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
+/// Longest accepted `path` (Linux's PATH_MAX).
+const MAX_PATH_BYTES: usize = 4096;
+
 /// Options of `Client.open`.
 #[derive(Debug)]
 pub struct OpenOptions {
@@ -29,6 +31,11 @@ pub struct OpenOptions {
   pub auth_url_base: Option<String>,
   /// Session-token options (`signingSecret`, TTLs, skew).
   pub tokens: TokenOptions,
+  /// `previousEncryptionKeys` (reliability, key rotation): older keys this client can open
+  /// values with; the file's own key is always the one new values are sealed under.
+  pub previous_keys: Vec<Key>,
+  /// Set when the key came from `<path>.key`: a key rotation replaces that file.
+  pub key_file: Option<std::path::PathBuf>,
 }
 
 impl OpenOptions {
@@ -37,6 +44,12 @@ impl OpenOptions {
     let path = f.str("path")?.unwrap_or("linkvault.db").to_string();
     if path.contains('\0') {
       return Err(Error::validation("path", "path must not contain NUL"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+      return Err(Error::validation(
+        "path",
+        format!("path must be at most {MAX_PATH_BYTES} bytes"),
+      ));
     }
     let org_id = match f.get("orgId") {
       None => None,
@@ -74,6 +87,7 @@ impl OpenOptions {
       }
     };
     let tokens = TokenOptions::parse(&f)?;
+    let previous_keys = crate::keys::parse_previous_keys(f.get("previousEncryptionKeys"))?;
     Ok(OpenOptions {
       path,
       org_id,
@@ -82,6 +96,8 @@ impl OpenOptions {
       durability,
       auth_url_base,
       tokens,
+      previous_keys,
+      key_file: None,
     })
   }
 
@@ -103,7 +119,10 @@ impl OpenOptions {
     if self.is_memory() {
       return Key::random();
     }
-    Key::load_or_create_file(Path::new(&format!("{}.key", self.path)))
+    let file = std::path::PathBuf::from(format!("{}.key", self.path));
+    let key = Key::load_or_create_file(&file)?;
+    self.key_file = Some(file);
+    Ok(key)
   }
 }
 
@@ -113,6 +132,8 @@ pub struct Vault {
   pub(crate) scope: Scope,
   pub(crate) auth_url_base: Option<String>,
   pub(crate) tokens: TokenRuntime,
+  /// Where the key came from when it is `<path>.key` (a rotation replaces that file).
+  pub(crate) key_file: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -141,7 +162,11 @@ impl Vault {
             durability: options.durability,
             readers: 2,
           };
-          let store = SqliteStore::open(config, Sealer::new(key)).wait()?;
+          let mut sealer = Sealer::new(key);
+          for k in std::mem::take(&mut options.previous_keys) {
+            sealer = sealer.with_older(k);
+          }
+          let store = SqliteStore::open(config, sealer).wait()?;
           let scope = match store
             .open_scope(options.org_id.clone(), options.environment.clone())
             .wait()
@@ -169,6 +194,7 @@ impl Vault {
               policy: tokens.policy,
               verifier,
             },
+            key_file: options.key_file.clone(),
           })
         })();
         let _ = answer.send(r);

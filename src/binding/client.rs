@@ -43,6 +43,12 @@ pub struct ClientOptions {
   pub refresh_token_ttl_seconds: Option<u32>,
   /// Tolerance for `exp` and `iat` when verifying, in seconds (0–600, default 30).
   pub clock_skew_seconds: Option<u32>,
+  /// Older encryption keys (same format as `encryptionKey`, at most 16) this client may open
+  /// values with: during a key rollout, deploy `encryptionKey: NEW, previousEncryptionKeys: [OLD]`
+  /// everywhere, then call `rotateEncryptionKey(NEW)` once. New values are always sealed under
+  /// the file's key. Not needed to read a file whose rotation was interrupted: either key alone
+  /// opens it.
+  pub previous_encryption_keys: Option<Vec<String>>,
 }
 
 /// A linkvault client on one SQLite file, scoped to one (orgId, environment).
@@ -64,7 +70,11 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Client>> {
-    let parsed = json_arg(options, "options").and_then(|v| OpenOptions::parse(Some(&v)));
+    let parsed = json_arg(options, "options").and_then(|mut v| {
+      let o = OpenOptions::parse(Some(&v));
+      crate::keys::scrub_key_strings(&mut v);
+      o
+    });
     match parsed {
       Err(e) => rejected(env, e),
       Ok(o) => promise(env, Vault::open(o), |vault| Client {

@@ -323,7 +323,8 @@ pub fn sign_webhook(
 ) -> napi::Result<String> {
   (|| {
     let body = bytes_arg(body, "body")?;
-    let secret = bytes_arg(secret, "secret")?;
+    // The signing secret's copy is wiped when dropped (reliability: keys zeroized).
+    let secret = zeroize::Zeroizing::new(bytes_arg(secret, "secret")?);
     let t = int_arg(timestamp, "timestamp")?.unwrap_or_else(|| now_ms().div_euclid(1000));
     webhook::sign(&body, &secret, t)
   })()
@@ -348,7 +349,7 @@ pub fn verify_webhook(
   (|| {
     let body = bytes_arg(body, "body")?;
     let header = str_arg(header, "header")?;
-    let secret = bytes_arg(secret, "secret")?;
+    let secret = zeroize::Zeroizing::new(bytes_arg(secret, "secret")?);
     let tolerance =
       int_arg(tolerance_seconds, "toleranceSeconds")?.unwrap_or(webhook::DEFAULT_TOLERANCE_SECS);
     webhook::verify(

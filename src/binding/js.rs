@@ -16,11 +16,9 @@ use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use napi::bindgen_prelude::{
-  FromNapiValue, JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown,
-};
-use napi::{check_status, sys, Env, JsValue, Status, ValueType};
-use serde_json::{Map, Value};
+use napi::bindgen_prelude::{JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown};
+use napi::{check_status, sys, Env, JsValue, Status};
+use serde_json::Value;
 
 use crate::error::Error;
 use crate::store::Pending;
@@ -334,48 +332,11 @@ pub fn rejected<'e, V: ToNapiValue + Send + 'static>(
   promise(env, Pending::<V>::ready(Err(e)), |v| v)
 }
 
-fn to_json(v: &Unknown<'_>, field: &str) -> Result<Value, Error> {
-  // SAFETY: `v` is a live value of the current call's env.
-  unsafe { Value::from_napi_value(v.value().env, v.raw()) }.map_err(|e| {
-    Error::validation(
-      field,
-      format!("{field} is not JSON-compatible: {}", e.reason),
-    )
-  })
-}
-
 /// Reads an argument as JSON. `undefined` reads as `null`. An object is read one property at a
-/// time, so an unsupported value (a function, `NaN`, nesting deeper than 128) is reported
-/// under its own property name; `undefined` properties are left out, as `JSON.stringify` does.
+/// time, so an unsupported value (a function, `NaN`, a lone surrogate, nesting deeper than 128)
+/// is reported under its own property name; `undefined` properties are left out, as
+/// `JSON.stringify` does. Strings are exact: one with a lone UTF-16 surrogate is refused rather
+/// than silently changed. The conversion itself is in `binding::json`.
 pub fn json_arg(arg: Option<Unknown<'_>>, field: &str) -> Result<Value, Error> {
-  let Some(v) = arg else { return Ok(Value::Null) };
-  let ty = v
-    .get_type()
-    .map_err(|e| Error::validation(field, e.reason.clone()))?;
-  match ty {
-    ValueType::Undefined | ValueType::Null => Ok(Value::Null),
-    ValueType::Object if !v.is_array().unwrap_or(false) => {
-      // SAFETY: the type was just checked to be an object.
-      let obj = unsafe { Object::from_napi_value(v.value().env, v.raw()) }
-        .map_err(|e| Error::validation(field, e.reason.clone()))?;
-      let keys = Object::keys(&obj).map_err(|e| Error::validation(field, e.reason.clone()))?;
-      let mut map = Map::new();
-      for key in keys {
-        let prop: Option<Unknown<'_>> = obj
-          .get(&key)
-          .map_err(|e| Error::validation(key.as_str(), e.reason.clone()))?;
-        let Some(prop) = prop else { continue };
-        if prop
-          .get_type()
-          .map(|t| t == ValueType::Undefined)
-          .unwrap_or(false)
-        {
-          continue;
-        }
-        map.insert(key.clone(), to_json(&prop, &key)?);
-      }
-      Ok(Value::Object(map))
-    }
-    _ => to_json(&v, field),
-  }
+  super::json::arg(arg, field)
 }

@@ -7,4 +7,6 @@ mod consents;
 mod events;
 mod identities;
 mod js;
+mod json;
+mod reliability;
 mod tokens;

@@ -279,7 +279,7 @@ impl From<&Identity> for MergedIdentity {
 }
 
 /// Binds a merge record's sealed credentials to that record.
-fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
+pub(super) fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
   format!("linkvault/merge-credentials/v1/{}/{merge_oid}", scope.id).into_bytes()
 }
 
@@ -747,6 +747,8 @@ impl IdentityStore for SqliteStore {
   ) -> Pending<Account> {
     let (scope, sealer) = (scope.clone(), self.sealer());
     self.write(move |conn| {
+      // Seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
       merge(
         conn,
         &sealer,
@@ -768,7 +770,11 @@ impl IdentityStore for SqliteStore {
     user_id: String,
   ) -> Pending<Vec<Identity>> {
     let (scope, sealer) = (scope.clone(), self.sealer());
-    self.write(move |conn| unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms()))
+    self.write(move |conn| {
+      // Seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
+      unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms())
+    })
   }
 
   fn accounts_by_email(&self, scope: &Scope, email_norm: String) -> Pending<Vec<Account>> {
@@ -1299,100 +1305,144 @@ mod tests {
     }
   }
 
-  /// Random sequences of link / merge / unlink: the set of identities only grows by successful
-  /// links, no operation loses or duplicates one, and each is on exactly one account.
+  /// One step of a random identity workload; indices are taken modulo the live sizes.
+  #[derive(Clone, Debug)]
+  enum IdOp {
+    Link { ident: usize, acc: usize },
+    Merge { i: usize, j: usize },
+    Unlink { acc: usize },
+  }
+
+  /// Runs `ops` on 8 fresh accounts named `<prefix>acc<i>` and checks after every step: the set
+  /// of identities only grows by successful links, no operation loses or duplicates one, each
+  /// is on exactly one account, and every account the model knows still exists. Returns the
+  /// counts of [steps, links, merges, unlinks] that succeeded.
+  fn run_identity_ops(v: &Vault, prefix: &str, ops: &[IdOp]) -> [usize; 4] {
+    let mut done = [0usize; 4];
+    let mut accounts: Vec<String> = (0..8).map(|i| format!("{prefix}acc{i}")).collect();
+    for id in &accounts {
+      upsert(v, json!({"linked_account_id": id, "udf": {"k": id}}));
+    }
+    let provider = prefix.trim_end_matches('-').to_string();
+    let mut linked: BTreeSet<String> = BTreeSet::new();
+    for op in ops {
+      done[0] += 1;
+      match op {
+        IdOp::Link { ident, acc } => {
+          let ident = format!("{}", ident % 30);
+          let acc = accounts[acc % accounts.len()].clone();
+          match link(v, &acc, json!({"provider": provider, "user_id": ident})) {
+            Ok(_) => {
+              linked.insert(ident);
+              done[1] += 1;
+            }
+            Err(e) => {
+              assert_eq!(e.kind, ErrorKind::IdentityAlreadyLinked);
+              assert!(linked.contains(&ident));
+            }
+          }
+        }
+        IdOp::Merge { i, j } => {
+          let (i, j) = (i % accounts.len(), j % accounts.len());
+          let k_of = |id: &str| {
+            let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
+            a.udf.iter().find(|u| u.key == "k").map(|u| u.value.clone())
+          };
+          let (pk, sk) = (k_of(&accounts[i]), k_of(&accounts[j]));
+          let r = v
+            .link_accounts(&json!(accounts[i]), &json!(accounts[j]), None)
+            .wait();
+          match r {
+            Ok(merged) => {
+              // UDF: the primary keeps its own value (primary_wins); a key only the secondary
+              // had comes along.
+              let k = merged
+                .udf
+                .iter()
+                .find(|u| u.key == "k")
+                .map(|u| u.value.clone());
+              assert_eq!(k, pk.or(sk), "udf k after merging");
+              accounts.remove(j);
+              done[2] += 1;
+            }
+            Err(e) => assert!(i == j && e.kind == ErrorKind::Validation, "{e:?}"),
+          }
+        }
+        IdOp::Unlink { acc } => {
+          let acc = accounts[acc % accounts.len()].clone();
+          let a = v.get_linked_account_by_id(&json!(acc)).wait().unwrap();
+          if let Some(ident) = a.identities.first() {
+            let r = v
+              .unlink_identity(&json!(acc), &json!(ident.provider), &json!(ident.user_id))
+              .wait();
+            match r {
+              Ok(rest) => {
+                assert_eq!(rest.len(), a.identities.len() - 1);
+                // The new standalone account is whichever account now holds it.
+                let page = v
+                  .get_all_linked_accounts(Some(&json!({"limit": 1000})))
+                  .wait()
+                  .unwrap();
+                let holder = page
+                  .docs
+                  .iter()
+                  .find(|d| {
+                    d.identities
+                      .iter()
+                      .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
+                  })
+                  .unwrap();
+                assert_ne!(holder.account_id, acc);
+                accounts.push(holder.account_id.clone());
+                done[3] += 1;
+              }
+              Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
+            }
+          }
+        }
+      }
+      // Invariants, through the API.
+      let mut seen: Vec<String> = Vec::new();
+      for id in &accounts {
+        let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
+        seen.extend(a.identities.iter().map(|x| x.user_id.clone()));
+      }
+      seen.sort();
+      let unique: BTreeSet<String> = seen.iter().cloned().collect();
+      assert_eq!(seen.len(), unique.len(), "an identity is on two accounts");
+      assert_eq!(unique, linked, "identities lost or invented ({prefix})");
+    }
+    // No orphan row, every index consistent.
+    let integrity = v.check_integrity().wait().unwrap();
+    assert!(integrity.ok, "{integrity:?}");
+    done
+  }
+
+  /// Random sequences of link / merge / unlink from a fixed set of seeds (see
+  /// `run_identity_ops` for the invariants).
   #[test]
   fn random_operations_conserve_identities() {
     let (_d, path) = temp();
     let v = open(&path);
-    // [steps, links, merges, unlinks] that succeeded
     let mut ops = [0usize; 4];
     for seed in 1..=12u64 {
       let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-      let prefix = format!("s{seed}-");
-      let mut accounts: Vec<String> = (0..8).map(|i| format!("{prefix}acc{i}")).collect();
-      for id in &accounts {
-        upsert(&v, json!({"linked_account_id": id, "udf": {"k": id}}));
-      }
-      let mut linked: BTreeSet<String> = BTreeSet::new();
-      for _ in 0..120 {
-        ops[0] += 1;
-        match rng.below(10) {
-          0..=4 => {
-            let ident = format!("{}", rng.below(30));
-            let acc = accounts[rng.below(accounts.len())].clone();
-            let r = link(
-              &v,
-              &acc,
-              json!({"provider": prefix.trim_end_matches('-'), "user_id": ident}),
-            );
-            match r {
-              Ok(_) => {
-                linked.insert(ident);
-                ops[1] += 1;
-              }
-              Err(e) => {
-                assert_eq!(e.kind, ErrorKind::IdentityAlreadyLinked);
-                assert!(linked.contains(&ident));
-              }
-            }
-          }
-          5..=6 => {
-            let (i, j) = (rng.below(accounts.len()), rng.below(accounts.len()));
-            let r = v
-              .link_accounts(&json!(accounts[i]), &json!(accounts[j]), None)
-              .wait();
-            match r {
-              Ok(_) => {
-                accounts.remove(j);
-                ops[2] += 1;
-              }
-              Err(e) => assert!(i == j && e.kind == ErrorKind::Validation, "{e:?}"),
-            }
-          }
-          _ => {
-            let acc = accounts[rng.below(accounts.len())].clone();
-            let a = v.get_linked_account_by_id(&json!(acc)).wait().unwrap();
-            if let Some(ident) = a.identities.first() {
-              let r = v
-                .unlink_identity(&json!(acc), &json!(ident.provider), &json!(ident.user_id))
-                .wait();
-              match r {
-                Ok(rest) => {
-                  assert_eq!(rest.len(), a.identities.len() - 1);
-                  // The new standalone account is whichever account now holds it.
-                  let page = v
-                    .get_all_linked_accounts(Some(&json!({"limit": 1000})))
-                    .wait()
-                    .unwrap();
-                  let holder = page
-                    .docs
-                    .iter()
-                    .find(|d| {
-                      d.identities
-                        .iter()
-                        .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
-                    })
-                    .unwrap();
-                  assert_ne!(holder.account_id, acc);
-                  accounts.push(holder.account_id.clone());
-                  ops[3] += 1;
-                }
-                Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
-              }
-            }
-          }
-        }
-        // Invariants, through the API and in the table itself.
-        let mut seen: Vec<String> = Vec::new();
-        for id in &accounts {
-          let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
-          seen.extend(a.identities.iter().map(|x| x.user_id.clone()));
-        }
-        seen.sort();
-        let unique: BTreeSet<String> = seen.iter().cloned().collect();
-        assert_eq!(seen.len(), unique.len(), "an identity is on two accounts");
-        assert_eq!(unique, linked, "identities lost or invented (seed {seed})");
+      let steps: Vec<IdOp> = (0..120)
+        .map(|_| match rng.below(10) {
+          0..=4 => IdOp::Link {
+            ident: rng.below(30),
+            acc: rng.below(64),
+          },
+          5..=6 => IdOp::Merge {
+            i: rng.below(64),
+            j: rng.below(64),
+          },
+          _ => IdOp::Unlink { acc: rng.below(64) },
+        })
+        .collect();
+      let done = run_identity_ops(&v, &format!("s{seed}-"), &steps);
+      for (t, d) in ops.iter_mut().zip(done) {
+        *t += d;
       }
     }
     assert!(ops[1] > 100 && ops[2] > 20 && ops[3] > 20, "{ops:?}");
@@ -1403,6 +1453,29 @@ mod tests {
       "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
     );
     assert_eq!(total, distinct);
+  }
+
+  /// The same invariants on sequences proptest generates (and shrinks on failure), each on a
+  /// fresh in-memory database. Budget: `LINKVAULT_FUZZ_CASES` (see `crate::fuzz`).
+  #[test]
+  fn fuzz_identity_merge_unlink_invariants() {
+    use proptest::prelude::*;
+    let op = prop_oneof![
+      5 => (0usize..30, 0usize..64).prop_map(|(ident, acc)| IdOp::Link { ident, acc }),
+      2 => (0usize..64, 0usize..64).prop_map(|(i, j)| IdOp::Merge { i, j }),
+      3 => (0usize..64).prop_map(|acc| IdOp::Unlink { acc }),
+    ];
+    crate::fuzz::check(
+      "identity merge/unlink vs model",
+      16,
+      proptest::collection::vec(op, 1..80),
+      |ops| {
+        let v = open(":memory:");
+        run_identity_ops(&v, "f-", &ops);
+        v.close().wait().unwrap();
+        Ok(())
+      },
+    );
   }
 
   /// Compares loading a list page's identities in one query (what the list methods do) with one

@@ -6,6 +6,7 @@ mod accounts;
 pub mod consents;
 pub mod events;
 mod identities;
+pub mod keys;
 mod schema;
 pub mod sqlite;
 pub mod tokens;
@@ -25,6 +26,7 @@ use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, Udf
 
 pub use consents::ConsentStore;
 pub use events::EventStore;
+pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use tokens::{TokenStore, TokenVerifier};
 
@@ -271,8 +273,24 @@ pub trait IdentityStore: Send + Sync {
   fn link_suggestions(&self, scope: &Scope, id: String) -> Pending<Vec<LinkSuggestion>>;
 }
 
+/// Key rotation and integrity checks (`crate::keys`, SQL in `store::keys`).
+pub trait MaintenanceStore: Send + Sync {
+  /// Starts (or resumes) a rotation of the file's encryption key to `new_key`.
+  fn rotation_begin(&self, new_key: crate::crypto::Key) -> Pending<Begin>;
+  /// Reseals one batch (at most `batch` rows examined) and advances the cursor.
+  fn rotation_step(&self, batch: usize) -> Pending<Step>;
+  /// How many sealed values are not under the file's key (a read).
+  fn rotation_leftovers(&self) -> Pending<i64>;
+  /// Ends the rotation if `leftovers` is 0 (true), else restarts its cursor (false).
+  fn rotation_finish(&self, leftovers: i64) -> Pending<bool>;
+  /// `PRAGMA integrity_check`, `PRAGMA foreign_key_check` and the sealed values' keys.
+  fn check_integrity(&self) -> Pending<Integrity>;
+}
+
 /// Everything a linkvault client needs from storage.
-pub trait Store: AccountStore + ConsentStore + EventStore + IdentityStore + TokenStore {
+pub trait Store:
+  AccountStore + ConsentStore + EventStore + IdentityStore + MaintenanceStore + TokenStore
+{
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;

@@ -286,3 +286,16 @@ pub fn migrate(conn: &mut Connection) -> Result<()> {
   tx.commit()?;
   Ok(())
 }
+
+/// For a file opened read-only: its schema must be the current one (it cannot be migrated).
+pub fn check_current(conn: &Connection) -> Result<()> {
+  let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+  let latest = latest_version();
+  if current != latest {
+    return Err(Error::storage(format!(
+      "storage error: the database is read-only and its schema (version {current}) is not the one \
+       this linkvault uses ({latest}); it cannot be upgraded without write access"
+    )));
+  }
+  Ok(())
+}

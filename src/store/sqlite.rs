@@ -60,8 +60,14 @@ pub struct Db {
   threads: Mutex<Vec<JoinHandle<()>>>,
   /// Disconnects when the writer thread has closed its connection.
   writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+  /// What other connections should open: the path, or the immutable-snapshot URI of a
+  /// read-only file (see `open_writer`).
+  read_path: String,
   /// Live event subscribers (`onEvent`), called after each commit with that job's events.
   listeners: Arc<Listeners>,
+  /// RELIABILITY: the file could only be opened read-only (not writable by this process):
+  /// reads work, every write fails with STORAGE_ERROR (SQLite refuses it).
+  read_only: bool,
 }
 
 impl Db {
@@ -73,9 +79,17 @@ impl Db {
     let spawned = std::thread::Builder::new()
       .name("linkvault-writer".into())
       .spawn(move || {
-        let opened = open_writer(&config).and_then(|mut conn| {
-          schema::migrate(&mut conn)?;
+        let mut config = config;
+        let opened = open_writer(&mut config).and_then(|mut conn| {
           let memory = is_memory(&config.path);
+          // RELIABILITY: a file this process cannot write is opened read-only (SQLite falls
+          // back by itself); it is used as it is if its schema is current.
+          let read_only = !memory && conn.is_readonly(rusqlite::MAIN_DB)?;
+          if read_only {
+            schema::check_current(&conn)?;
+          } else {
+            schema::migrate(&mut conn)?;
+          }
           let (rtx, rrx) = unbounded::<ReadJob>();
           let mut threads = Vec::new();
           if !memory {
@@ -95,6 +109,8 @@ impl Db {
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
             listeners: Arc::new(Listeners::default()),
+            read_only,
+            read_path: config.path.clone(),
           };
           Ok((conn, Arc::new(db)))
         });
@@ -198,6 +214,16 @@ impl Db {
     self.writer.read().map(|g| g.is_none()).unwrap_or(true)
   }
 
+  /// The path (or URI) other connections to this database should open.
+  pub fn read_path(&self) -> &str {
+    &self.read_path
+  }
+
+  /// Whether the file was opened read-only (RELIABILITY: see `read_only`).
+  pub fn is_read_only(&self) -> bool {
+    self.read_only
+  }
+
   /// The live event subscribers of this engine.
   pub fn listeners(&self) -> &Arc<Listeners> {
     &self.listeners
@@ -216,32 +242,34 @@ impl Db {
     let Some(writer) = writer else {
       return Pending::ready(Ok(()));
     };
-    // The writer answers a final no-op job after everything queued before it; then the
-    // dropped senders end the threads.
-    let (answer, pending) = Pending::channel();
-    let fence: WriteJob = Box::new(move |_| {
-      (
-        true,
-        Box::new(move |_| {
-          let _ = answer.send(Ok(()));
-        }),
-      )
-    });
-    let _ = writer.send(fence);
-    drop(writer);
-    drop(readers);
+    // Readers finish their queued reads and close first, so that the writer's connection is
+    // the file's last: closing it then folds the WAL into the database file and removes it.
+    // The writer answers a final no-op job after everything queued before it; then the dropped
+    // sender ends its thread.
     let (done_tx, done) = Pending::channel();
     let listeners = self.listeners.clone();
     let _ = std::thread::Builder::new()
       .name("linkvault-close".into())
       .spawn(move || {
-        let r = pending.wait();
-        // Every queued write has committed and been delivered: drop the subscribers.
-        listeners.clear();
+        drop(readers);
         for t in threads {
           let _ = t.join();
         }
-        // Wait until the writer has closed its connection (checkpointing the WAL).
+        let (answer, pending) = Pending::channel();
+        let fence: WriteJob = Box::new(move |_| {
+          (
+            true,
+            Box::new(move |_| {
+              let _ = answer.send(Ok(()));
+            }),
+          )
+        });
+        let _ = writer.send(fence);
+        drop(writer);
+        let r = pending.wait();
+        // Every queued write has committed and been delivered: drop the subscribers.
+        listeners.clear();
+        // Wait until the writer has closed its connection.
         if let Some(rx) = writer_exit {
           let _ = rx.recv();
         }
@@ -249,6 +277,32 @@ impl Db {
       });
     done
   }
+}
+
+/// RELIABILITY: `file:<path>?immutable=1` for a read-only file whose `-wal` is absent or empty
+/// (see `Db::open`); None when a `-wal` has content (it would be ignored) or the path is
+/// already a URI.
+fn immutable_uri(path: &str) -> Option<String> {
+  if path.starts_with("file:") {
+    return None;
+  }
+  let wal_len = std::fs::metadata(format!("{path}-wal"))
+    .map(|m| m.len())
+    .unwrap_or(0);
+  if wal_len > 0 {
+    return None;
+  }
+  let mut uri = String::from("file:");
+  for c in path.chars() {
+    match c {
+      '%' => uri.push_str("%25"),
+      '?' => uri.push_str("%3f"),
+      '#' => uri.push_str("%23"),
+      c => uri.push(c),
+    }
+  }
+  uri.push_str("?immutable=1");
+  Some(uri)
 }
 
 fn is_memory(path: &str) -> bool {
@@ -286,14 +340,30 @@ fn configure(conn: &Connection) -> Result<()> {
   Ok(())
 }
 
-fn open_writer(config: &StoreConfig) -> Result<Connection> {
-  let conn = if is_memory(&config.path) {
+fn open_writer(config: &mut StoreConfig) -> Result<Connection> {
+  let mut conn = if is_memory(&config.path) {
     Connection::open_in_memory()?
   } else {
     Connection::open(&config.path)?
   };
+  // RELIABILITY: a WAL file that is read-only in a read-only directory cannot be read without
+  // its `-shm` (SQLite would have to create it). With no `-wal` either, nothing is
+  // uncheckpointed: read the file as an immutable snapshot (the readers too: `config.path`).
+  if !is_memory(&config.path)
+    && conn.is_readonly(rusqlite::MAIN_DB)?
+    && conn
+      .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+      .is_err()
+  {
+    if let Some(uri) = immutable_uri(&config.path) {
+      drop(conn);
+      config.path = uri;
+      conn = Connection::open(&config.path)?;
+    }
+  }
   configure(&conn)?;
-  if !is_memory(&config.path) {
+  // RELIABILITY: a read-only file keeps the journal mode it has.
+  if !is_memory(&config.path) && !conn.is_readonly(rusqlite::MAIN_DB)? {
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
       return Err(Error::storage(format!(
@@ -405,7 +475,10 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
       done(outcome.clone());
     }
   }
-  // Every sender is gone: close the connection (checkpointing the WAL).
+  // Every sender is gone: fold the WAL into the database file and close. The checkpoint is
+  // explicit because other connections on the file (the token verifier's) may outlive this one,
+  // and SQLite only checkpoints by itself when the last connection closes.
+  let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
   let _ = conn.close();
 }
 
@@ -426,9 +499,13 @@ impl SqliteStore {
       .name("linkvault-open".into())
       .spawn(move || {
         let r = opened.wait().map(|db| SqliteStore {
+          path: if is_memory(&path) {
+            path
+          } else {
+            db.read_path().to_string()
+          },
           db,
           sealer: Arc::new(sealer),
-          path,
         });
         let _ = answer.send(r);
       });
@@ -456,7 +533,8 @@ impl SqliteStore {
     self.sealer.clone()
   }
 
-  /// The database path as opened (`:memory:` for a private in-memory database).
+  /// The database path other connections open (`:memory:` for a private in-memory database;
+  /// the immutable-snapshot URI of a read-only file).
   pub fn path(&self) -> &str {
     &self.path
   }
@@ -467,9 +545,6 @@ impl SqliteStore {
     self.db.clone()
   }
 }
-
-const KEY_CHECK_PLAIN: &[u8] = b"linkvault key check";
-const KEY_CHECK_AAD: &[u8] = b"linkvault/meta/key-check";
 
 fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
   use rusqlite::OptionalExtension;
@@ -491,18 +566,15 @@ fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
 impl Store for SqliteStore {
   fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope> {
     let sealer = self.sealer.clone();
+    // RELIABILITY: on a read-only file the scope must already exist; nothing is written.
+    if self.db.is_read_only() {
+      return self
+        .db
+        .read(move |conn| super::keys::read_only_scope(conn, &sealer, org_id, environment));
+    }
     self.db.write(move |conn| {
-      // The encryption key must be the one the file was first used with.
-      match meta_get(conn, "key_check")? {
-        Some(sealed) => {
-          sealer.open(&sealed, KEY_CHECK_AAD)?;
-        }
-        None => meta_put(
-          conn,
-          "key_check",
-          &sealer.seal(KEY_CHECK_PLAIN, KEY_CHECK_AAD)?,
-        )?,
-      }
+      // The encryption key must open the file (see store::keys: key check and rotation).
+      super::keys::check_file_key(conn, &sealer, true)?;
       let org_id = match org_id {
         Some(o) => o,
         None => match meta_get(conn, "default_org_id")? {
@@ -543,9 +615,11 @@ impl AccountStore for SqliteStore {
     mode: WriteMode,
   ) -> Pending<UpsertOutcome> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self
-      .db
-      .write(move |conn| accounts::write(conn, &sealer, &scope, input, mode, now_ms()))
+    self.db.write(move |conn| {
+      // RELIABILITY: seal under the file's key (it may have been rotated): see store::keys.
+      super::keys::sync(conn, &sealer)?;
+      accounts::write(conn, &sealer, &scope, input, mode, now_ms())
+    })
   }
 
   fn get_account(&self, scope: &Scope, id: String) -> Pending<Account> {
@@ -588,8 +662,10 @@ impl AccountStore for SqliteStore {
 
   fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self
-      .db
-      .read(move |conn| accounts::credentials(conn, &sealer, &scope, &id))
+    self.db.read(move |conn| {
+      // RELIABILITY: know the file's key even if it was rotated since open (store::keys).
+      super::keys::learn(conn, &sealer)?;
+      accounts::credentials(conn, &sealer, &scope, &id)
+    })
   }
 }

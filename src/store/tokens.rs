@@ -122,7 +122,7 @@ fn secs(now_ms: i64) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Signing keys
 
-fn key_aad(scope_id: i64, kid: &str) -> Vec<u8> {
+pub(crate) fn key_aad(scope_id: i64, kid: &str) -> Vec<u8> {
   format!("linkvault/signing-key/v1/{scope_id}/{kid}").into_bytes()
 }
 
@@ -209,6 +209,8 @@ fn insert_key(
   now_ms: i64,
 ) -> Result<String> {
   let kid = random_id()?;
+  // Seal under the file's key (it may have been rotated by another client): see store::keys.
+  super::keys::sync(conn, sealer)?;
   let sealed = sealer.seal(secret.as_bytes(), &key_aad(scope.id, &kid))?;
   conn
     .prepare_cached(
@@ -244,6 +246,29 @@ fn find_secret<'r>(
 
 /// At open: with `signingSecret`, registers it as the newest key unless the scope already has
 /// it (a retired one is refused); without, generates a key if the scope has no live one.
+/// Whether opening needs to register a signing key (none live yet, or a new `signingSecret`).
+/// Checked on a reader first, so opening a file that has its key writes nothing (and works on a
+/// read-only file).
+fn needs_signing_key(
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  secret: Option<&Secret>,
+) -> Result<bool> {
+  let rows = key_rows(conn, scope.id)?;
+  match secret {
+    Some(s) => match find_secret(&rows, sealer, scope.id, s)? {
+      Some(row) if row.retired => Err(Error::validation(
+        "signingSecret",
+        "signingSecret belongs to a retired signing key",
+      )),
+      Some(_) => Ok(false),
+      None => Ok(true),
+    },
+    None => Ok(!rows.iter().any(|r| !r.retired)),
+  }
+}
+
 pub fn ensure_signing_key(
   conn: &Connection,
   sealer: &Sealer,
@@ -1243,18 +1268,30 @@ impl TokenStore for SqliteStore {
     let sealer = self.sealer();
     let memory = is_memory(self.path());
     let dirty = Arc::new(AtomicBool::new(false));
+    let needs_key = if memory {
+      true
+    } else {
+      let (s1, scope1, secret1) = (sealer.clone(), scope.clone(), secret.clone());
+      self
+        .read(move |conn| needs_signing_key(conn, &s1, &scope1, secret1.as_ref()))
+        .wait()?
+    };
     let (s2, scope2, dirty2) = (sealer.clone(), scope.clone(), dirty.clone());
-    let initial = self
-      .write(move |conn| {
-        ensure_signing_key(conn, &s2, &scope2, secret.as_ref(), crate::clock::now_ms())?;
-        if memory {
-          install_memory_signal(conn, dirty2)?;
-          load_delta(conn, &s2, scope2.id, None, 0, &HashSet::new())
-        } else {
-          Ok(None)
-        }
-      })
-      .wait()?;
+    let initial = if !needs_key {
+      None
+    } else {
+      self
+        .write(move |conn| {
+          ensure_signing_key(conn, &s2, &scope2, secret.as_ref(), crate::clock::now_ms())?;
+          if memory {
+            install_memory_signal(conn, dirty2)?;
+            load_delta(conn, &s2, scope2.id, None, 0, &HashSet::new())
+          } else {
+            Ok(None)
+          }
+        })
+        .wait()?
+    };
     let now = secs(crate::clock::now_ms());
     let mut state = State {
       conn: None,
