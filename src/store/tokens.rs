@@ -423,7 +423,8 @@ fn prune(conn: &Connection, now: i64) -> Result<()> {
 /// Extends a family's lifetime to cover a new token or refresh token.
 fn extend_family(conn: &Connection, family_pk: i64, until: i64) -> Result<()> {
   conn
-    .prepare_cached("UPDATE token_families SET expires_at = max(expires_at, ?2) WHERE pk = ?1")?
+    // Only when it grows: an unchanged row is not rewritten (nor its expiry index).
+    .prepare_cached("UPDATE token_families SET expires_at = ?2 WHERE pk = ?1 AND expires_at < ?2")?
     .execute(params![family_pk, until])?;
   Ok(())
 }
@@ -575,7 +576,9 @@ pub fn mint(
       scopes_key(&req.scopes),
       req.ttl,
       now_ms,
-      now
+      // The family lives as long as its first token (plus the revocation margin) and refresh
+      // token; set now so issuing into it needs no update.
+      (now + req.ttl + REVOCATION_MARGIN_SECS).max(now + policy.refresh_ttl)
     ])?;
   let family_pk = conn.last_insert_rowid();
   issue_in_family(
