@@ -302,18 +302,40 @@ impl Json {
   }
 }
 
+thread_local! {
+  /// `JSON` and `JSON.parse` of this thread's JS environment, kept as references: looking them up
+  /// on every result was a measurable share of a token verification.
+  static JSON_PARSE: std::cell::Cell<Option<(sys::napi_env, sys::napi_ref, sys::napi_ref)>> =
+    const { std::cell::Cell::new(None) };
+}
+
+unsafe fn json_parse_fn(env: sys::napi_env) -> napi::Result<(sys::napi_value, sys::napi_value)> {
+  if let Some((cached_env, json_ref, parse_ref)) = JSON_PARSE.with(|c| c.get()) {
+    if cached_env == env {
+      let (mut json, mut parse) = (ptr::null_mut(), ptr::null_mut());
+      check_status!(unsafe { sys::napi_get_reference_value(env, json_ref, &mut json) })?;
+      check_status!(unsafe { sys::napi_get_reference_value(env, parse_ref, &mut parse) })?;
+      if !json.is_null() && !parse.is_null() {
+        return Ok((json, parse));
+      }
+    }
+  }
+  let mut global = ptr::null_mut();
+  check_status!(unsafe { sys::napi_get_global(env, &mut global) })?;
+  let mut json = ptr::null_mut();
+  check_status!(unsafe { sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json) })?;
+  let mut parse = ptr::null_mut();
+  check_status!(unsafe { sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse) })?;
+  let (mut json_ref, mut parse_ref) = (ptr::null_mut(), ptr::null_mut());
+  check_status!(unsafe { sys::napi_create_reference(env, json, 1, &mut json_ref) })?;
+  check_status!(unsafe { sys::napi_create_reference(env, parse, 1, &mut parse_ref) })?;
+  JSON_PARSE.with(|c| c.set(Some((env, json_ref, parse_ref))));
+  Ok((json, parse))
+}
+
 impl ToNapiValue for Json {
   unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
-    let mut global = ptr::null_mut();
-    check_status!(unsafe { sys::napi_get_global(env, &mut global) })?;
-    let mut json = ptr::null_mut();
-    check_status!(unsafe {
-      sys::napi_get_named_property(env, global, c"JSON".as_ptr(), &mut json)
-    })?;
-    let mut parse = ptr::null_mut();
-    check_status!(unsafe {
-      sys::napi_get_named_property(env, json, c"parse".as_ptr(), &mut parse)
-    })?;
+    let (json, parse) = unsafe { json_parse_fn(env) }?;
     let mut text = ptr::null_mut();
     check_status!(unsafe {
       sys::napi_create_string_utf8(env, val.0.as_ptr().cast(), val.0.len() as isize, &mut text)

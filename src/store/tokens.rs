@@ -1107,7 +1107,15 @@ struct State {
   conn: Option<Connection>,
   data_version: Option<i64>,
   view: View,
+  /// Tokens this verifier has verified, with their key id and claims. A request path verifies
+  /// the same token again and again: a repeat skips the HMAC and the JSON parsing, while key
+  /// retirement, expiry and revocation are still checked on every call. Bounded: emptied when
+  /// full.
+  verified: HashMap<String, (String, Claims)>,
 }
+
+/// Most tokens `State::verified` holds.
+const VERIFIED_CACHE: usize = 4096;
 
 pub struct SqliteVerifier {
   scope: Scope,
@@ -1204,15 +1212,28 @@ impl TokenVerifier for SqliteVerifier {
     if self.closed.load(Ordering::Acquire) {
       return Err(Error::closed());
     }
-    let parsed = tokens::parse(token)?;
     let mut st = self
       .state
       .lock()
       .map_err(|_| Error::storage("token verifier lock poisoned"))?;
     self.refresh(&mut st, secs(now_ms))?;
+    let check = Check::new(&self.scope, now_ms, self.skew);
+    if let Some((kid, claims)) = st.verified.get(token) {
+      if st.view.keys.contains_key(kid) {
+        tokens::check_claims(claims, &check)?;
+        st.view.check_revoked(claims)?;
+        return Ok(claims.clone());
+      }
+    }
+    let parsed = tokens::parse(token)?;
     let secret = st.view.keys.get(&parsed.kid).ok_or_else(unknown_key)?;
-    let claims = parsed.verify(secret, &Check::new(&self.scope, now_ms, self.skew))?;
+    let claims = parsed.verify(secret, &check)?;
     st.view.check_revoked(&claims)?;
+    if st.verified.len() >= VERIFIED_CACHE {
+      st.verified.clear();
+    }
+    st.verified
+      .insert(token.to_string(), (parsed.kid, claims.clone()));
     Ok(claims)
   }
 
@@ -1221,6 +1242,7 @@ impl TokenVerifier for SqliteVerifier {
     if let Ok(mut st) = self.state.lock() {
       st.conn = None;
       st.view = View::default();
+      st.verified.clear();
     }
   }
 }
@@ -1300,6 +1322,7 @@ impl TokenStore for SqliteStore {
       conn: None,
       data_version: None,
       view: View::default(),
+      verified: HashMap::new(),
     };
     let source = if memory {
       if let Some(d) = initial {
