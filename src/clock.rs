@@ -17,12 +17,43 @@ pub fn iso8601(ms: i64) -> String {
   let days = secs.div_euclid(86_400);
   let sod = secs.rem_euclid(86_400);
   let (y, m, d) = civil_from_days(days);
-  format!(
-    "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-    sod / 3600,
-    (sod % 3600) / 60,
-    sod % 60
-  )
+  if !(0..=9999).contains(&y) {
+    return format!(
+      "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+      sod / 3600,
+      (sod % 3600) / 60,
+      sod % 60
+    );
+  }
+  // Written digit by digit: this runs for every timestamp of every result, and the formatting
+  // machinery was a visible share of a write.
+  let mut out = [0u8; 24];
+  let mut put = |at: usize, value: i64, width: usize| {
+    let mut v = value;
+    for i in (0..width).rev() {
+      out[at + i] = b'0' + (v % 10) as u8;
+      v /= 10;
+    }
+  };
+  put(0, y, 4);
+  put(5, i64::from(m), 2);
+  put(8, i64::from(d), 2);
+  put(11, sod / 3600, 2);
+  put(14, (sod % 3600) / 60, 2);
+  put(17, sod % 60, 2);
+  put(20, millis, 3);
+  for (at, c) in [
+    (4, b'-'),
+    (7, b'-'),
+    (10, b'T'),
+    (13, b':'),
+    (16, b':'),
+    (19, b'.'),
+    (23, b'Z'),
+  ] {
+    out[at] = c;
+  }
+  out.iter().map(|&b| b as char).collect()
 }
 
 /// RFC 3339 without fractional seconds (`2024-01-02T03:04:05Z`), as Fiskil prints times.

@@ -40,7 +40,7 @@ impl Key {
 
   pub fn random() -> Result<Self> {
     let mut b = [0u8; 32];
-    fill_random(&mut b)?;
+    os_random(&mut b)?;
     Ok(Key(b))
   }
 
@@ -348,8 +348,18 @@ impl Sealer {
   }
 }
 
-pub fn fill_random(buf: &mut [u8]) -> Result<()> {
+/// Random bytes from the operating system, for long-lived keys and secrets.
+pub fn os_random(buf: &mut [u8]) -> Result<()> {
   getrandom::getrandom(buf).map_err(|e| Error::storage(format!("no randomness available: {e}")))
+}
+
+/// Random bytes from `rand`'s thread-local CSPRNG (ChaCha, seeded and periodically reseeded
+/// from the operating system), for nonces, ids and bearer tokens: a system call per id was a
+/// visible share of every write.
+pub fn fill_random(buf: &mut [u8]) -> Result<()> {
+  use rand::RngExt;
+  rand::rng().fill(buf);
+  Ok(())
 }
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {

@@ -81,7 +81,8 @@ impl Secret {
   /// A new random secret: 32 random bytes written as base64url text (43 characters), so that
   /// it can also be handed to a JWT library as a string secret.
   pub fn generate() -> Result<Self> {
-    let raw = crypto::random_bytes::<32>()?;
+    let mut raw = [0u8; 32];
+    crypto::os_random(&mut raw)?;
     Ok(Secret(crypto::b64url(&raw).into_bytes()))
   }
 
