@@ -237,10 +237,13 @@ describe('lifecycle', () => {
       // Calls made after close() began.
       for (let i = 0; i < 100; i++) calls.push(client.upsertLinkedAccount({ linked_account_id: `late${i}` }))
       calls.push(client.listEvents(), client.rotateEncryptionKey('22'.repeat(32)), client.close())
+      let timer
       const settled = await Promise.race([
         Promise.allSettled([closing, ...calls]),
-        new Promise((_, reject) => setTimeout(() => reject(new Error('hang: promises did not settle')), 30_000)),
-      ])
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error('hang: promises did not settle')), 30_000)
+        }),
+      ]).finally(() => clearTimeout(timer))
       const codes = new Set(settled.filter((s) => s.status === 'rejected').map((s) => s.reason.code))
       expect([...codes].filter((c) => c !== 'CLIENT_CLOSED')).toEqual([])
       // Everything queued before close() ran; everything after was refused.
