@@ -14,7 +14,7 @@
 //      same accounts), sampling the process RSS after every 10 % of the upserts (the first
 //      sample is the warm-up and is not counted in the spread) and the size of the -wal file
 //      every 100 ms and after every 10,000 upserts.
-//   3. Closes it (SQLite checkpoints the WAL into the file and removes it) and reports file
+//   3. Closes it (the writer checkpoints the WAL into the file, which removes it) and reports file
 //      size / accounts, event log included; with the sqlite3 CLI installed, also bytes per
 //      table and index (dbstat).
 //   4. Reopens both and measures getLinkedAccountById (a uniformly random existing account)
@@ -22,7 +22,6 @@
 //      1 and 64 in flight: ops/s is the median of SCALE_RUNS (5) runs after one warm-up run,
 //      with min–max. The runs on the two databases alternate, so the noise of a shared
 //      machine hits both alike. Slowdown = small / large (target ≤ 1.5×).
-//
 //   5. Runs SCALE_MIXED (100,000) updates of random accounts on the large database while
 //      SCALE_MIXED_READERS (16) reads are in flight, and reports the largest -wal file: readers
 //      must not keep the WAL from being checkpointed and reused.
