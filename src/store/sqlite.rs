@@ -669,3 +669,88 @@ impl AccountStore for SqliteStore {
     })
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use serde_json::json;
+
+  use super::*;
+  use crate::crypto::Key;
+  use crate::vault::{OpenOptions, Vault};
+
+  fn temp() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db").to_string_lossy().to_string();
+    (dir, path)
+  }
+
+  /// Every kind of call ends its transaction and resets its statements: a reader left in a
+  /// snapshot (or a statement left un-reset, which keeps one open) would stop checkpoints from
+  /// reusing the WAL, and the WAL would grow without bound.
+  #[test]
+  fn calls_leave_no_snapshot_open_so_the_wal_can_be_checkpointed() {
+    let (_d, path) = temp();
+    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([7; 32]));
+    let v = Vault::open(o).wait().unwrap();
+    for i in 0..20 {
+      let payload = json!({"linked_account_id": format!("u{i}"), "name": "N", "udf": {"plan": "pro", "seats": i},
+        "your_app": {"app_id": "app", "auth_credentials": {"Authorization": "Bearer x"}}});
+      v.upsert_linked_account(&payload, None).wait().unwrap();
+      let update = json!({"linked_account_id": format!("u{i}"), "udf": {"seats": i + 1}});
+      v.upsert_linked_account(&update, None).wait().unwrap();
+    }
+    for i in 0..20 {
+      v.get_linked_account_by_id(&json!(format!("u{i}")))
+        .wait()
+        .unwrap();
+      v.get_linked_account_credentials(&json!(format!("u{i}")))
+        .wait()
+        .unwrap();
+    }
+    assert!(v.get_linked_account_by_id(&json!("nobody")).wait().is_err());
+    let page = v
+      .list_linked_accounts(Some(&json!({"limit": 5})))
+      .wait()
+      .unwrap();
+    assert_eq!(page.docs.len(), 5);
+    v.list_linked_accounts(Some(&json!({"udf": {"plan": "pro"}, "search": "u1"})))
+      .wait()
+      .unwrap();
+    v.get_all_linked_accounts(Some(&json!({"page": 2, "limit": 3})))
+      .wait()
+      .unwrap();
+    v.list_events(Some(&json!({"limit": 10}))).wait().unwrap();
+    v.link_identity(
+      &json!("u1"),
+      &json!({"provider": "github", "user_id": "1", "email": "a@example.com"}),
+    )
+    .wait()
+    .unwrap();
+    v.get_linked_accounts_by_email(&json!("a@example.com"))
+      .wait()
+      .unwrap();
+    let issued = v
+      .get_token_for_linked_account(&json!({"linked_account_id": "u2"}))
+      .wait()
+      .unwrap();
+    v.verify_session_token(&issued.token).unwrap();
+    v.delete_linked_account(&json!("u3")).wait().unwrap();
+    v.verify_session_token(&issued.token).unwrap();
+
+    // With the client still open and idle, another connection checkpoints the whole WAL and
+    // truncates it: no connection of the client holds a snapshot.
+    let other = Connection::open(&path).unwrap();
+    other.busy_timeout(Duration::from_secs(5)).unwrap();
+    let (busy, log, done): (i64, i64, i64) = other
+      .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+      })
+      .unwrap();
+    assert_eq!((busy, log, done), (0, 0, 0));
+    let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
+    assert_eq!(wal, 0);
+    drop(other);
+    v.close().wait().unwrap();
+  }
+}
