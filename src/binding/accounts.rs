@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::client::Client;
 use super::identities::{to_js_identity, LinkedIdentity};
-use super::js::{json_arg, promise, Json};
+use super::js::{json_arg, promise, with_json, Json};
 use crate::accounts::{self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome};
 use crate::clock::iso8601;
 
@@ -294,10 +294,7 @@ impl Client {
     env: &'e Env,
     payload: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Json>> {
-    let p = match json_arg(payload, "payload") {
-      Ok(v) => self.vault.create_linked_account(&v),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(payload, "payload", |v| self.vault.create_linked_account(v));
     promise(env, p, |o| Json::of(&upserted(o)))
   }
 
@@ -331,10 +328,9 @@ impl Client {
     env: &'e Env,
     linked_account_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Json>> {
-    let p = match json_arg(linked_account_id, "linked_account_id") {
-      Ok(v) => self.vault.get_linked_account_by_id(&v),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(linked_account_id, "linked_account_id", |v| {
+      self.vault.get_linked_account_by_id(v)
+    });
     promise(env, p, |a| Json::of(&to_js_account(a)))
   }
 
@@ -348,10 +344,9 @@ impl Client {
     env: &'e Env,
     linked_account_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, DeleteResult>> {
-    let p = match json_arg(linked_account_id, "linked_account_id") {
-      Ok(v) => self.vault.delete_linked_account(&v),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(linked_account_id, "linked_account_id", |v| {
+      self.vault.delete_linked_account(v)
+    });
     promise(env, p, |_| DeleteResult {
       message: "User deleted successfully".into(),
     })
@@ -368,10 +363,9 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Json>> {
-    let p = match json_arg(options, "options") {
-      Ok(v) => self.vault.get_all_linked_accounts(Some(&v)),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(options, "options", |v| {
+      self.vault.get_all_linked_accounts(Some(v))
+    });
     promise(env, p, |o| Json::of(&page(o)))
   }
 
@@ -386,10 +380,9 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Json>> {
-    let p = match json_arg(options, "options") {
-      Ok(v) => self.vault.list_linked_accounts(Some(&v)),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(options, "options", |v| {
+      self.vault.list_linked_accounts(Some(v))
+    });
     promise(env, p, |o| Json::of(&keyset(o)))
   }
 
@@ -403,10 +396,9 @@ impl Client {
     env: &'e Env,
     linked_account_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Option<LinkedAccountCredentials>>> {
-    let p = match json_arg(linked_account_id, "linked_account_id") {
-      Ok(v) => self.vault.get_linked_account_credentials(&v),
-      Err(e) => crate::store::Pending::ready(Err(e)),
-    };
+    let p = with_json(linked_account_id, "linked_account_id", |v| {
+      self.vault.get_linked_account_credentials(v)
+    });
     promise(env, p, credentials)
   }
 }

@@ -6,7 +6,7 @@ use napi::Env;
 use napi_derive::napi;
 
 use super::client::Client;
-use super::js::{json_arg, promise};
+use super::js::{json_arg, promise, with_json};
 use crate::clock::rfc3339_secs;
 use crate::consents::{AuthSession as CoreSession, Consent as CoreConsent, Termination};
 use crate::store::Pending;
@@ -249,10 +249,7 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, AuthSession>> {
-    let p = match json_arg(options, "options") {
-      Ok(v) => self.vault.create_auth_session(&v),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(options, "options", |v| self.vault.create_auth_session(v));
     self.session_promise(env, p)
   }
 
@@ -266,10 +263,7 @@ impl Client {
     env: &'e Env,
     session_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, AuthSession>> {
-    let p = match json_arg(session_id, "session_id") {
-      Ok(v) => self.vault.get_auth_session(&v),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(session_id, "session_id", |v| self.vault.get_auth_session(v));
     self.session_promise(env, p)
   }
 
@@ -330,10 +324,7 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Vec<Consent>>> {
-    let p = match json_arg(options, "options") {
-      Ok(v) => self.vault.list_consents(Some(&v)),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(options, "options", |v| self.vault.list_consents(Some(v)));
     promise(env, p, |list| list.into_iter().map(to_js_consent).collect())
   }
 
@@ -347,10 +338,9 @@ impl Client {
     env: &'e Env,
     arrangement_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Consent>> {
-    let p = match json_arg(arrangement_id, "arrangement_id") {
-      Ok(v) => self.vault.get_consent(&v),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(arrangement_id, "arrangement_id", |v| {
+      self.vault.get_consent(v)
+    });
     promise(env, p, to_js_consent)
   }
 
@@ -365,10 +355,9 @@ impl Client {
     env: &'e Env,
     arrangement_id: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Consent>> {
-    let p = match json_arg(arrangement_id, "arrangement_id") {
-      Ok(v) => self.vault.revoke_consent(&v),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(arrangement_id, "arrangement_id", |v| {
+      self.vault.revoke_consent(v)
+    });
     promise(env, p, to_js_consent)
   }
 

@@ -21,7 +21,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::client::Client;
-use super::js::{js_error, json_arg, promise};
+use super::js::{js_error, json_arg, promise, with_json};
 use crate::clock::{iso8601, now_ms};
 use crate::error::Error;
 use crate::events::{Event as CoreEvent, EventPage, Listener};
@@ -162,10 +162,7 @@ impl Client {
     env: &'e Env,
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, EventList>> {
-    let p = match json_arg(options, "options") {
-      Ok(v) => self.vault.list_events(Some(&v)),
-      Err(e) => Pending::ready(Err(e)),
-    };
+    let p = with_json(options, "options", |v| self.vault.list_events(Some(v)));
     promise(env, p, to_js_page)
   }
 

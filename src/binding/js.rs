@@ -25,7 +25,7 @@ use crate::store::Pending;
 
 /// Builds the JS `Error` object for `e`: `message`, `code`, `status` and (for validation
 /// errors) `field`.
-fn error_object<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
+pub(crate) fn error_object<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
   let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.message.clone()))?;
   obj.set_named_property("code", e.code())?;
   obj.set_named_property("status", u32::from(e.status()))?;
@@ -343,6 +343,19 @@ impl ToNapiValue for Json {
     let mut out = ptr::null_mut();
     check_status!(unsafe { sys::napi_call_function(env, json, parse, 1, &text, &mut out) })?;
     Ok(out)
+  }
+}
+
+/// Reads `arg` as JSON (`json_arg`) and hands it to `call`; a bad argument becomes the
+/// operation's (rejected) result.
+pub fn with_json<T>(
+  arg: Option<Unknown<'_>>,
+  field: &str,
+  call: impl FnOnce(&Value) -> Pending<T>,
+) -> Pending<T> {
+  match json_arg(arg, field) {
+    Ok(v) => call(&v),
+    Err(e) => Pending::ready(Err(e)),
   }
 }
 

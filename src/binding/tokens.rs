@@ -2,13 +2,13 @@
 
 use std::future::Future;
 
-use napi::bindgen_prelude::{JsObjectValue, Object, PromiseRaw, ToNapiValue, Unknown};
-use napi::{Env, JsValue, Status, ValueType};
+use napi::bindgen_prelude::{PromiseRaw, ToNapiValue, Unknown};
+use napi::{Env, JsValue, ValueType};
 use napi_derive::napi;
 use serde_json::Value;
 
 use super::client::Client;
-use super::js::{js_error, json_arg, promise, Json};
+use super::js::{error_object, js_error, json_arg, promise, Json};
 use crate::error::{Error, ErrorKind};
 use crate::tokens::Issued;
 
@@ -117,18 +117,6 @@ fn revoke_result(n: i64) -> RevokeResult {
     success: true,
     revoked_count: n,
   }
-}
-
-/// A JS `Error` object with `code` and `status` (as `js::js_error` builds), for rejecting an
-/// already-settled promise.
-fn error_object<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
-  let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.message.clone()))?;
-  obj.set_named_property("code", e.code())?;
-  obj.set_named_property("status", u32::from(e.status()))?;
-  if let Some(field) = &e.field {
-    obj.set_named_property("field", field.as_str())?;
-  }
-  Ok(obj)
 }
 
 /// A promise for any core future (here: [`crate::tokens::Settled`]).

@@ -92,7 +92,8 @@ struct Progress {
   started_at: i64,
 }
 
-fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
+/// A value of the `meta` table.
+pub(super) fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
   Ok(
     conn
       .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
@@ -101,7 +102,7 @@ fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
   )
 }
 
-fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
+pub(super) fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
   conn
     .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
     .execute(params![key, value])?;

@@ -17,6 +17,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 
+use super::keys::{meta_get, meta_put};
 use super::{accounts, schema, AccountStore, Pending, Scope, Store};
 use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
@@ -544,23 +545,6 @@ impl SqliteStore {
   pub fn engine(&self) -> Arc<Db> {
     self.db.clone()
   }
-}
-
-fn meta_get(conn: &Connection, key: &str) -> Result<Option<Vec<u8>>> {
-  use rusqlite::OptionalExtension;
-  Ok(
-    conn
-      .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-      .query_row([key], |r| r.get(0))
-      .optional()?,
-  )
-}
-
-fn meta_put(conn: &Connection, key: &str, value: &[u8]) -> Result<()> {
-  conn
-    .prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-    .execute(rusqlite::params![key, value])?;
-  Ok(())
 }
 
 impl Store for SqliteStore {
