@@ -265,13 +265,13 @@ impl JsonReader {
     Ok(Value::Array(out))
   }
 
-  /// Own enumerable string-keyed properties; `undefined` ones are left out.
-  fn object(
+  /// An object's own enumerable string keys (as JS strings to look them up with, and as text),
+  /// refusing `__proto__`, which would come back as a prototype rather than as data.
+  fn own_keys(
     &mut self,
     v: napi::sys::napi_value,
     field: &str,
-    depth: usize,
-  ) -> Result<Map<String, Value>, Error> {
+  ) -> Result<Vec<(String, napi::sys::napi_value)>, Error> {
     let mut names = std::ptr::null_mut();
     // SAFETY: `v` was checked to be an object.
     self.check(
@@ -292,7 +292,7 @@ impl JsonReader {
       unsafe { napi::sys::napi_get_array_length(self.env, names, &mut len) },
       field,
     )?;
-    let mut map = Map::new();
+    let mut keys = Vec::with_capacity(len as usize);
     for i in 0..len {
       let mut key = std::ptr::null_mut();
       self.check(
@@ -303,6 +303,20 @@ impl JsonReader {
       if name == "__proto__" {
         return Err(self.fail(field, "has a __proto__ key, which is not allowed"));
       }
+      keys.push((name, key));
+    }
+    Ok(keys)
+  }
+
+  /// Own enumerable string-keyed properties; `undefined` ones are left out.
+  fn object(
+    &mut self,
+    v: napi::sys::napi_value,
+    field: &str,
+    depth: usize,
+  ) -> Result<Map<String, Value>, Error> {
+    let mut map = Map::new();
+    for (name, key) in self.own_keys(v, field)? {
       let mut prop = std::ptr::null_mut();
       self.path.push(name);
       let r = self
@@ -338,40 +352,8 @@ pub fn arg(arg: Option<Unknown<'_>>, field: &str) -> Result<Value, Error> {
         && !reader.flag(napi::sys::napi_is_date, v.raw(), field)? =>
     {
       // Each top-level property is reported under its own name.
-      let mut names = std::ptr::null_mut();
-      // SAFETY: `v` was checked to be an object.
-      reader.check(
-        unsafe {
-          napi::sys::napi_get_all_property_names(
-            reader.env,
-            v.raw(),
-            napi::sys::KeyCollectionMode::own_only,
-            napi::sys::KeyFilter::enumerable | napi::sys::KeyFilter::skip_symbols,
-            napi::sys::KeyConversion::numbers_to_strings,
-            &mut names,
-          )
-        },
-        field,
-      )?;
-      let mut len = 0u32;
-      reader.check(
-        unsafe { napi::sys::napi_get_array_length(reader.env, names, &mut len) },
-        field,
-      )?;
       let mut map = Map::new();
-      for i in 0..len {
-        let mut key = std::ptr::null_mut();
-        reader.check(
-          unsafe { napi::sys::napi_get_element(reader.env, names, i, &mut key) },
-          field,
-        )?;
-        let name = reader.string(key, field)?;
-        if name == "__proto__" {
-          return Err(Error::validation(
-            field,
-            format!("{field} has a __proto__ key, which is not allowed"),
-          ));
-        }
+      for (name, key) in reader.own_keys(v.raw(), field)? {
         let mut prop = std::ptr::null_mut();
         reader.check(
           unsafe { napi::sys::napi_get_property(reader.env, v.raw(), key, &mut prop) },

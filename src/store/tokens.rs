@@ -190,6 +190,31 @@ fn live_key(
 }
 
 /// Bumps the scope's epoch: verifiers reload keys and revocations.
+/// After revoking: bump the scope's epoch (so every verifier reloads), prune, and append the
+/// `session_tokens.revoked` event when something was revoked.
+fn announce_revocation(
+  conn: &Connection,
+  scope: &Scope,
+  account_id: &str,
+  count: i64,
+  reason: &str,
+  now_ms: i64,
+) -> Result<()> {
+  bump_epoch(conn, scope.id)?;
+  prune(conn, secs(now_ms))?;
+  if count > 0 {
+    events::append(
+      conn,
+      scope.id,
+      types::SESSION_TOKENS_REVOKED,
+      Some(account_id),
+      &json!({ "revoked_count": count, "reason": reason }),
+      now_ms,
+    )?;
+  }
+  Ok(())
+}
+
 fn bump_epoch(conn: &Connection, scope_id: i64) -> Result<()> {
   conn
     .prepare_cached(
@@ -657,14 +682,12 @@ pub fn refresh(
     // Reuse: someone holds a copy. Revoke everything descended from the same mint, keep that
     // committed, and fail.
     let live = revoke_family(conn, scope, row.family_pk, now_ms)?;
-    bump_epoch(conn, scope.id)?;
-    prune(conn, now)?;
-    events::append(
+    announce_revocation(
       conn,
-      scope.id,
-      types::SESSION_TOKENS_REVOKED,
-      Some(&row.account_id),
-      &json!({ "revoked_count": i64::from(live), "reason": "refresh_token_reuse" }),
+      scope,
+      &row.account_id,
+      i64::from(live),
+      "refresh_token_reuse",
       now_ms,
     )?;
     return Ok(Err(revoked(
@@ -764,18 +787,7 @@ pub fn revoke_account_in_txn(
       "INSERT INTO token_revocations (scope_id, kind, value, cutoff) VALUES (?1, 'account', ?2, ?3)",
     )?
     .execute(params![scope.id, account_id, secs(now_ms)])?;
-  bump_epoch(conn, scope.id)?;
-  prune(conn, secs(now_ms))?;
-  if count > 0 {
-    events::append(
-      conn,
-      scope.id,
-      types::SESSION_TOKENS_REVOKED,
-      Some(account_id),
-      &json!({ "revoked_count": count, "reason": reason }),
-      now_ms,
-    )?;
-  }
+  announce_revocation(conn, scope, account_id, count, reason, now_ms)?;
   Ok(count)
 }
 
@@ -879,16 +891,7 @@ pub fn revoke_token(
     }
   }
   if changed {
-    bump_epoch(conn, scope.id)?;
-    prune(conn, now)?;
-    events::append(
-      conn,
-      scope.id,
-      types::SESSION_TOKENS_REVOKED,
-      Some(&claims.linked_account_id),
-      &json!({ "revoked_count": 1, "reason": "revoked" }),
-      now_ms,
-    )?;
+    announce_revocation(conn, scope, &claims.linked_account_id, 1, "revoked", now_ms)?;
   }
   Ok(i64::from(changed))
 }
