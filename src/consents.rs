@@ -17,12 +17,12 @@ use std::fmt;
 use serde_json::{json, Value};
 
 use crate::accounts::MAX_ID_CHARS;
+use crate::client::Vault;
 use crate::clock::rfc3339_secs;
 use crate::crypto;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input::{self, Fields};
 use crate::store::Pending;
-use crate::vault::Vault;
 
 /// Fiskil's auth-session lifetime, the default and the maximum `ttl_seconds`.
 pub const DEFAULT_SESSION_TTL_SECS: i64 = 5 * 24 * 3600;

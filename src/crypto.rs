@@ -20,7 +20,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 use crate::error::{Error, Result};
 
 const SEAL_VERSION: u8 = 1;
-const KID_LEN: usize = 8;
+pub const KID_LEN: usize = 8;
 const NONCE_LEN: usize = 24;
 
 /// A 32-byte symmetric key, wiped from memory on drop and never printed.

@@ -190,7 +190,8 @@ fn names_a_field<T>(r: &Result<T>) -> std::result::Result<(), TestCaseError> {
 
 #[test]
 fn parsers_never_panic_and_errors_name_a_field() {
-  use crate::{accounts, consents, events, identities, keys, vault};
+  use crate::domain::{events, keys};
+  use crate::{accounts, client as vault, consents, identities};
   check("every parser x arbitrary JSON", 256, input(), |v| {
     names_a_field(&accounts::parse_payload(&v))?;
     names_a_field(&accounts::parse_page_query(Some(&v)))?;
@@ -231,7 +232,7 @@ fn text_parsers_never_panic_and_never_echo_keys() {
     ),
     |(s, bytes, n)| {
       let _ = crate::accounts::decode_cursor(&s);
-      let _ = crate::events::parse_iso8601(&s);
+      let _ = crate::domain::events::parse_iso8601(&s);
       if let Err(e) = Key::parse(&s, "encryptionKey") {
         prop_assert_eq!(e.field.as_deref(), Some("encryptionKey"));
         prop_assert!(s.len() < 8 || !e.message.contains(&s), "key echoed");
@@ -241,7 +242,7 @@ fn text_parsers_never_panic_and_never_echo_keys() {
         sealer.open(&bytes, b"aad").map_err(|e| e.kind),
         Err(ErrorKind::DecryptionFailed)
       );
-      let r = crate::webhook::verify(&bytes, &s, b"secret", 300, n);
+      let r = crate::domain::webhook::verify(&bytes, &s, b"secret", 300, n);
       prop_assert!(r.is_ok(), "{:?}", r);
       Ok(())
     },
@@ -476,8 +477,8 @@ enum ConsentOp {
 
 #[test]
 fn consent_store_matches_a_model() {
+  use crate::client::{OpenOptions, Vault};
   use crate::crypto::Key;
-  use crate::vault::{OpenOptions, Vault};
   let op = prop_oneof![
     3 => (0usize..3).prop_map(ConsentOp::Session),
     3 => (0usize..12).prop_map(ConsentOp::Complete),

@@ -17,10 +17,10 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use crate::accounts::{self, Account, Patch, UdfRow, MAX_UDF_KEYS};
+use crate::client::Vault;
 use crate::error::{Error, Result};
 use crate::input;
 use crate::store::Pending;
-use crate::vault::Vault;
 
 pub const MAX_PROVIDER_CHARS: usize = 64;
 pub const MAX_USER_ID_CHARS: usize = 256;

@@ -1,24 +1,27 @@
 //! linkvault: linked accounts, identity linking and session tokens on embedded SQLite.
 //!
-//! The crate has two layers. Everything outside `binding` is plain Rust with no napi types
-//! (domain rules, crypto, storage) and is tested with `cargo test`; `binding` is the thin
-//! Node-API layer that converts JS values, calls the core and turns core errors into JS errors.
+//! Layers, with imports running one way (domain <- store <- client <- binding):
+//! - `domain`: the rules in plain Rust (no SQL, no napi), with the row traits they need.
+//! - `store`: engines that only persist (`store::sqlite`), implementing those traits.
+//! - `client`: `Vault`, one client: parses input and runs each call as a job on its store.
+//! - `binding`: the thin Node-API layer that converts JS values, calls the client and turns
+//!   errors into JS errors.
+//!
+//! `accounts`, `identities` and `consents` are still organised the older way (input parsing and
+//! client methods in the top-level modules, SQL and part of the rules in `store`).
 #![deny(clippy::all)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
+pub mod client;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
+pub mod domain;
 pub mod error;
-pub mod events;
 pub mod identities;
 pub mod input;
-pub mod keys;
 pub mod store;
-pub mod tokens;
-pub mod vault;
-pub mod webhook;
 
 mod binding;
 #[cfg(test)]

@@ -7,8 +7,8 @@ use napi::Env;
 use napi_derive::napi;
 
 use super::js::{json_arg, promise, rejected};
+use crate::client::{OpenOptions, Vault};
 use crate::store::Pending;
-use crate::vault::{OpenOptions, Vault};
 
 /// Options of `Client.open`.
 // Type-only: documents the input in index.d.ts; the input itself is read as JSON so that
@@ -72,7 +72,7 @@ impl Client {
   ) -> napi::Result<PromiseRaw<'e, Client>> {
     let parsed = json_arg(options, "options").and_then(|mut v| {
       let o = OpenOptions::parse(Some(&v));
-      crate::keys::scrub_key_strings(&mut v);
+      crate::domain::keys::scrub_key_strings(&mut v);
       o
     });
     match parsed {

@@ -22,12 +22,12 @@ use serde_json::Value;
 
 use super::client::Client;
 use super::js::{js_error, json_arg, promise, with_json};
+use crate::client::Vault;
 use crate::clock::{iso8601, now_ms};
+use crate::domain::events::{Event as CoreEvent, EventPage};
+use crate::domain::webhook;
 use crate::error::Error;
-use crate::events::{Event as CoreEvent, EventPage, Listener};
-use crate::store::Pending;
-use crate::vault::Vault;
-use crate::webhook;
+use crate::store::{Listener, Pending};
 
 /// Options of `listEvents`.
 // Type-only: documents the input in index.d.ts; the input itself is read as JSON so that

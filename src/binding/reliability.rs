@@ -6,8 +6,10 @@ use napi_derive::napi;
 
 use super::client::Client;
 use super::js::{json_arg, promise};
-use crate::keys::{scrub_key_strings, Rotation};
-use crate::store::{Integrity, Pending};
+use crate::client::Rotation;
+use crate::domain::keys::scrub_key_strings;
+use crate::domain::keys::Integrity;
+use crate::store::Pending;
 
 /// The result of `checkIntegrity()`.
 #[napi(object)]

@@ -1,16 +1,14 @@
 //! Session-token methods of `Client` (Cobalt's `getTokenForLinkedAccount` and friends).
 
-use std::future::Future;
-
-use napi::bindgen_prelude::{PromiseRaw, ToNapiValue, Unknown};
+use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::{Env, JsValue, ValueType};
 use napi_derive::napi;
 use serde_json::Value;
 
 use super::client::Client;
 use super::js::{error_object, js_error, json_arg, promise, Json};
+use crate::domain::tokens::Issued;
 use crate::error::{Error, ErrorKind};
-use crate::tokens::Issued;
 
 /// Input of `getTokenForLinkedAccount`.
 // Type-only: documents the input in index.d.ts; the input itself is read as JSON so that
@@ -119,20 +117,6 @@ fn revoke_result(n: i64) -> RevokeResult {
   }
 }
 
-/// A promise for any core future (here: [`crate::tokens::Settled`]).
-fn promise_of<'e, T, V, F, M>(env: &'e Env, fut: F, map: M) -> napi::Result<PromiseRaw<'e, V>>
-where
-  T: Send + 'static,
-  V: ToNapiValue,
-  F: Future<Output = crate::Result<T>> + Send + 'static,
-  M: FnOnce(T) -> V + 'static,
-{
-  env.spawn_future_with_callback(async move { Ok(fut.await) }, move |env, r| match r {
-    Ok(v) => Ok(map(v)),
-    Err(e) => Err(js_error(env, &e)),
-  })
-}
-
 /// Reads the token argument of a verify call without going through JSON: only a string is a
 /// token; anything else is `INVALID_TOKEN` (a missing `Authorization` header is a 401).
 fn token_string(arg: Option<Unknown<'_>>) -> Result<String, Error> {
@@ -232,7 +216,7 @@ impl Client {
     refresh_token: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, SessionToken>> {
     match arg(refresh_token, "refresh_token") {
-      Ok(v) => promise_of(env, self.vault.refresh_session_token(&v), session_token),
+      Ok(v) => promise(env, self.vault.refresh_session_token(&v), session_token),
       Err(e) => promise(env, crate::store::Pending::ready(Err(e)), session_token),
     }
   }

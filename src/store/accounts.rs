@@ -3,14 +3,15 @@
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{json, Map, Value};
 
+use super::sqlite::{events, SqliteTx};
 use super::Scope;
 use crate::accounts::{
   self, Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, Patch, UdfRow,
   UpsertOutcome, WriteMode,
 };
 use crate::crypto::{self, Sealer};
+use crate::domain::events::types;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{self, types};
 use crate::identities::Identity;
 
 /// A stored account row, before its UDF rows and identities are attached.
@@ -97,7 +98,7 @@ pub(super) fn to_account(
 
 /// Binds sealed credentials to their scope and account, so they cannot be moved to another row.
 pub(super) fn credentials_aad(scope: &Scope, account_id: &str) -> Vec<u8> {
-  format!("linkvault/credentials/v1/{}/{account_id}", scope.id).into_bytes()
+  crate::domain::keys::credentials_aad(scope.id, account_id)
 }
 
 pub(super) fn open_credentials(
@@ -382,7 +383,15 @@ pub fn delete(conn: &Connection, scope: &Scope, id: &str, now: i64) -> Result<()
   // Ends the account's active consents (with their events) before the row goes.
   super::consents::on_account_deleted(conn, scope, pk, now)?;
   // Its session tokens die with it (revocations outlive the cascade-deleted token rows).
-  super::tokens::revoke_account_in_txn(conn, scope, pk, id, "account_deleted", now)?;
+  let mut tx = SqliteTx::new(conn);
+  crate::domain::tokens::revocation::revoke_account(
+    &mut tx,
+    scope,
+    pk,
+    id,
+    "account_deleted",
+    now,
+  )?;
   conn
     .prepare_cached("DELETE FROM accounts WHERE pk = ?1")?
     .execute([pk])?;

@@ -6,6 +6,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::{json, Value};
 
+use super::sqlite::events;
 use super::{accounts, Pending, Scope, SqliteStore};
 use crate::clock::{now_ms, rfc3339_secs};
 use crate::consents::{
@@ -14,8 +15,8 @@ use crate::consents::{
   SessionInput, SessionState, Termination,
 };
 use crate::crypto;
+use crate::domain::events::types;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{self, types};
 
 /// Auth sessions and consents.
 pub trait ConsentStore: Send + Sync {
@@ -771,7 +772,7 @@ mod tests {
   fn db() -> (Connection, Scope) {
     let mut conn = Connection::open_in_memory().unwrap();
     conn.pragma_update(None, "foreign_keys", "ON").unwrap();
-    super::super::schema::migrate(&mut conn).unwrap();
+    super::super::sqlite::schema::migrate(&mut conn).unwrap();
     conn
       .execute(
         "INSERT INTO scopes (org_id, environment) VALUES ('org', 'test')",

@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::accounts::{self, AccountRow, ROW_COLUMNS};
+use super::sqlite::{events, SqliteTx};
 use super::{IdentityStore, Pending, Scope, SqliteStore};
 use crate::accounts::{Account, UdfRow};
 use crate::clock::now_ms;
 use crate::crypto::{self, Sealer};
+use crate::domain::events::types;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{self, types};
 use crate::identities::{self, Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 const ID_COLUMNS: &str =
@@ -280,7 +281,7 @@ impl From<&Identity> for MergedIdentity {
 
 /// Binds a merge record's sealed credentials to that record.
 pub(super) fn merge_aad(scope: &Scope, merge_oid: &str) -> Vec<u8> {
-  format!("linkvault/merge-credentials/v1/{}/{merge_oid}", scope.id).into_bytes()
+  crate::domain::keys::merge_aad(scope.id, merge_oid)
 }
 
 /// Opens credentials sealed under `from_aad` and seals them again under `to_aad`. The plaintext
@@ -312,8 +313,8 @@ pub(crate) fn resolve_link_with(
 ) -> Result<String> {
   // Verified against this scope, revocation included, and consumed for linking in this same
   // transaction: if the merge fails, the savepoint rolls the consumption back too.
-  let claims = super::tokens::consume_once(
-    conn,
+  let claims = crate::domain::tokens::revocation::consume_once(
+    &mut SqliteTx::new(conn),
     sealer,
     scope,
     token,
@@ -346,8 +347,8 @@ fn on_secondary_merged(
   now: i64,
 ) -> Result<()> {
   // The secondary's session tokens stop verifying once the merge commits.
-  super::tokens::revoke_account_in_txn(
-    conn,
+  crate::domain::tokens::revocation::revoke_account(
+    &mut SqliteTx::new(conn),
     scope,
     secondary.pk,
     &secondary.account_id,
@@ -747,8 +748,8 @@ impl IdentityStore for SqliteStore {
   ) -> Pending<Account> {
     let (scope, sealer) = (scope.clone(), self.sealer());
     self.write(move |conn| {
-      // Seal under the file's key (it may have been rotated): see store::keys.
-      super::keys::sync(conn, &sealer)?;
+      // Seal under the file's key (it may have been rotated): see domain::keys.
+      crate::domain::keys::sync(&mut SqliteTx::new(conn), &sealer)?;
       merge(
         conn,
         &sealer,
@@ -771,8 +772,8 @@ impl IdentityStore for SqliteStore {
   ) -> Pending<Vec<Identity>> {
     let (scope, sealer) = (scope.clone(), self.sealer());
     self.write(move |conn| {
-      // Seal under the file's key (it may have been rotated): see store::keys.
-      super::keys::sync(conn, &sealer)?;
+      // Seal under the file's key (it may have been rotated): see domain::keys.
+      crate::domain::keys::sync(&mut SqliteTx::new(conn), &sealer)?;
       unlink(conn, &sealer, &scope, &id, &provider, &user_id, now_ms())
     })
   }
@@ -794,9 +795,9 @@ mod tests {
 
   use serde_json::json;
 
+  use crate::client::{OpenOptions, Vault};
   use crate::crypto::Key;
   use crate::error::ErrorKind;
-  use crate::vault::{OpenOptions, Vault};
 
   fn open(path: &str) -> Vault {
     let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();

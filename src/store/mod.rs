@@ -1,213 +1,160 @@
-//! Storage behind traits. The embedded SQLite engine (`sqlite`) is the one implementation today;
-//! a server database can implement the same traits. Every operation returns a [`Pending`] that
-//! resolves once the work is durable (for writes: after its transaction committed).
+//! Storage. An engine only persists: it runs jobs inside transactions and implements, over
+//! its own connection, the row traits the rules declare (`domain::tokens::FamilyRows`,
+//! `domain::keys::MetaRows`, `domain::events::EventLog`, ...), with no rule of its own. The
+//! embedded SQLite engine (`sqlite`) is one; a server database implements the same traits.
+//!
+//! A [`Job`] is the unit of work: the client hands one to [`Engine::write_job`] or
+//! [`Engine::read_job`], the engine runs it in a transaction and then tells it how the
+//! transaction ended. A job may be run more than once (an engine that retries a transaction
+//! after a conflict runs it again from the start, on a fresh transaction), so it must have no
+//! effect outside its transaction; the events it appends (`EventLog::append_event`) are part
+//! of the transaction and reach live subscribers ([`Listeners`]) only after the commit.
+//!
+//! Linked accounts, identities and consents still hold their SQL and part of their rules in
+//! `accounts`, `identities` and `consents` here (SQLite only), behind the traits below.
 
 mod accounts;
 pub mod consents;
-pub mod events;
 mod identities;
-pub mod keys;
-mod schema;
+mod listeners;
+mod pending;
 pub mod sqlite;
-pub mod tokens;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::Waker;
+use std::sync::Arc;
 
 use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
 };
+use crate::crypto::Sealer;
+use crate::domain::events::EventLog;
+use crate::domain::keys::KeyTx;
+use crate::domain::scope::ScopeTx;
+use crate::domain::tokens::verifier::Feed;
+use crate::domain::tokens::TokenTx;
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
+pub use crate::domain::Scope;
 pub use consents::ConsentStore;
-pub use events::EventStore;
-pub use keys::{Begin, Integrity, Step};
+pub use listeners::{Listener, Listeners};
+pub use pending::{Answer, Pending};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
-pub use tokens::{TokenStore, TokenVerifier};
 
-/// The (organization, environment) pair every row belongs to. Data of one scope is never
-/// visible from another.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Scope {
-  /// Internal numeric id of the pair, resolved at open.
-  pub id: i64,
-  pub org_id: String,
-  pub environment: String,
+/// One transaction, as a job sees it: every row trait of the rules.
+pub trait Tx: TokenTx + KeyTx + ScopeTx + EventLog {}
+
+/// Work run inside one transaction.
+pub trait Job: Send {
+  /// Does the work. `Err` rolls the transaction (or the job's part of it) back. Called again
+  /// from the start, on a fresh transaction, when the engine retries after a conflict: no effect
+  /// outside `tx`.
+  fn run(&mut self, tx: &mut dyn Tx) -> Result<()>;
+  /// Called once, after the transaction ended, with how it ended (`Err` if it could not commit
+  /// or the engine is closed). A job keeps its own result from `run`.
+  fn finish(self: Box<Self>, outcome: Result<()>);
 }
 
-/// The result of a storage operation, delivered from the storage threads. It can be awaited
-/// (a `Future`), waited for (`wait`, blocking) or handed a callback (`on_ready`) that the
-/// answering thread runs directly, which is how the Node binding resolves promises without an
-/// async runtime in between.
-pub struct Pending<T>(PendingInner<T>);
-
-enum PendingInner<T> {
-  Slot(Arc<Slot<T>>),
-  Ready(Option<Result<T>>),
+/// What every engine provides.
+pub trait Engine: Send + Sync {
+  /// Runs `job` in a write transaction. Its events reach the subscribers after the commit,
+  /// before `finish`.
+  fn write_job(&self, job: Box<dyn Job>);
+  /// Runs `job` in a read-only transaction (one consistent snapshot).
+  fn read_job(&self, job: Box<dyn Job>);
+  /// Whether writes are impossible (a read-only SQLite file): opening then writes nothing.
+  fn is_read_only(&self) -> bool;
+  /// Whether `close` was called.
+  fn is_closed(&self) -> bool;
+  /// The live event subscribers (`onEvent`).
+  fn listeners(&self) -> &Arc<Listeners>;
+  /// What keeps a token verifier of `scope` fresh (see `domain::tokens::verifier`).
+  fn token_feed(&self, scope: &Scope, sealer: Arc<Sealer>) -> Result<Box<dyn Feed>>;
+  /// Finishes queued work and stops; later jobs finish with `CLIENT_CLOSED`.
+  fn close(&self) -> Pending<()>;
 }
 
-type Callback<T> = Box<dyn FnOnce(Result<T>) + Send>;
-
-struct Slot<T> {
-  state: Mutex<State<T>>,
-  ready: Condvar,
+/// A job from a closure returning `T`: its result goes to a [`Pending`].
+struct FnJob<T, F> {
+  f: F,
+  out: Option<Result<T>>,
+  answer: Answer<T>,
 }
 
-enum State<T> {
-  Empty,
-  Waiting(Waker),
-  Callback(Callback<T>),
-  Ready(Result<T>),
-  Taken,
-}
+impl<T, F> Job for FnJob<T, F>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
+    let r = (self.f)(tx);
+    let status = match &r {
+      Ok(_) => Ok(()),
+      Err(e) => Err(e.clone()),
+    };
+    self.out = Some(r);
+    status
+  }
 
-/// The sending half of a [`Pending`]. Dropping it unanswered answers with a storage error, so a
-/// caller is never left waiting (e.g. when a storage thread panics).
-pub struct Answer<T>(Option<Arc<Slot<T>>>);
-
-impl<T> Answer<T> {
-  /// Delivers the result; false if it had already been answered.
-  pub fn send(mut self, r: Result<T>) -> bool {
-    match self.0.take() {
-      Some(slot) => deliver(&slot, r),
-      None => false,
-    }
+  fn finish(self: Box<Self>, outcome: Result<()>) {
+    let FnJob { out, answer, .. } = *self;
+    let r = outcome.and_then(|()| out.unwrap_or_else(|| Err(Error::storage("job did not run"))));
+    let _ = answer.send(r);
   }
 }
 
-impl<T> Drop for Answer<T> {
-  fn drop(&mut self) {
-    if let Some(slot) = self.0.take() {
-      let _ = deliver(&slot, Err(stopped()));
-    }
-  }
+fn job<T, F>(f: F) -> (Box<dyn Job>, Pending<T>)
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (answer, pending) = Pending::channel();
+  (
+    Box::new(FnJob {
+      f,
+      out: None,
+      answer,
+    }),
+    pending,
+  )
 }
 
-fn lock<T>(slot: &Slot<T>) -> MutexGuard<'_, State<T>> {
-  // A poisoned slot only means a callback panicked; the state itself is still consistent.
-  slot.state.lock().unwrap_or_else(|p| p.into_inner())
+/// Runs `f` in a write transaction of `engine`; its result once committed.
+pub fn write<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  engine.write_job(job);
+  pending
 }
 
-fn deliver<T>(slot: &Slot<T>, r: Result<T>) -> bool {
-  let mut state = lock(slot);
-  match std::mem::replace(&mut *state, State::Taken) {
-    State::Empty => {
-      *state = State::Ready(r);
-      slot.ready.notify_all();
-      true
-    }
-    State::Waiting(waker) => {
-      *state = State::Ready(r);
-      drop(state);
-      waker.wake();
-      true
-    }
-    State::Callback(cb) => {
-      drop(state);
-      cb(r);
-      true
-    }
-    other @ (State::Ready(_) | State::Taken) => {
-      *state = other;
-      false
-    }
-  }
+/// Runs `f` in a read transaction of `engine`.
+pub fn read<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  engine.read_job(job);
+  pending
 }
 
-impl<T> Pending<T> {
-  pub fn channel() -> (Answer<T>, Self) {
-    let slot = Arc::new(Slot {
-      state: Mutex::new(State::Empty),
-      ready: Condvar::new(),
-    });
-    (
-      Answer(Some(slot.clone())),
-      Pending(PendingInner::Slot(slot)),
-    )
-  }
-
-  pub fn ready(r: Result<T>) -> Self {
-    Pending(PendingInner::Ready(Some(r)))
-  }
-
-  /// Blocks the current thread until the result arrives (for Rust callers without a runtime,
-  /// tests and benchmarks). Never call it on Node's thread.
-  pub fn wait(self) -> Result<T> {
-    match self.0 {
-      PendingInner::Ready(r) => r.unwrap_or_else(|| Err(taken())),
-      PendingInner::Slot(slot) => {
-        let mut state = lock(&slot);
-        loop {
-          match std::mem::replace(&mut *state, State::Taken) {
-            State::Ready(r) => return r,
-            State::Taken | State::Callback(_) => return Err(taken()),
-            waiting @ (State::Empty | State::Waiting(_)) => {
-              *state = waiting;
-              state = slot.ready.wait(state).unwrap_or_else(|p| p.into_inner());
-            }
-          }
-        }
-      }
-    }
-  }
-
-  /// Runs `cb` with the result: at once if it is already there, else on the thread that
-  /// answers.
-  pub fn on_ready(self, cb: impl FnOnce(Result<T>) + Send + 'static) {
-    match self.0 {
-      PendingInner::Ready(r) => cb(r.unwrap_or_else(|| Err(taken()))),
-      PendingInner::Slot(slot) => {
-        let mut state = lock(&slot);
-        match std::mem::replace(&mut *state, State::Taken) {
-          State::Ready(r) => {
-            drop(state);
-            cb(r);
-          }
-          State::Empty | State::Waiting(_) => *state = State::Callback(Box::new(cb)),
-          State::Taken | State::Callback(_) => {
-            drop(state);
-            cb(Err(taken()));
-          }
-        }
-      }
-    }
-  }
-}
-
-fn stopped() -> Error {
-  Error::storage("storage thread stopped before answering")
-}
-
-fn taken() -> Error {
-  Error::storage("result already taken")
-}
-
-// `Pending` holds no self-references (only an `Arc` or a ready value), so it is Unpin.
-impl<T> Unpin for Pending<T> {}
-
-impl<T> Future for Pending<T> {
-  type Output = Result<T>;
-  fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-    match &mut self.get_mut().0 {
-      PendingInner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| Err(taken()))),
-      PendingInner::Slot(slot) => {
-        let mut state = lock(slot);
-        match std::mem::replace(&mut *state, State::Taken) {
-          State::Ready(r) => Poll::Ready(r),
-          State::Empty | State::Waiting(_) => {
-            *state = State::Waiting(cx.waker().clone());
-            Poll::Pending
-          }
-          State::Taken | State::Callback(_) => Poll::Ready(Err(taken())),
-        }
-      }
-    }
-  }
+/// A write whose changes must commit even when the call then fails: `f` returns `Ok(Err(e))`
+/// to commit and fail with `e` (a detected refresh-token reuse revokes its family durably,
+/// then fails with `TOKEN_REVOKED`).
+pub fn write_committing_failure<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<Result<T>> + Send + 'static,
+{
+  let (answer, pending) = Pending::channel();
+  let (job, inner) = job(f);
+  engine.write_job(job);
+  inner.on_ready(move |r| {
+    let _ = answer.send(r.and_then(|r| r));
+  });
+  pending
 }
 
 /// Linked accounts.
@@ -273,28 +220,5 @@ pub trait IdentityStore: Send + Sync {
   fn link_suggestions(&self, scope: &Scope, id: String) -> Pending<Vec<LinkSuggestion>>;
 }
 
-/// Key rotation and integrity checks (`crate::keys`, SQL in `store::keys`).
-pub trait MaintenanceStore: Send + Sync {
-  /// Starts (or resumes) a rotation of the file's encryption key to `new_key`.
-  fn rotation_begin(&self, new_key: crate::crypto::Key) -> Pending<Begin>;
-  /// Reseals one batch (at most `batch` rows examined) and advances the cursor.
-  fn rotation_step(&self, batch: usize) -> Pending<Step>;
-  /// How many sealed values are not under the file's key (a read).
-  fn rotation_leftovers(&self) -> Pending<i64>;
-  /// Ends the rotation if `leftovers` is 0 (true), else restarts its cursor (false).
-  fn rotation_finish(&self, leftovers: i64) -> Pending<bool>;
-  /// `PRAGMA integrity_check`, `PRAGMA foreign_key_check` and the sealed values' keys.
-  fn check_integrity(&self) -> Pending<Integrity>;
-}
-
 /// Everything a linkvault client needs from storage.
-pub trait Store:
-  AccountStore + ConsentStore + EventStore + IdentityStore + MaintenanceStore + TokenStore
-{
-  /// Checks the encryption key against the file, and resolves the scope's id (generating and
-  /// keeping a default organization id when none is given).
-  fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope>;
-
-  /// Finishes queued work and stops the storage threads; later calls fail with `CLIENT_CLOSED`.
-  fn close(&self) -> Pending<()>;
-}
+pub trait Store: Engine + AccountStore + ConsentStore + IdentityStore {}

@@ -7,6 +7,16 @@
 //! each read in its own snapshot. WAL mode lets readers run while the writer commits, and other
 //! processes on the same file wait on SQLite's lock (busy timeout plus retry) instead of failing.
 //! No work runs on Node's thread and none on the async runtime's workers.
+//!
+//! The engine only persists: [`SqliteTx`] implements the row traits of `domain` over one
+//! connection inside the current transaction (`tokens`, `keys`, `events` here), and jobs
+//! (`store::Job`) bring the rules.
+
+pub(crate) mod events;
+mod keys;
+pub(crate) mod schema;
+mod tokens;
+mod verifier;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,15 +27,28 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 
-use super::keys::{meta_get, meta_put};
-use super::{accounts, schema, AccountStore, Pending, Scope, Store};
+use super::{accounts, AccountStore, Engine, Job, Listeners, Pending, Scope, Store, Tx};
 use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
 };
 use crate::clock::now_ms;
 use crate::crypto::Sealer;
+use crate::domain::tokens::verifier::Feed;
 use crate::error::{Error, Result};
-use crate::events::{self, Listeners};
+
+/// One transaction's view of a SQLite database: the row traits of `domain` over the connection
+/// that runs the job, inside the transaction the engine opened.
+pub struct SqliteTx<'c> {
+  conn: &'c Connection,
+}
+
+impl<'c> SqliteTx<'c> {
+  pub fn new(conn: &'c Connection) -> Self {
+    SqliteTx { conn }
+  }
+}
+
+impl Tx for SqliteTx<'_> {}
 
 /// How hard a commit waits for the disk (SQLite `synchronous`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +70,30 @@ pub struct StoreConfig {
 }
 
 type Done = Box<dyn FnOnce(Result<()>) + Send>;
-type WriteJob = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> (bool, Done) + Send>;
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+type ConnWrite = Box<dyn FnOnce(std::result::Result<&Connection, &Error>) -> (bool, Done) + Send>;
+type ConnRead = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Work for the writer thread: a job (`store::Job`, given a [`SqliteTx`]) or a closure on the
+/// connection (the modules that still hold their own SQL).
+enum WriteJob {
+  Job(Box<dyn Job>),
+  Conn(ConnWrite),
+}
+
+/// What the writer does once the batch committed (or failed): deliver a job's events and
+/// finish it, or run a closure's answer.
+enum Finish {
+  Job(Box<dyn Job>, Vec<(i64, crate::domain::events::Event)>, Ran),
+  Conn(Done),
+}
+
+enum ReadJob {
+  Job(Box<dyn Job>),
+  Conn(ConnRead),
+}
+
+/// Work the writer did not take (closed), with the error to answer it with.
+struct SendBack(WriteJob, Error);
 
 const MAX_BATCH: usize = 256;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,6 +122,7 @@ impl Db {
     let (answer, pending) = Pending::channel();
     let (wtx, wrx) = unbounded::<WriteJob>();
     let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
+    let listeners = Arc::new(Listeners::default());
     let spawned = std::thread::Builder::new()
       .name("linkvault-writer".into())
       .spawn(move || {
@@ -109,7 +155,7 @@ impl Db {
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
-            listeners: Arc::new(Listeners::default()),
+            listeners: listeners.clone(),
             read_only,
             read_path: config.path.clone(),
           };
@@ -118,7 +164,7 @@ impl Db {
         match opened {
           Ok((conn, db)) => {
             let _ = answer.send(Ok(db));
-            writer_loop(conn, wrx);
+            writer_loop(conn, wrx, listeners);
             drop(exit_tx);
           }
           Err(e) => {
@@ -149,7 +195,7 @@ impl Db {
   {
     let (answer, pending) = Pending::channel();
     let listeners = self.listeners.clone();
-    let job: WriteJob = Box::new(move |conn| match conn {
+    let job: ConnWrite = Box::new(move |conn| match conn {
       Err(e) => {
         let e = e.clone();
         (
@@ -177,12 +223,28 @@ impl Db {
         )
       }
     });
-    match self.writer.read() {
-      Ok(guard) => match guard.as_ref() {
-        Some(tx) if tx.send(job).is_ok() => pending,
-        _ => Pending::ready(Err(Error::closed())),
-      },
-      Err(_) => Pending::ready(Err(Error::closed())),
+    match self.send_write(WriteJob::Conn(job)) {
+      Ok(()) => pending,
+      Err(back) => Pending::ready(Err(back.1)),
+    }
+  }
+
+  /// Queues a job for the next group-commit transaction (see [`Db::write`]).
+  pub fn write_job(&self, job: Box<dyn Job>) {
+    if let Err(SendBack(WriteJob::Job(job), e)) = self.send_write(WriteJob::Job(job)) {
+      job.finish(Err(e));
+    }
+  }
+
+  /// Queues `work` for the writer, or gives it back when the engine is closed.
+  fn send_write(&self, work: WriteJob) -> std::result::Result<(), SendBack> {
+    let closed = || Error::closed();
+    let Ok(guard) = self.writer.read() else {
+      return Err(SendBack(work, closed()));
+    };
+    match guard.as_ref() {
+      Some(tx) => tx.send(work).map_err(|e| SendBack(e.0, closed())),
+      None => Err(SendBack(work, closed())),
     }
   }
 
@@ -193,21 +255,35 @@ impl Db {
     T: Send + 'static,
     F: FnOnce(&Connection) -> Result<T> + Send + 'static,
   {
-    let sender = match self.readers.read() {
-      Ok(guard) => guard.clone(),
-      Err(_) => return Pending::ready(Err(Error::closed())),
-    };
-    let Some(tx) = sender else {
+    let Some(readers) = self.reader_queue() else {
       return self.write(f);
     };
     let (answer, pending) = Pending::channel();
-    let job: ReadJob = Box::new(move |conn| {
+    let job: ConnRead = Box::new(move |conn| {
       let _ = answer.send(in_read_txn(conn, f));
     });
-    if tx.send(job).is_err() {
+    if readers.send(ReadJob::Conn(job)).is_err() {
       return Pending::ready(Err(Error::closed()));
     }
     pending
+  }
+
+  /// Queues a read-only job (see [`Db::read`]).
+  pub fn read_job(&self, job: Box<dyn Job>) {
+    let Some(readers) = self.reader_queue() else {
+      return self.write_job(job);
+    };
+    if let Err(e) = readers.send(ReadJob::Job(job)) {
+      if let ReadJob::Job(job) = e.0 {
+        job.finish(Err(Error::closed()));
+      }
+    }
+  }
+
+  /// The readers' queue; None for an in-memory database (reads go to the writer) and once
+  /// closed (then the writer refuses them).
+  fn reader_queue(&self) -> Option<Sender<ReadJob>> {
+    self.readers.read().ok().and_then(|g| g.clone())
   }
 
   /// Whether `close` was called.
@@ -257,14 +333,14 @@ impl Db {
           let _ = t.join();
         }
         let (answer, pending) = Pending::channel();
-        let fence: WriteJob = Box::new(move |_| {
+        let fence = WriteJob::Conn(Box::new(move |_| {
           (
             true,
             Box::new(move |_| {
               let _ = answer.send(Ok(()));
             }),
           )
-        });
+        }));
         let _ = writer.send(fence);
         drop(writer);
         let r = pending.wait();
@@ -401,7 +477,21 @@ fn in_read_txn<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -
 
 fn reader_loop(conn: Connection, rx: Receiver<ReadJob>) {
   while let Ok(job) = rx.recv() {
-    job(&conn);
+    match job {
+      ReadJob::Conn(f) => f(&conn),
+      ReadJob::Job(mut job) => {
+        // The job keeps its own result: the outcome is the read's (its snapshot, a panic).
+        let outcome = exec_cached(&conn, "BEGIN").and_then(|()| {
+          let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(&conn))));
+          let _ = exec_cached(&conn, "COMMIT");
+          match ran {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::storage("internal error while reading (panic)")),
+          }
+        });
+        job.finish(outcome);
+      }
+    }
   }
 }
 
@@ -430,9 +520,80 @@ fn exec_cached(conn: &Connection, sql: &str) -> Result<()> {
   Ok(())
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
+/// Runs one unit of work of a batch inside its savepoint (or fails it when `conn` is an error).
+fn run_write(
+  conn: std::result::Result<&Connection, &Error>,
+  work: WriteJob,
+  listeners: &Listeners,
+) -> (bool, Finish) {
+  match work {
+    WriteJob::Conn(f) => match conn {
+      Err(e) => (false, Finish::Conn(f(Err(e)).1)),
+      Ok(conn) => {
+        let (ok, done) = catch_unwind(AssertUnwindSafe(|| f(Ok(conn))))
+          .unwrap_or_else(|_| (false, Box::new(|_| {}) as Done));
+        (ok, Finish::Conn(done))
+      }
+    },
+    WriteJob::Job(mut job) => match conn {
+      Err(e) => (
+        false,
+        Finish::Job(job, Vec::new(), Ran::Failed(Some(e.clone()))),
+      ),
+      Ok(conn) => {
+        let mut tx = SqliteTx::new(conn);
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+          if listeners.is_empty() {
+            (job.run(&mut tx), Vec::new())
+          } else {
+            events::collect(|| job.run(&mut tx))
+          }
+        }));
+        match ran {
+          Ok((Ok(()), appended)) => (true, Finish::Job(job, appended, Ran::Ok)),
+          Ok((Err(_), _)) => (false, Finish::Job(job, Vec::new(), Ran::Failed(None))),
+          Err(_) => (
+            false,
+            Finish::Job(
+              job,
+              Vec::new(),
+              Ran::Failed(Some(Error::storage("internal error while writing (panic)"))),
+            ),
+          ),
+        }
+      }
+    },
+  }
+}
+
+/// How a job's run went.
+enum Ran {
+  Ok,
+  /// Its changes were rolled back; with the error to answer instead of its own, if any.
+  Failed(Option<Error>),
+}
+
+impl Finish {
+  fn run(self, outcome: &Result<()>, listeners: &Listeners) {
+    match self {
+      Finish::Conn(done) => done(outcome.clone()),
+      Finish::Job(job, appended, ran) => match ran {
+        Ran::Ok => {
+          if outcome.is_ok() {
+            listeners.deliver(&appended);
+          }
+          job.finish(outcome.clone());
+        }
+        Ran::Failed(None) => job.finish(outcome.clone()),
+        Ran::Failed(Some(e)) => job.finish(Err(e)),
+      },
+    }
+  }
+}
+
+fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, listeners: Arc<Listeners>) {
   let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
-  let mut dones: Vec<Done> = Vec::with_capacity(MAX_BATCH);
+  let mut finishes: Vec<Finish> = Vec::with_capacity(MAX_BATCH);
   while let Ok(first) = rx.recv() {
     batch.push(first);
     while batch.len() < MAX_BATCH {
@@ -443,23 +604,22 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
     }
     let outcome = match begin_immediate(&conn) {
       Err(e) => {
-        for job in batch.drain(..) {
-          dones.push(job(Err(&e)).1);
+        for work in batch.drain(..) {
+          finishes.push(run_write(Err(&e), work, &listeners).1);
         }
         Err(e)
       }
       Ok(()) => {
-        for job in batch.drain(..) {
+        for work in batch.drain(..) {
           match exec_cached(&conn, "SAVEPOINT job") {
-            Err(e) => dones.push(job(Err(&e)).1),
+            Err(e) => finishes.push(run_write(Err(&e), work, &listeners).1),
             Ok(()) => {
-              let (ok, done) = catch_unwind(AssertUnwindSafe(|| job(Ok(&conn))))
-                .unwrap_or_else(|_| (false, Box::new(|_| {}) as Done));
+              let (ok, finish) = run_write(Ok(&conn), work, &listeners);
               if !ok {
                 let _ = exec_cached(&conn, "ROLLBACK TO job");
               }
               let _ = exec_cached(&conn, "RELEASE job");
-              dones.push(done);
+              finishes.push(finish);
             }
           }
         }
@@ -472,8 +632,8 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>) {
         }
       }
     };
-    for done in dones.drain(..) {
-      done(outcome.clone());
+    for finish in finishes.drain(..) {
+      finish.run(&outcome, &listeners);
     }
   }
   // Every sender is gone: fold the WAL into the database file and close. The checkpoint is
@@ -491,7 +651,7 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-  pub fn open(config: StoreConfig, sealer: Sealer) -> Pending<SqliteStore> {
+  pub fn open(config: StoreConfig, sealer: Arc<Sealer>) -> Pending<SqliteStore> {
     let path = config.path.clone();
     let opened = Db::open(config);
     let (answer, pending) = Pending::channel();
@@ -506,7 +666,7 @@ impl SqliteStore {
             db.read_path().to_string()
           },
           db,
-          sealer: Arc::new(sealer),
+          sealer,
         });
         let _ = answer.send(r);
       });
@@ -547,49 +707,47 @@ impl SqliteStore {
   }
 }
 
-impl Store for SqliteStore {
-  fn open_scope(&self, org_id: Option<String>, environment: String) -> Pending<Scope> {
-    let sealer = self.sealer.clone();
-    // RELIABILITY: on a read-only file the scope must already exist; nothing is written.
-    if self.db.is_read_only() {
-      return self
-        .db
-        .read(move |conn| super::keys::read_only_scope(conn, &sealer, org_id, environment));
+impl Engine for SqliteStore {
+  fn write_job(&self, job: Box<dyn Job>) {
+    self.db.write_job(job)
+  }
+
+  fn read_job(&self, job: Box<dyn Job>) {
+    self.db.read_job(job)
+  }
+
+  fn is_read_only(&self) -> bool {
+    self.db.is_read_only()
+  }
+
+  fn is_closed(&self) -> bool {
+    self.db.is_closed()
+  }
+
+  fn listeners(&self) -> &Arc<Listeners> {
+    self.db.listeners()
+  }
+
+  fn token_feed(&self, scope: &Scope, sealer: Arc<Sealer>) -> Result<Box<dyn Feed>> {
+    if is_memory(&self.path) {
+      Ok(Box::new(verifier::MemoryFeed::open(
+        self.db.clone(),
+        scope,
+        sealer,
+      )?))
+    } else {
+      Ok(Box::new(verifier::FileFeed::open(
+        &self.path, scope, sealer,
+      )?))
     }
-    self.db.write(move |conn| {
-      // The encryption key must open the file (see store::keys: key check and rotation).
-      super::keys::check_file_key(conn, &sealer, true)?;
-      let org_id = match org_id {
-        Some(o) => o,
-        None => match meta_get(conn, "default_org_id")? {
-          Some(v) => {
-            String::from_utf8(v).map_err(|_| Error::storage("default org id is not text"))?
-          }
-          None => {
-            let o = crate::crypto::object_id(crate::clock::now_ms())?;
-            meta_put(conn, "default_org_id", o.as_bytes())?;
-            o
-          }
-        },
-      };
-      conn
-        .prepare_cached("INSERT OR IGNORE INTO scopes (org_id, environment) VALUES (?1, ?2)")?
-        .execute(rusqlite::params![org_id, environment])?;
-      let id: i64 = conn
-        .prepare_cached("SELECT id FROM scopes WHERE org_id = ?1 AND environment = ?2")?
-        .query_row(rusqlite::params![org_id, environment], |r| r.get(0))?;
-      Ok(Scope {
-        id,
-        org_id,
-        environment,
-      })
-    })
   }
 
   fn close(&self) -> Pending<()> {
     self.db.close()
   }
 }
+
+impl Store for SqliteStore {}
 
 impl AccountStore for SqliteStore {
   fn write_account(
@@ -600,8 +758,8 @@ impl AccountStore for SqliteStore {
   ) -> Pending<UpsertOutcome> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
     self.db.write(move |conn| {
-      // RELIABILITY: seal under the file's key (it may have been rotated): see store::keys.
-      super::keys::sync(conn, &sealer)?;
+      // RELIABILITY: seal under the file's key (it may have been rotated): see domain::keys.
+      crate::domain::keys::sync(&mut SqliteTx::new(conn), &sealer)?;
       accounts::write(conn, &sealer, &scope, input, mode, now_ms())
     })
   }
@@ -647,10 +805,51 @@ impl AccountStore for SqliteStore {
   fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>> {
     let (scope, sealer) = (scope.clone(), self.sealer.clone());
     self.db.read(move |conn| {
-      // RELIABILITY: know the file's key even if it was rotated since open (store::keys).
-      super::keys::learn(conn, &sealer)?;
+      // RELIABILITY: know the file's key even if it was rotated since open (domain::keys).
+      crate::domain::keys::learn(&mut SqliteTx::new(conn), &sealer)?;
       accounts::credentials(conn, &sealer, &scope, &id)
     })
+  }
+}
+
+impl From<rusqlite::Error> for Error {
+  fn from(e: rusqlite::Error) -> Self {
+    // SQLite messages carry no bound parameter values, so no secret can leak through them.
+    // The common environmental failures get a message that says what happened and what it
+    // means for the data; the SQLite text follows for diagnosis.
+    use rusqlite::ErrorCode as C;
+    let hint = match &e {
+      rusqlite::Error::SqliteFailure(f, _) => match f.code {
+        C::ReadOnly => Some(
+          "the database is read-only (the file or its directory is not writable): the write was \
+           refused and nothing changed; reads still work",
+        ),
+        C::DiskFull => Some(
+          "the disk is full (or the process file-size limit was reached): the write was not \
+           saved; data committed earlier is intact",
+        ),
+        C::SystemIoFailure => Some(
+          "an I/O error occurred while accessing the database file (disk full, file-size limit \
+           or device error?): the operation was not saved; data committed earlier is intact",
+        ),
+        C::CannotOpen => {
+          Some("cannot open the database file (check that its directory exists and is accessible)")
+        }
+        C::DatabaseCorrupt | C::NotADatabase => {
+          Some("the database file is damaged or is not a linkvault database")
+        }
+        C::DatabaseBusy | C::DatabaseLocked => {
+          Some("the database stayed locked by another connection for too long")
+        }
+        C::PermissionDenied => Some("permission denied on the database file"),
+        _ => None,
+      },
+      _ => None,
+    };
+    match hint {
+      Some(h) => Error::storage(format!("storage error: {h} ({e})")),
+      None => Error::storage(format!("storage error: {e}")),
+    }
   }
 }
 
@@ -659,8 +858,8 @@ mod tests {
   use serde_json::json;
 
   use super::*;
+  use crate::client::{OpenOptions, Vault};
   use crate::crypto::Key;
-  use crate::vault::{OpenOptions, Vault};
 
   fn temp() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();

@@ -19,25 +19,47 @@
 //! Refresh tokens are opaque: `lvrt_` + 32 random bytes in base64url (256 bits). Only their
 //! SHA-256 is stored.
 //!
-//! The client-facing methods (`impl Vault` at the end) parse input and call the store.
+//! The rules around tokens are split by concern: signing keys (`keys`), token families, minting
+//! and refreshing (`families`), revocation (`revocation`) and the in-memory verifier
+//! (`verifier`). What they need from storage is the small traits (`*Rows`) each engine implements.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::accounts::MAX_ID_CHARS;
+use super::Scope;
 use crate::crypto;
 use crate::error::{Error, ErrorKind, Result};
 use crate::input::{self, Fields};
-use crate::store::tokens::TokenVerifier;
-use crate::store::{Pending, Scope};
-use crate::vault::Vault;
+
+pub mod families;
+pub mod keys;
+pub mod revocation;
+pub mod verifier;
+
+pub use families::FamilyRows;
+pub use keys::SigningKeyRows;
+pub use revocation::RevocationRows;
+pub use verifier::Verifier;
+
+/// What the token operations need from their transaction.
+pub trait TokenTx:
+  SigningKeyRows
+  + FamilyRows
+  + RevocationRows
+  + crate::domain::events::EventLog
+  + crate::domain::keys::MetaRows
+{
+}
+
+/// Whole seconds of a millisecond time.
+pub fn secs(now_ms: i64) -> i64 {
+  now_ms.div_euclid(1000)
+}
+
+use super::MAX_ACCOUNT_ID_CHARS as MAX_ID_CHARS;
 
 /// Longest token accepted (bytes); longer input is rejected before any decoding.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -489,136 +511,6 @@ impl fmt::Debug for Issued {
       .field("claims", &self.claims)
       .field("reused", &self.reused)
       .finish()
-  }
-}
-
-/// The result of a write that must commit even when the call then fails (a detected refresh
-/// token reuse revokes the whole family durably, then fails with `TOKEN_REVOKED`). A write job
-/// returning `Err` would roll its changes back, so such jobs return `Ok(Err(e))` and this
-/// future flattens the two levels.
-pub struct Settled<T>(Pending<Result<T>>);
-
-impl<T> Settled<T> {
-  pub fn new(p: Pending<Result<T>>) -> Self {
-    Settled(p)
-  }
-
-  pub fn failed(e: Error) -> Self {
-    Settled(Pending::ready(Err(e)))
-  }
-
-  /// Blocks until the result arrives (Rust callers and tests; never on Node's thread).
-  pub fn wait(self) -> Result<T> {
-    self.0.wait().and_then(|r| r)
-  }
-}
-
-impl<T> Future for Settled<T> {
-  type Output = Result<T>;
-  fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-    Pin::new(&mut self.get_mut().0)
-      .poll(cx)
-      .map(|r| r.and_then(|x| x))
-  }
-}
-
-/// A client's token state: its policy and its verifier (keys and revocations kept in memory and
-/// fresh; see `store::tokens`).
-pub struct TokenRuntime {
-  pub policy: TokenPolicy,
-  pub verifier: Arc<dyn TokenVerifier>,
-}
-
-impl fmt::Debug for TokenRuntime {
-  fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    f.debug_struct("TokenRuntime")
-      .field("policy", &self.policy)
-      .finish_non_exhaustive()
-  }
-}
-
-fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
-  r.unwrap_or_else(|e| Pending::ready(Err(e)))
-}
-
-fn token_arg<'v>(v: &'v Value, what: &str) -> Result<&'v str> {
-  match v {
-    Value::String(s) if !s.is_empty() => Ok(s),
-    _ => Err(invalid(&format!("{what} is missing or not a string"))),
-  }
-}
-
-/// Client methods for session tokens.
-impl Vault {
-  /// `getTokenForLinkedAccount({ linked_account_id, ttl_seconds?, force_refresh?, scopes? })`.
-  pub fn get_token_for_linked_account(&self, input: &Value) -> Pending<Issued> {
-    let policy = self.tokens.policy;
-    pending(
-      MintRequest::parse(input, policy.session_ttl)
-        .map(|req| self.store.mint_session_token(&self.scope, req, policy)),
-    )
-  }
-
-  /// `verifySessionToken` / `verifySessionTokenSync`: the claims of a valid token. Runs on the
-  /// caller's thread in microseconds: no database round trip unless the file changed (see
-  /// `store::tokens`).
-  pub fn verify_session_token(&self, token: &str) -> Result<Claims> {
-    self.tokens.verifier.verify(token, crate::clock::now_ms())
-  }
-
-  /// `refreshSessionToken(refresh_token)`.
-  pub fn refresh_session_token(&self, refresh_token: &Value) -> Settled<Issued> {
-    match token_arg(refresh_token, "refresh token").and_then(|t| {
-      refresh_token_hash(t)?;
-      Ok(t.to_string())
-    }) {
-      Ok(t) => Settled::new(
-        self
-          .store
-          .refresh_session_token(&self.scope, t, self.tokens.policy),
-      ),
-      Err(e) => Settled::failed(e),
-    }
-  }
-
-  /// `revokeSessionToken(token)` → revoked_count (0 or 1).
-  pub fn revoke_session_token(&self, token: &Value) -> Pending<i64> {
-    pending(token_arg(token, "session token").and_then(|t| {
-      parse(t)?;
-      Ok(
-        self
-          .store
-          .revoke_session_token(&self.scope, t.to_string(), self.tokens.policy),
-      )
-    }))
-  }
-
-  /// `revokeAllSessionTokens(linked_account_id)` → revoked_count.
-  pub fn revoke_all_session_tokens(&self, id: &Value) -> Pending<i64> {
-    pending(
-      input::id(Some(id), "linked_account_id", MAX_ID_CHARS)
-        .map(|id| self.store.revoke_all_session_tokens(&self.scope, id)),
-    )
-  }
-
-  /// `rotateSigningKey({ signingSecret? })` → the new `kid`.
-  pub fn rotate_signing_key(&self, options: Option<&Value>) -> Pending<String> {
-    pending((|| {
-      let f = Fields::new(options, "options")?;
-      let secret = f
-        .str("signingSecret")?
-        .map(|s| Secret::parse(s, "signingSecret"))
-        .transpose()?;
-      Ok(self.store.rotate_signing_key(&self.scope, secret))
-    })())
-  }
-
-  /// `retireSigningKey(kid)`.
-  pub fn retire_signing_key(&self, kid: &Value) -> Pending<()> {
-    pending(
-      input::id(Some(kid), "kid", MAX_KID_CHARS)
-        .map(|kid| self.store.retire_signing_key(&self.scope, kid)),
-    )
   }
 }
 

@@ -1,68 +1,22 @@
-//! Encryption-key rotation and integrity checks: the client-facing side (`rotateEncryptionKey`,
-//! `checkIntegrity`, the `previousEncryptionKeys` option). The SQL and the rotation protocol are
-//! in `store::keys`.
+//! Encryption-key rotation and integrity checks of a client (`rotateEncryptionKey`,
+//! `checkIntegrity`). The rules are in `domain::keys`; here each batch of a rotation is one job,
+//! so other calls interleave.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::crypto::{hex_encode, Key};
+use super::Vault;
+use crate::clock::now_ms;
+use crate::crypto::{hex_encode, Key, Sealer};
+use crate::domain::keys::{self, Begin, Integrity, ROTATION_BATCH};
 use crate::error::{Error, Result};
-use crate::store::{Begin, Integrity, Pending};
-use crate::vault::Vault;
-
-/// Rows examined per rotation batch: each batch is one write job, so other calls interleave.
-pub const ROTATION_BATCH: usize = 500;
-
-/// At most this many previous keys (`previousEncryptionKeys`).
-pub const MAX_PREVIOUS_KEYS: usize = 16;
+use crate::store::{self, Pending, Store};
 
 /// Passes over the sealed columns before a rotation gives up (only a value that keeps
 /// reappearing under another key could need more than one).
 const MAX_PASSES: usize = 3;
-
-/// `previousEncryptionKeys`: an array of keys in the `encryptionKey` format.
-pub fn parse_previous_keys(v: Option<&Value>) -> Result<Vec<Key>> {
-  const FIELD: &str = "previousEncryptionKeys";
-  match v {
-    None | Some(Value::Null) => Ok(Vec::new()),
-    Some(Value::Array(items)) if items.len() <= MAX_PREVIOUS_KEYS => items
-      .iter()
-      .map(|item| match item {
-        Value::String(s) => Key::parse(s, FIELD),
-        _ => Err(Error::validation(
-          FIELD,
-          format!("{FIELD} must be an array of keys (strings)"),
-        )),
-      })
-      .collect(),
-    Some(Value::Array(_)) => Err(Error::validation(
-      FIELD,
-      format!("{FIELD} may hold at most {MAX_PREVIOUS_KEYS} keys"),
-    )),
-    Some(_) => Err(Error::validation(
-      FIELD,
-      format!("{FIELD} must be an array of keys (strings)"),
-    )),
-  }
-}
-
-/// Wipes the key strings of `Client.open`'s options (or a `newKey` value) once they are parsed,
-/// so that no copy of a key outlives the call in this process's Rust memory. (The JS string the
-/// caller passed lives in V8's heap, out of reach.)
-pub fn scrub_key_strings(v: &mut Value) {
-  use zeroize::Zeroize;
-  match v {
-    Value::String(s) => s.zeroize(),
-    Value::Object(m) => {
-      for k in ["encryptionKey", "previousEncryptionKeys"] {
-        if let Some(x) = m.get_mut(k) {
-          scrub_key_strings(x);
-        }
-      }
-    }
-    Value::Array(items) => items.iter_mut().for_each(scrub_key_strings),
-    _ => {}
-  }
-}
 
 /// What `rotateEncryptionKey` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -80,7 +34,19 @@ pub struct Rotation {
 impl Vault {
   /// `checkIntegrity()`.
   pub fn check_integrity(&self) -> Pending<Integrity> {
-    self.store.check_integrity()
+    store::read(&*self.store, |tx| keys::integrity(tx))
+  }
+
+  /// Starts (or resumes) a rotation to `new_key` (one write).
+  #[cfg(test)]
+  pub(crate) fn rotation_begin(&self, new_key: Key) -> Pending<Begin> {
+    begin(&*self.store, &self.sealer, new_key)
+  }
+
+  /// Reseals one batch (one write).
+  #[cfg(test)]
+  pub(crate) fn rotation_step(&self, batch: usize) -> Pending<keys::Step> {
+    step(&*self.store, &self.sealer, batch)
   }
 
   /// `rotateEncryptionKey(newKey)`: re-seals every stored secret under `newKey`, online, in
@@ -99,49 +65,16 @@ impl Vault {
         )))
       }
     };
-    let store = self.store.clone();
-    let key_file = self.key_file.clone();
+    let (store, sealer, key_file) = (
+      self.store.clone(),
+      self.sealer.clone(),
+      self.key_file.clone(),
+    );
     let (answer, pending) = Pending::channel();
     let spawned = std::thread::Builder::new()
       .name("linkvault-rotate".into())
       .spawn(move || {
-        let r = (|| {
-          let key_id = hex_encode(&key.id());
-          let begun = store.rotation_begin(key.clone()).wait()?;
-          let mut out = Rotation {
-            resumed: begun == Begin::Resumed,
-            key_id,
-            ..Rotation::default()
-          };
-          if begun == Begin::AlreadyCurrent {
-            return Ok(out);
-          }
-          // A key kept in `<path>.key` follows the file: written once the rotation is recorded
-          // (a crash before or after this point leaves a key that opens the file either way).
-          if let Some(path) = &key_file {
-            key.replace_file(path)?;
-          }
-          drop(key);
-          for _ in 0..MAX_PASSES {
-            loop {
-              let step = store.rotation_step(ROTATION_BATCH).wait()?;
-              out.batches += 1;
-              out.resealed += step.resealed as u64;
-              if step.done {
-                break;
-              }
-            }
-            let leftovers = store.rotation_leftovers().wait()?;
-            if store.rotation_finish(leftovers).wait()? {
-              return Ok(out);
-            }
-          }
-          Err(Error::storage(
-            "storage error: key rotation did not converge (values keep appearing under another \
-             key); it can be resumed",
-          ))
-        })();
-        let _ = answer.send(r);
+        let _ = answer.send(rotate_blocking(&*store, &sealer, key_file.as_deref(), key));
       });
     match spawned {
       Ok(_) => pending,
@@ -152,12 +85,73 @@ impl Vault {
   }
 }
 
+fn begin(store: &dyn Store, sealer: &Arc<Sealer>, new_key: Key) -> Pending<Begin> {
+  let sealer = sealer.clone();
+  store::write(store, move |tx| {
+    keys::begin(tx, &sealer, &new_key, now_ms())
+  })
+}
+
+fn step(store: &dyn Store, sealer: &Arc<Sealer>, batch: usize) -> Pending<keys::Step> {
+  let sealer = sealer.clone();
+  store::write(store, move |tx| keys::step(tx, &sealer, batch))
+}
+
+/// The rotation, one job per step (runs on its own thread).
+fn rotate_blocking(
+  store: &dyn Store,
+  sealer: &Arc<Sealer>,
+  key_file: Option<&Path>,
+  key: Key,
+) -> Result<Rotation> {
+  let key_id = hex_encode(&key.id());
+  let begun = begin(store, sealer, key.clone()).wait()?;
+  let mut out = Rotation {
+    resumed: begun == Begin::Resumed,
+    key_id,
+    ..Rotation::default()
+  };
+  if begun == Begin::AlreadyCurrent {
+    return Ok(out);
+  }
+  // A key kept in `<path>.key` follows the file: written once the rotation is recorded
+  // (a crash before or after this point leaves a key that opens the file either way).
+  if let Some(path) = key_file {
+    key.replace_file(path)?;
+  }
+  drop(key);
+  for _ in 0..MAX_PASSES {
+    loop {
+      let done = step(store, sealer, ROTATION_BATCH).wait()?;
+      out.batches += 1;
+      out.resealed += done.resealed as u64;
+      if done.done {
+        break;
+      }
+    }
+    let leftovers = store::read(store, |tx| keys::leftovers(tx)).wait()?;
+    let sealer = sealer.clone();
+    let finished = store::write(store, move |tx| keys::finish(tx, &sealer, leftovers)).wait()?;
+    if finished {
+      return Ok(out);
+    }
+  }
+  Err(Error::storage(
+    "storage error: key rotation did not converge (values keep appearing under another \
+     key); it can be resumed",
+  ))
+}
+
 #[cfg(test)]
 mod tests {
   use super::*;
   use serde_json::json;
 
-  use crate::vault::OpenOptions;
+  use crate::client::OpenOptions;
+  use crate::crypto::{hex_encode, Key};
+  use crate::domain::keys::{scrub_key_strings, Begin, ROTATION_BATCH};
+  use crate::error::Result;
+  use serde_json::Value;
 
   fn open_with(path: &str, key: [u8; 32], previous: &[[u8; 32]]) -> Result<Vault> {
     let prev: Vec<String> = previous.iter().map(|k| hex_encode(k)).collect();
@@ -257,12 +251,11 @@ mod tests {
       .unwrap();
     }
     // Begin and one batch only: an interrupted rotation.
-    let store = v.store.clone();
     assert_eq!(
-      store.rotation_begin(Key::from_bytes(new)).wait().unwrap(),
+      v.rotation_begin(Key::from_bytes(new)).wait().unwrap(),
       Begin::Started
     );
-    let step = store.rotation_step(ROTATION_BATCH).wait().unwrap();
+    let step = v.rotation_step(ROTATION_BATCH).wait().unwrap();
     assert_eq!(step.resealed, ROTATION_BATCH);
     // A write during the rotation is sealed under the new key.
     v.upsert_linked_account(
@@ -377,7 +370,7 @@ mod tests {
     .wait()
     .unwrap();
     // `a` begins a rotation; `b` (opened earlier, old key only) writes and reads meanwhile.
-    a.store.rotation_begin(Key::from_bytes(new)).wait().unwrap();
+    a.rotation_begin(Key::from_bytes(new)).wait().unwrap();
     b.upsert_linked_account(
       &json!({"linked_account_id": "y", "your_app": {"auth_credentials": {"b": 2}}}),
       None,
@@ -410,7 +403,7 @@ mod tests {
       let o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "o"}))).unwrap();
       Vault::open(o).wait()
     };
-    if std::env::var(crate::vault::ENV_ENCRYPTION_KEY).is_ok() {
+    if std::env::var(crate::client::ENV_ENCRYPTION_KEY).is_ok() {
       return; // the key would not come from the file
     }
     let v = open_default().unwrap();

@@ -2,24 +2,18 @@
 //! transaction as the change, so a committed change always has its event and a failed one none.
 //!
 //! Consumers read the log with [`EventQuery`] pages (`listEvents`), resuming after the last id they
-//! processed; ids come from an `AUTOINCREMENT` key, so they are strictly increasing and never
-//! reused, and since SQLite has one writer at a time a reader never sees id N+1 before N.
+//! processed. Ids are strictly increasing in the order a consumer can see them: each engine makes
+//! sure that no event with a smaller id can become visible after a larger one was returned
+//! (SQLite has one writer at a time; see `store::postgres` for the server database).
 //!
-//! Live delivery (`onEvent`): while a job runs on the writer thread, [`append`] also records each
-//! event in a per-thread collector; the engine hands the job's events to the [`Listeners`] after
-//! the transaction committed (never for a job that rolled back), in commit order.
+//! Live delivery (`onEvent`) is the engine's: it hands each committed transaction's events to
+//! the subscribers (`store::Listeners`).
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-
-use rusqlite::{params, Connection};
 use serde_json::Value;
 
+use super::Scope;
 use crate::error::{Error, Result};
 use crate::input::Fields;
-use crate::store::Pending;
-use crate::vault::Vault;
 
 /// Event types, as stored and returned.
 pub mod types {
@@ -64,127 +58,39 @@ pub struct Event {
   pub created_at: i64,
 }
 
-thread_local! {
-  /// Events appended by the write job running on this thread, when a collector is active.
-  static COLLECTOR: RefCell<Option<Vec<(i64, Event)>>> = const { RefCell::new(None) };
+/// The events table.
+pub trait EventLog {
+  /// Appends an event inside the current transaction.
+  fn append_event(
+    &mut self,
+    scope_id: i64,
+    kind: &str,
+    account_id: Option<&str>,
+    data: &Value,
+    now_ms: i64,
+  ) -> Result<()>;
+  /// Up to `limit` events of the scope matching `q` with an id above `q.after`, by id.
+  fn read_events(&mut self, scope_id: i64, q: &EventQuery, limit: i64) -> Result<Vec<Event>>;
+  /// Deletes the scope's events before `before`; returns how many.
+  fn delete_events(&mut self, scope_id: i64, before: PruneBefore) -> Result<i64>;
 }
 
-/// Appends an event inside the caller's transaction and returns its id.
-pub fn append(
-  conn: &Connection,
-  scope_id: i64,
-  kind: &str,
-  account_id: Option<&str>,
-  data: &Value,
-  now: i64,
-) -> Result<i64> {
-  conn
-    .prepare_cached(
-      "INSERT INTO events (scope_id, type, linked_account_id, data, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![scope_id, kind, account_id, data.to_string(), now])?;
-  let id = conn.last_insert_rowid();
-  COLLECTOR.with(|c| {
-    if let Some(events) = c.borrow_mut().as_mut() {
-      events.push((
-        scope_id,
-        Event {
-          id,
-          kind: kind.to_string(),
-          linked_account_id: account_id.map(str::to_string),
-          data: data.clone(),
-          created_at: now,
-        },
-      ));
-    }
-  });
-  Ok(id)
+/// `listEvents`: a page, and the cursor of the next one when more matched.
+pub fn list(tx: &mut (impl EventLog + ?Sized), scope: &Scope, q: &EventQuery) -> Result<EventPage> {
+  let mut events = tx.read_events(scope.id, q, q.limit + 1)?;
+  let more = events.len() as i64 > q.limit;
+  events.truncate(q.limit as usize);
+  let next = if more {
+    events.last().map(|e| e.id)
+  } else {
+    None
+  };
+  Ok(EventPage { events, next })
 }
 
-/// Runs `f` (one write job) and returns what it returned with the `(scope_id, event)` pairs it
-/// appended on this thread. The collector is reset even if `f` panics.
-pub fn collect<T>(f: impl FnOnce() -> T) -> (T, Vec<(i64, Event)>) {
-  struct Reset;
-  impl Drop for Reset {
-    fn drop(&mut self) {
-      COLLECTOR.with(|c| *c.borrow_mut() = None);
-    }
-  }
-  COLLECTOR.with(|c| *c.borrow_mut() = Some(Vec::new()));
-  let guard = Reset;
-  let out = f();
-  let events = COLLECTOR
-    .with(|c| c.borrow_mut().take())
-    .unwrap_or_default();
-  drop(guard);
-  (out, events)
-}
-
-/// A live subscriber: called on the writer thread with the events of one committed job.
-/// It must not block (the binding only queues them for Node's thread).
-pub type Listener = Arc<dyn Fn(&[Event]) + Send + Sync>;
-
-/// The subscribers of one engine, each for one scope.
-#[derive(Default)]
-pub struct Listeners {
-  next_id: AtomicU64,
-  count: AtomicUsize,
-  list: Mutex<Vec<(u64, i64, Listener)>>,
-}
-
-impl Listeners {
-  /// Whether anyone listens (jobs skip collecting events when no one does).
-  pub fn is_empty(&self) -> bool {
-    self.count.load(Ordering::Acquire) == 0
-  }
-
-  pub fn add(&self, scope_id: i64, listener: Listener) -> u64 {
-    let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    if let Ok(mut list) = self.list.lock() {
-      list.push((id, scope_id, listener));
-      self.count.store(list.len(), Ordering::Release);
-    }
-    id
-  }
-
-  /// Removes a subscriber; false if it was not there (already removed).
-  pub fn remove(&self, id: u64) -> bool {
-    let Ok(mut list) = self.list.lock() else {
-      return false;
-    };
-    let before = list.len();
-    list.retain(|(i, _, _)| *i != id);
-    self.count.store(list.len(), Ordering::Release);
-    list.len() != before
-  }
-
-  pub fn clear(&self) {
-    if let Ok(mut list) = self.list.lock() {
-      list.clear();
-      self.count.store(0, Ordering::Release);
-    }
-  }
-
-  /// Hands committed events to every subscriber of their scope, in order.
-  pub fn deliver(&self, events: &[(i64, Event)]) {
-    if events.is_empty() || self.is_empty() {
-      return;
-    }
-    let subscribers: Vec<(i64, Listener)> = match self.list.lock() {
-      Ok(list) => list.iter().map(|(_, s, l)| (*s, l.clone())).collect(),
-      Err(_) => return,
-    };
-    for (scope_id, listener) in subscribers {
-      let mine: Vec<Event> = events
-        .iter()
-        .filter(|(s, _)| *s == scope_id)
-        .map(|(_, e)| e.clone())
-        .collect();
-      if !mine.is_empty() {
-        listener(&mine);
-      }
-    }
-  }
+/// `pruneEvents`: deletes the scope's events before `before`; returns how many.
+pub fn prune(tx: &mut (impl EventLog + ?Sized), scope: &Scope, before: PruneBefore) -> Result<i64> {
+  tx.delete_events(scope.id, before)
 }
 
 pub const DEFAULT_PAGE_LIMIT: i64 = 100;
@@ -243,7 +149,7 @@ pub fn parse_query(q: Option<&Value>) -> Result<EventQuery> {
     some => Some(crate::input::id(
       some,
       "linked_account_id",
-      crate::accounts::MAX_ID_CHARS,
+      super::MAX_ACCOUNT_ID_CHARS,
     )?),
   };
   Ok(EventQuery {
@@ -369,32 +275,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
   era * 146_097 + doe - 719_468
 }
 
-fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
-  r.unwrap_or_else(|e| Pending::ready(Err(e)))
-}
-
-/// Event-log calls of a client.
-impl Vault {
-  /// `listEvents({ after?, limit?, types?, linked_account_id? })`.
-  pub fn list_events(&self, query: Option<&Value>) -> Pending<EventPage> {
-    pending(parse_query(query).map(|q| self.store.list_events(&self.scope, q)))
-  }
-
-  /// `pruneEvents({ before })`: returns how many events were deleted.
-  pub fn prune_events(&self, options: Option<&Value>) -> Pending<i64> {
-    pending(parse_prune(options).map(|b| self.store.prune_events(&self.scope, b)))
-  }
-
-  /// `onEvent`: `listener` gets the events of this client's writes after they commit.
-  pub fn subscribe(&self, listener: Listener) -> Result<u64> {
-    self.store.subscribe(&self.scope, listener)
-  }
-
-  pub fn unsubscribe(&self, id: u64) -> bool {
-    self.store.unsubscribe(id)
-  }
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -472,59 +352,5 @@ mod tests {
         Some("before")
       );
     }
-  }
-
-  #[test]
-  fn collector_sees_only_its_job_and_resets() {
-    let conn = Connection::open_in_memory().unwrap();
-    conn
-      .execute_batch(
-        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, scope_id INTEGER, type TEXT, linked_account_id TEXT, data TEXT, created_at INTEGER)",
-      )
-      .unwrap();
-    append(&conn, 1, "x.before", None, &json!({}), 1).unwrap();
-    let (id, got) =
-      collect(|| append(&conn, 1, "x.during", Some("a"), &json!({"k": 1}), 2).unwrap());
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].1.id, id);
-    assert_eq!(got[0].1.kind, "x.during");
-    append(&conn, 1, "x.after", None, &json!({}), 3).unwrap();
-    let r = std::panic::catch_unwind(|| {
-      collect(|| -> () { panic!("job panicked") });
-    });
-    assert!(r.is_err());
-    let ((), none) = collect(|| ());
-    assert!(none.is_empty());
-  }
-
-  #[test]
-  fn listeners_filter_by_scope_and_unsubscribe() {
-    let l = Listeners::default();
-    assert!(l.is_empty());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s2 = seen.clone();
-    let id = l.add(
-      1,
-      Arc::new(move |evs: &[Event]| s2.lock().unwrap().extend(evs.iter().map(|e| e.id))),
-    );
-    let ev = |id, scope| {
-      (
-        scope,
-        Event {
-          id,
-          kind: "t".into(),
-          linked_account_id: None,
-          data: json!({}),
-          created_at: 0,
-        },
-      )
-    };
-    l.deliver(&[ev(1, 1), ev(2, 2), ev(3, 1)]);
-    assert_eq!(*seen.lock().unwrap(), vec![1, 3]);
-    assert!(l.remove(id));
-    assert!(!l.remove(id));
-    assert!(l.is_empty());
-    l.deliver(&[ev(4, 1)]);
-    assert_eq!(*seen.lock().unwrap(), vec![1, 3]);
   }
 }

@@ -1,5 +1,17 @@
 //! `Vault`: the napi-free core of a linkvault client. It parses and validates input, owns the
-//! store and the scope, and returns [`Pending`] results that any front end (Node, Rust) awaits.
+//! store, the key ring and the scope, runs each call as a job on the store (the rules come from
+//! `domain`), and returns [`Pending`] results that any front end (Node, Rust) awaits.
+//!
+//! One file per concept: `tokens`, `keys` (encryption-key rotation), `events`; linked accounts,
+//! identities and consents are still `impl Vault` blocks in `crate::accounts`,
+//! `crate::identities` and `crate::consents`.
+
+mod events;
+mod keys;
+mod tokens;
+
+pub use keys::Rotation;
+pub use tokens::TokenRuntime;
 
 use std::sync::Arc;
 
@@ -8,11 +20,12 @@ use serde_json::Value;
 use crate::accounts::{
   self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome, WriteMode,
 };
+use crate::clock::now_ms;
 use crate::crypto::{Key, Sealer};
+use crate::domain::tokens::TokenOptions;
 use crate::error::{Error, Result};
 use crate::input::{self, Fields};
-use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig, TokenStore};
-use crate::tokens::{TokenOptions, TokenRuntime};
+use crate::store::{self as storage, Durability, Pending, Scope, SqliteStore, Store, StoreConfig};
 
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
@@ -87,7 +100,7 @@ impl OpenOptions {
       }
     };
     let tokens = TokenOptions::parse(&f)?;
-    let previous_keys = crate::keys::parse_previous_keys(f.get("previousEncryptionKeys"))?;
+    let previous_keys = crate::domain::keys::parse_previous_keys(f.get("previousEncryptionKeys"))?;
     Ok(OpenOptions {
       path,
       org_id,
@@ -126,9 +139,11 @@ impl OpenOptions {
   }
 }
 
-/// One open client: a store and the (org, environment) scope it works in.
+/// One open client: a store, the key ring and the (org, environment) scope it works in.
 pub struct Vault {
   pub(crate) store: Arc<dyn Store>,
+  /// The encryption keys this client holds; the engine's legacy modules share it.
+  pub(crate) sealer: Arc<Sealer>,
   pub(crate) scope: Scope,
   pub(crate) auth_url_base: Option<String>,
   pub(crate) tokens: TokenRuntime,
@@ -145,7 +160,7 @@ impl std::fmt::Debug for Vault {
 }
 
 fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
-  r.unwrap_or_else(|e| Pending::ready(Err(e)))
+  Pending::flatten(r)
 }
 
 impl Vault {
@@ -155,49 +170,7 @@ impl Vault {
     let spawned = std::thread::Builder::new()
       .name("linkvault-open".into())
       .spawn(move || {
-        let r = (|| {
-          let key = options.resolve_key()?;
-          let config = StoreConfig {
-            path: options.path.clone(),
-            durability: options.durability,
-            readers: 2,
-          };
-          let mut sealer = Sealer::new(key);
-          for k in std::mem::take(&mut options.previous_keys) {
-            sealer = sealer.with_older(k);
-          }
-          let store = SqliteStore::open(config, sealer).wait()?;
-          let scope = match store
-            .open_scope(options.org_id.clone(), options.environment.clone())
-            .wait()
-          {
-            Ok(s) => s,
-            Err(e) => {
-              let _ = store.close().wait();
-              return Err(e);
-            }
-          };
-          let tokens = std::mem::take(&mut options.tokens);
-          let verifier = match store.open_tokens(&scope, tokens.signing_secret, tokens.policy.skew)
-          {
-            Ok(v) => v,
-            Err(e) => {
-              let _ = store.close().wait();
-              return Err(e);
-            }
-          };
-          Ok(Vault {
-            store: Arc::new(store),
-            scope,
-            auth_url_base: options.auth_url_base.clone(),
-            tokens: TokenRuntime {
-              policy: tokens.policy,
-              verifier,
-            },
-            key_file: options.key_file.clone(),
-          })
-        })();
-        let _ = answer.send(r);
+        let _ = answer.send(Vault::open_blocking(&mut options));
       });
     match spawned {
       Ok(_) => result,
@@ -205,6 +178,50 @@ impl Vault {
         "cannot start open thread: {e}"
       )))),
     }
+  }
+
+  fn open_blocking(options: &mut OpenOptions) -> Result<Vault> {
+    let key = options.resolve_key()?;
+    let mut sealer = Sealer::new(key);
+    for k in std::mem::take(&mut options.previous_keys) {
+      sealer = sealer.with_older(k);
+    }
+    let sealer = Arc::new(sealer);
+    let config = StoreConfig {
+      path: options.path.clone(),
+      durability: options.durability,
+      readers: 2,
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config, sealer.clone()).wait()?);
+    let opened = Vault::attach(store.clone(), sealer, options);
+    if opened.is_err() {
+      let _ = store.close().wait();
+    }
+    opened
+  }
+
+  /// Resolves the scope and the token verifier on an open store.
+  fn attach(
+    store: Arc<dyn Store>,
+    sealer: Arc<Sealer>,
+    options: &mut OpenOptions,
+  ) -> Result<Vault> {
+    let scope = open_scope(
+      &*store,
+      &sealer,
+      options.org_id.clone(),
+      &options.environment,
+    )?;
+    let tokens = std::mem::take(&mut options.tokens);
+    let runtime = tokens::open_runtime(&*store, &sealer, &scope, tokens)?;
+    Ok(Vault {
+      store,
+      sealer,
+      scope,
+      auth_url_base: options.auth_url_base.clone(),
+      tokens: runtime,
+      key_file: options.key_file.clone(),
+    })
   }
 
   pub fn scope(&self) -> &Scope {
@@ -265,6 +282,33 @@ impl Vault {
 
   pub fn get_linked_account_credentials(&self, id: &Value) -> Pending<Option<Credentials>> {
     pending(account_id(id).map(|id| self.store.get_credentials(&self.scope, id)))
+  }
+}
+
+/// Checks the encryption key against the database and resolves the scope (see
+/// `domain::scope::open`); nothing is written to a read-only database.
+fn open_scope(
+  store: &dyn Store,
+  sealer: &Arc<Sealer>,
+  org_id: Option<String>,
+  environment: &str,
+) -> Result<Scope> {
+  let writable = !store.is_read_only();
+  let (sealer, environment) = (sealer.clone(), environment.to_string());
+  let job = move |tx: &mut dyn storage::Tx| {
+    crate::domain::scope::open(
+      tx,
+      &sealer,
+      org_id.as_deref(),
+      &environment,
+      writable,
+      now_ms(),
+    )
+  };
+  if writable {
+    storage::write(store, job).wait()
+  } else {
+    storage::read(store, job).wait()
   }
 }
 

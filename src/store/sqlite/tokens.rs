@@ -1,0 +1,488 @@
+//! The session-token tables on SQLite (schema: migration 2): signing keys, families, issued
+//! tokens (claims), refresh-token hashes, the revocation log, epochs and token uses. Rows only;
+//! the rules are in `domain::tokens`.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::SqliteTx;
+use crate::domain::tokens::families::{LiveToken, RefreshRow};
+use crate::domain::tokens::keys::StoredKey;
+use crate::domain::tokens::revocation::{Revocation, RevocationPage};
+use crate::domain::tokens::{Claims, FamilyRows, RevocationRows, SigningKeyRows, TokenTx};
+use crate::error::Result;
+
+impl TokenTx for SqliteTx<'_> {}
+
+impl SigningKeyRows for SqliteTx<'_> {
+  fn signing_keys(&mut self, scope_id: i64) -> Result<Vec<StoredKey>> {
+    let mut stmt = self.conn.prepare_cached(
+      "SELECT pk, kid, secret, retired_at IS NOT NULL FROM signing_keys WHERE scope_id = ?1 ORDER BY pk",
+    )?;
+    let rows = stmt.query_map([scope_id], |r| {
+      Ok(StoredKey {
+        seq: r.get(0)?,
+        kid: r.get(1)?,
+        sealed: r.get(2)?,
+        retired: r.get(3)?,
+      })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+  }
+
+  fn live_signing_keys(&mut self, scope_id: i64) -> Result<Vec<StoredKey>> {
+    // No ORDER BY: reading the few live keys costs less than sorting them.
+    let mut stmt = self.conn.prepare_cached(
+      "SELECT pk, kid, secret FROM signing_keys WHERE scope_id = ?1 AND retired_at IS NULL",
+    )?;
+    let rows = stmt.query_map([scope_id], |r| {
+      Ok(StoredKey {
+        seq: r.get(0)?,
+        kid: r.get(1)?,
+        sealed: r.get(2)?,
+        retired: false,
+      })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+  }
+
+  fn live_signing_key(&mut self, scope_id: i64, kid: &str) -> Result<Option<Vec<u8>>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT secret FROM signing_keys WHERE scope_id = ?1 AND kid = ?2 AND retired_at IS NULL",
+        )?
+        .query_row(params![scope_id, kid], |r| r.get(0))
+        .optional()?,
+    )
+  }
+
+  fn insert_signing_key(
+    &mut self,
+    scope_id: i64,
+    kid: &str,
+    sealed: &[u8],
+    now_ms: i64,
+  ) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO signing_keys (scope_id, kid, secret, created_at) VALUES (?1, ?2, ?3, ?4)",
+      )?
+      .execute(params![scope_id, kid, sealed, now_ms])?;
+    Ok(())
+  }
+
+  fn retire_signing_key(&mut self, scope_id: i64, kid: &str, now_ms: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "UPDATE signing_keys SET retired_at = ?3 WHERE scope_id = ?1 AND kid = ?2 AND retired_at IS NULL",
+      )?
+      .execute(params![scope_id, kid, now_ms])?;
+    Ok(())
+  }
+}
+
+impl FamilyRows for SqliteTx<'_> {
+  fn account_pk(&mut self, scope_id: i64, account_id: &str) -> Result<Option<i64>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached("SELECT pk FROM accounts WHERE scope_id = ?1 AND account_id = ?2")?
+        .query_row(params![scope_id, account_id], |r| r.get(0))
+        .optional()?,
+    )
+  }
+
+  fn latest_live_token(
+    &mut self,
+    account_pk: i64,
+    scopes: Option<&str>,
+    now: i64,
+    max_exp: i64,
+  ) -> Result<Option<LiveToken>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT t.jti, t.kid, t.iat, t.exp, t.family_pk, k.secret
+             FROM session_tokens t
+             JOIN token_families f ON f.pk = t.family_pk
+             JOIN signing_keys k ON k.scope_id = f.scope_id AND k.kid = t.kid
+            WHERE t.account_pk = ?1 AND f.scopes IS ?2
+              AND t.revoked_at IS NULL AND f.revoked_at IS NULL AND k.retired_at IS NULL
+              AND t.exp > ?3 AND t.exp <= ?4
+            ORDER BY t.exp DESC LIMIT 1",
+        )?
+        .query_row(params![account_pk, scopes, now, max_exp], |r| {
+          Ok(LiveToken {
+            jti: r.get(0)?,
+            kid: r.get(1)?,
+            iat: r.get(2)?,
+            exp: r.get(3)?,
+            family: r.get(4)?,
+            sealed_key: r.get(5)?,
+          })
+        })
+        .optional()?,
+    )
+  }
+
+  fn insert_family(
+    &mut self,
+    scope_id: i64,
+    account_pk: i64,
+    scopes: Option<&str>,
+    ttl: i64,
+    created_at_ms: i64,
+    expires_at: i64,
+  ) -> Result<i64> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO token_families (scope_id, account_pk, scopes, ttl, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+      )?
+      .execute(params![
+        scope_id,
+        account_pk,
+        scopes,
+        ttl,
+        created_at_ms,
+        expires_at
+      ])?;
+    Ok(self.conn.last_insert_rowid())
+  }
+
+  fn extend_family(&mut self, family: i64, until: i64) -> Result<()> {
+    self
+      .conn
+      // Only when it grows: an unchanged row is not rewritten (nor its expiry index).
+      .prepare_cached(
+        "UPDATE token_families SET expires_at = ?2 WHERE pk = ?1 AND expires_at < ?2",
+      )?
+      .execute(params![family, until])?;
+    Ok(())
+  }
+
+  fn insert_session_token(
+    &mut self,
+    claims: &Claims,
+    family: i64,
+    account_pk: i64,
+    kid: &str,
+  ) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO session_tokens (jti, family_pk, account_pk, kid, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+      )?
+      .execute(params![
+        claims.jti, family, account_pk, kid, claims.iat, claims.exp
+      ])?;
+    Ok(())
+  }
+
+  fn insert_refresh_token(
+    &mut self,
+    hash: &[u8; 32],
+    family: i64,
+    jti: &str,
+    expires_at: i64,
+  ) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO refresh_tokens (hash, family_pk, jti, expires_at) VALUES (?1, ?2, ?3, ?4)",
+      )?
+      .execute(params![&hash[..], family, jti, expires_at])?;
+    Ok(())
+  }
+
+  fn find_refresh_token(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshRow>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT r.family_pk, r.expires_at, r.used_at IS NOT NULL, r.revoked_at IS NOT NULL,
+                  f.scope_id, f.account_pk, f.scopes, f.ttl, f.revoked_at IS NOT NULL, a.account_id
+             FROM refresh_tokens r
+             JOIN token_families f ON f.pk = r.family_pk
+             JOIN accounts a ON a.pk = f.account_pk
+            WHERE r.hash = ?1",
+        )?
+        .query_row([&hash[..]], |r| {
+          Ok(RefreshRow {
+            family: r.get(0)?,
+            expires_at: r.get(1)?,
+            used: r.get(2)?,
+            revoked: r.get(3)?,
+            scope_id: r.get(4)?,
+            account_pk: r.get(5)?,
+            scopes: r.get(6)?,
+            ttl: r.get(7)?,
+            family_revoked: r.get(8)?,
+            account_id: r.get(9)?,
+          })
+        })
+        .optional()?,
+    )
+  }
+
+  fn mark_refresh_used(&mut self, hash: &[u8; 32], now_ms: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached("UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1")?
+      .execute(params![&hash[..], now_ms])?;
+    Ok(())
+  }
+
+  fn prune_expired(&mut self, now: i64, horizon: i64, batch: i64) -> Result<bool> {
+    let mut backlog = false;
+    for (sql, limit) in [
+      (
+        "DELETE FROM token_families WHERE pk IN
+           (SELECT pk FROM token_families WHERE expires_at < ?1 LIMIT ?2)",
+        horizon,
+      ),
+      (
+        "DELETE FROM session_tokens WHERE jti IN
+           (SELECT jti FROM session_tokens WHERE exp < ?1 LIMIT ?2)",
+        horizon,
+      ),
+      (
+        "DELETE FROM refresh_tokens WHERE hash IN
+           (SELECT hash FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)",
+        now,
+      ),
+      (
+        "DELETE FROM token_revocations WHERE seq IN
+           (SELECT seq FROM token_revocations WHERE kind = 'jti' AND expires_at < ?1 LIMIT ?2)",
+        horizon,
+      ),
+      (
+        "DELETE FROM token_uses WHERE (scope_id, purpose, jti) IN
+           (SELECT scope_id, purpose, jti FROM token_uses WHERE expires_at < ?1 LIMIT ?2)",
+        horizon,
+      ),
+    ] {
+      let n = self
+        .conn
+        .prepare_cached(sql)?
+        .execute(params![limit, batch])?;
+      backlog |= n as i64 >= batch;
+    }
+    Ok(backlog)
+  }
+}
+
+impl RevocationRows for SqliteTx<'_> {
+  fn bump_token_epoch(&mut self, scope_id: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO token_epochs (scope_id, epoch) VALUES (?1, 1)
+         ON CONFLICT (scope_id) DO UPDATE SET epoch = epoch + 1",
+      )?
+      .execute([scope_id])?;
+    Ok(())
+  }
+
+  fn token_epoch(&mut self, scope_id: i64) -> Result<i64> {
+    Ok(
+      self
+        .conn
+        .prepare_cached("SELECT epoch FROM token_epochs WHERE scope_id = ?1")?
+        .query_row([scope_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0),
+    )
+  }
+
+  fn revocations_after(&mut self, scope_id: i64, after: i64) -> Result<RevocationPage> {
+    // One writer at a time: entries become visible in `seq` order, so the next read can start
+    // after the newest one seen.
+    let mut page = RevocationPage {
+      entries: Vec::new(),
+      resume_after: after,
+    };
+    let mut stmt = self.conn.prepare_cached(
+      "SELECT seq, kind, value, cutoff, expires_at FROM token_revocations
+        WHERE scope_id = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![scope_id, after])?;
+    while let Some(r) = rows.next()? {
+      let seq: i64 = r.get(0)?;
+      let kind: String = r.get(1)?;
+      let value: String = r.get(2)?;
+      page.entries.push(match kind.as_str() {
+        "jti" => Revocation::Jti {
+          jti: value,
+          exp: r.get::<_, Option<i64>>(4)?.unwrap_or(i64::MAX),
+        },
+        _ => Revocation::Account {
+          account_id: value,
+          cutoff: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+        },
+      });
+      page.resume_after = page.resume_after.max(seq);
+    }
+    Ok(page)
+  }
+
+  fn jti_listed(&mut self, scope_id: i64, jti: &str) -> Result<bool> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT EXISTS (SELECT 1 FROM token_revocations WHERE scope_id = ?1 AND kind = 'jti' AND value = ?2)",
+        )?
+        .query_row(params![scope_id, jti], |r| r.get(0))?,
+    )
+  }
+
+  fn is_revoked(&mut self, scope_id: i64, jti: &str, account_id: &str, iat: i64) -> Result<bool> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT EXISTS (SELECT 1 FROM token_revocations WHERE scope_id = ?1 AND kind = 'jti' AND value = ?2)
+               OR EXISTS (SELECT 1 FROM token_revocations WHERE scope_id = ?1 AND kind = 'account'
+                            AND value = ?3 AND cutoff > ?4)",
+        )?
+        .query_row(params![scope_id, jti, account_id, iat], |r| r.get(0))?,
+    )
+  }
+
+  fn insert_jti_revocation(&mut self, scope_id: i64, jti: &str, exp: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO token_revocations (scope_id, kind, value, expires_at) VALUES (?1, 'jti', ?2, ?3)",
+      )?
+      .execute(params![scope_id, jti, exp])?;
+    Ok(())
+  }
+
+  fn set_account_cutoff(&mut self, scope_id: i64, account_id: &str, cutoff: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "DELETE FROM token_revocations WHERE scope_id = ?1 AND kind = 'account' AND value = ?2",
+      )?
+      .execute(params![scope_id, account_id])?;
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO token_revocations (scope_id, kind, value, cutoff) VALUES (?1, 'account', ?2, ?3)",
+      )?
+      .execute(params![scope_id, account_id, cutoff])?;
+    Ok(())
+  }
+
+  fn insert_token_use(
+    &mut self,
+    scope_id: i64,
+    purpose: &str,
+    jti: &str,
+    used_at_ms: i64,
+    expires_at: i64,
+  ) -> Result<bool> {
+    let n = self
+      .conn
+      .prepare_cached(
+        "INSERT OR IGNORE INTO token_uses (scope_id, purpose, jti, used_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+      )?
+      .execute(params![scope_id, purpose, jti, used_at_ms, expires_at])?;
+    Ok(n > 0)
+  }
+
+  fn family_is_live(&mut self, family: i64, now: i64) -> Result<bool> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT EXISTS (SELECT 1 FROM session_tokens WHERE family_pk = ?1 AND revoked_at IS NULL AND exp > ?2)
+               OR EXISTS (SELECT 1 FROM refresh_tokens WHERE family_pk = ?1 AND used_at IS NULL
+                            AND revoked_at IS NULL AND expires_at > ?2)",
+        )?
+        .query_row(params![family, now], |r| r.get(0))?,
+    )
+  }
+
+  fn revoke_family_rows(
+    &mut self,
+    scope_id: i64,
+    family: i64,
+    now_ms: i64,
+    log_after: i64,
+  ) -> Result<()> {
+    self
+      .conn
+      .prepare_cached(
+        "INSERT INTO token_revocations (scope_id, kind, value, expires_at)
+         SELECT ?1, 'jti', jti, exp FROM session_tokens
+          WHERE family_pk = ?2 AND revoked_at IS NULL AND exp > ?3",
+      )?
+      .execute(params![scope_id, family, log_after])?;
+    self
+      .conn
+      .prepare_cached(
+        "UPDATE session_tokens SET revoked_at = ?2 WHERE family_pk = ?1 AND revoked_at IS NULL",
+      )?
+      .execute(params![family, now_ms])?;
+    self
+      .conn
+      .prepare_cached(
+        "UPDATE token_families SET revoked_at = ?2 WHERE pk = ?1 AND revoked_at IS NULL",
+      )?
+      .execute(params![family, now_ms])?;
+    Ok(())
+  }
+
+  fn account_families(&mut self, account_pk: i64) -> Result<Vec<i64>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT pk FROM token_families WHERE account_pk = ?1 AND revoked_at IS NULL",
+        )?
+        .query_map([account_pk], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?,
+    )
+  }
+
+  fn session_token_revoked(&mut self, scope_id: i64, jti: &str) -> Result<Option<bool>> {
+    Ok(
+      self
+        .conn
+        .prepare_cached(
+          "SELECT t.revoked_at IS NOT NULL FROM session_tokens t
+             JOIN token_families f ON f.pk = t.family_pk
+            WHERE t.jti = ?1 AND f.scope_id = ?2",
+        )?
+        .query_row(params![jti, scope_id], |r| r.get(0))
+        .optional()?,
+    )
+  }
+
+  fn revoke_session_token_row(&mut self, jti: &str, now_ms: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached("UPDATE session_tokens SET revoked_at = ?2 WHERE jti = ?1")?
+      .execute(params![jti, now_ms])?;
+    Ok(())
+  }
+
+  fn revoke_refresh_of(&mut self, jti: &str, now_ms: i64, now: i64) -> Result<u64> {
+    let n = self
+      .conn
+      .prepare_cached(
+        "UPDATE refresh_tokens SET revoked_at = ?2
+          WHERE jti = ?1 AND revoked_at IS NULL AND used_at IS NULL AND expires_at > ?3",
+      )?
+      .execute(params![jti, now_ms, now])?;
+    Ok(n as u64)
+  }
+}
