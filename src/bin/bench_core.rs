@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use linkvault::crypto::Key;
 use linkvault::store::Pending;
-use linkvault::vault::{OpenOptions, Vault};
+use linkvault::client::{OpenOptions, Vault};
 use serde_json::{json, Value};
 
 fn payload(id: &str, r: usize) -> Value {
