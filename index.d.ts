@@ -10,7 +10,8 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
- * A linkvault client on one SQLite file, scoped to one (orgId, environment).
+ * A linkvault client on one SQLite file or PostgreSQL schema, scoped to one
+ * (orgId, environment).
  * Every method returns a Promise and never blocks the event loop; rejections are `Error`s with
  * a stable `code`, an HTTP-like `status` and, for `VALIDATION_ERROR`, the offending `field`.
  */
@@ -287,15 +288,38 @@ export interface CancelAuthSessionInput {
 
 /** Options of `Client.open`. */
 export interface ClientOptions {
-  /** Database file. Default `'linkvault.db'`; `':memory:'` for a private in-memory database. */
+  /**
+   * Database file. Default `'linkvault.db'`; `':memory:'` for a private in-memory database.
+   * Not with `url`.
+   */
   path?: string
+  /**
+   * A PostgreSQL server instead of a file: `postgres://user:password@host:5432/database`
+   * (or `postgresql://`), with libpq's parameters such as `sslmode` (`disable`, `prefer` (the
+   * default), `require`) and `connect_timeout` (seconds, default 5). Many processes on many
+   * hosts can share one database. Requires `encryptionKey` (or `LINKVAULT_ENCRYPTION_KEY`).
+   * A server that is down or refuses the login rejects `open` with `STORAGE_ERROR` (status
+   * 503) naming host and port.
+   */
+  url?: string
+  /**
+   * With `url`: the PostgreSQL schema holding linkvault's tables, created if missing
+   * (default `'linkvault'`; letters, digits and underscores).
+   */
+  schema?: string
+  /**
+   * With `url`: connections of this client (1–100, default 10), plus one that listens for
+   * other processes' revocations.
+   */
+  poolSize?: number
   /** Becomes `associated_org` / `org_id`. Default: generated once and kept in the file. */
   orgId?: string
   /** `'test'` or `'production'` (default `'test'`). Data is scoped by (orgId, environment). */
   environment?: 'test' | 'production'
   /**
    * 32 bytes as 64 hex characters or base64; seals credentials at rest. Default: env
-   * `LINKVAULT_ENCRYPTION_KEY`, else a random key generated into `<path>.key` (mode 0600).
+   * `LINKVAULT_ENCRYPTION_KEY`, else (SQLite only) a random key generated into `<path>.key`
+   * (mode 0600).
    */
   encryptionKey?: string
   /**

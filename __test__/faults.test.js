@@ -42,7 +42,9 @@ async function allAccounts(client) {
 }
 
 /** Runs the crash child once and SIGKILLs it after `delayMs`; returns its complete stdout lines. */
-function runAndKill(file, tag, delayMs) {
+/** Kills the writer `delayMs` after spawning it, or (`afterReady`) after it opened the file:
+ * a loaded machine can take longer than the whole window just to start node. */
+function runAndKill(file, tag, delayMs, afterReady = false) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(FIX, 'crash-writer.js'), file, KEY, tag], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -50,12 +52,19 @@ function runAndKill(file, tag, delayMs) {
     let out = ''
     let err = ''
     let killed = false
-    child.stdout.on('data', (d) => (out += d))
+    let timer = null
+    const arm = () => {
+      timer = setTimeout(() => {
+        killed = true
+        child.kill('SIGKILL')
+      }, delayMs)
+    }
+    child.stdout.on('data', (d) => {
+      out += d
+      if (afterReady && !timer && out.startsWith('READY\n')) arm()
+    })
     child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => {
-      killed = true
-      child.kill('SIGKILL')
-    }, delayMs)
+    if (!afterReady) arm()
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
@@ -145,9 +154,10 @@ describe('crash safety', () => {
     let kills = 0
     const allAcks = []
     for (let round = 0; round < KILLS; round++) {
-      // 30–900 ms after spawn: some kills land while the child is still opening the file.
+      // 30–900 ms: every third kill counts from the spawn (it may land while the child is
+      // still opening the file), the others from the moment the file is open.
       const delay = 30 + Math.floor(random() * 870)
-      const acks = await runAndKill(file, `r${round}`, delay)
+      const acks = await runAndKill(file, `r${round}`, delay, round % 3 !== 0)
       kills++
       allAcks.push(...acks)
       const client = await Client.open({ path: file, orgId: 'org_crash', encryptionKey: KEY })

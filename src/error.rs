@@ -14,6 +14,9 @@ pub enum ErrorKind {
   ClientClosed,
   DecryptionFailed,
   Storage,
+  /// The database server cannot be reached (down, restarting, refusing the login): code
+  /// `STORAGE_ERROR` like any storage failure, status 503 because retrying later can work.
+  Unavailable,
   InvalidToken,
   TokenExpired,
   TokenRevoked,
@@ -32,7 +35,7 @@ impl ErrorKind {
       ErrorKind::VersionConflict => "VERSION_CONFLICT",
       ErrorKind::ClientClosed => "CLIENT_CLOSED",
       ErrorKind::DecryptionFailed => "DECRYPTION_FAILED",
-      ErrorKind::Storage => "STORAGE_ERROR",
+      ErrorKind::Storage | ErrorKind::Unavailable => "STORAGE_ERROR",
       ErrorKind::InvalidToken => "INVALID_TOKEN",
       ErrorKind::TokenExpired => "TOKEN_EXPIRED",
       ErrorKind::TokenRevoked => "TOKEN_REVOKED",
@@ -54,6 +57,7 @@ impl ErrorKind {
       ErrorKind::AuthSessionAlreadyUsed => 409,
       ErrorKind::AuthSessionExpired => 410,
       ErrorKind::DecryptionFailed | ErrorKind::Storage => 500,
+      ErrorKind::Unavailable => 503,
     }
   }
 }
@@ -96,6 +100,11 @@ impl Error {
 
   pub fn storage(message: impl Into<String>) -> Self {
     Error::new(ErrorKind::Storage, message)
+  }
+
+  /// `STORAGE_ERROR` with status 503: the database server cannot be reached.
+  pub fn unavailable(message: impl Into<String>) -> Self {
+    Error::new(ErrorKind::Unavailable, message)
   }
 
   pub fn decryption() -> Self {

@@ -6,9 +6,9 @@
 
 use std::time::Instant;
 
+use linkvault::client::{OpenOptions, Vault};
 use linkvault::crypto::Key;
 use linkvault::store::Pending;
-use linkvault::client::{OpenOptions, Vault};
 use serde_json::{json, Value};
 
 fn payload(id: &str, r: usize) -> Value {

@@ -25,7 +25,10 @@ use crate::crypto::{Key, Sealer};
 use crate::domain::tokens::TokenOptions;
 use crate::error::{Error, Result};
 use crate::input::{self, Fields};
-use crate::store::{self as storage, Durability, Pending, Scope, SqliteStore, Store, StoreConfig};
+use crate::store::postgres::{self, Target, DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, MAX_POOL_SIZE};
+use crate::store::{
+  self as storage, Durability, Pending, PgStore, Scope, SqliteStore, Store, StoreConfig,
+};
 
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
@@ -49,11 +52,65 @@ pub struct OpenOptions {
   pub previous_keys: Vec<Key>,
   /// Set when the key came from `<path>.key`: a key rotation replaces that file.
   pub key_file: Option<std::path::PathBuf>,
+  /// `url` (with `schema` and `poolSize`): a PostgreSQL server instead of the SQLite `path`.
+  pub server: Option<Server>,
+}
+
+/// Where a PostgreSQL client connects.
+#[derive(Debug)]
+pub struct Server {
+  pub target: Target,
+  pub pool_size: usize,
+}
+
+/// `url`, `schema` and `poolSize`: `None` without `url`.
+fn parse_server(f: &Fields<'_>) -> Result<Option<Server>> {
+  let Some(url) = f.str("url")? else {
+    for field in ["schema", "poolSize"] {
+      if f.get(field).is_some() {
+        return Err(Error::validation(
+          field,
+          format!("{field} applies to a PostgreSQL store: give url too"),
+        ));
+      }
+    }
+    return Ok(None);
+  };
+  if f.get("path").is_some() {
+    return Err(Error::validation(
+      "url",
+      "give url (PostgreSQL) or path (SQLite), not both",
+    ));
+  }
+  if f.get("durability").is_some() {
+    return Err(Error::validation(
+      "durability",
+      "durability is SQLite's synchronous setting; a PostgreSQL commit is as durable as the \
+       server's synchronous_commit makes it",
+    ));
+  }
+  let schema = f.str("schema")?.unwrap_or(DEFAULT_SCHEMA);
+  if !postgres::valid_schema(schema) {
+    return Err(Error::validation(
+      "schema",
+      "schema must be 1 to 63 letters, digits or underscores, not starting with a digit",
+    ));
+  }
+  let pool_size = f
+    .int("poolSize", 1, MAX_POOL_SIZE as i64)?
+    .map_or(DEFAULT_POOL_SIZE, |n| n as usize);
+  let target = Target::parse(url, schema)?;
+  Ok(Some(Server { target, pool_size }))
+}
+
+fn env_key_set() -> bool {
+  std::env::var(ENV_ENCRYPTION_KEY).is_ok_and(|k| !k.trim().is_empty())
 }
 
 impl OpenOptions {
   pub fn parse(v: Option<&Value>) -> Result<Self> {
     let f = Fields::new(v, "options")?;
+    let server = parse_server(&f)?;
     let path = f.str("path")?.unwrap_or("linkvault.db").to_string();
     if path.contains('\0') {
       return Err(Error::validation("path", "path must not contain NUL"));
@@ -82,6 +139,15 @@ impl OpenOptions {
       .str("encryptionKey")?
       .map(|k| Key::parse(k, "encryptionKey"))
       .transpose()?;
+    if server.is_some() && encryption_key.is_none() && !env_key_set() {
+      return Err(Error::validation(
+        "encryptionKey",
+        format!(
+          "encryptionKey (or {ENV_ENCRYPTION_KEY}) is required with url: a server database has \
+           no key file"
+        ),
+      ));
+    }
     let durability = match f.str("durability")? {
       None | Some("normal") => Durability::Normal,
       Some("full") => Durability::Full,
@@ -111,6 +177,7 @@ impl OpenOptions {
       tokens,
       previous_keys,
       key_file: None,
+      server,
     })
   }
 
@@ -128,6 +195,12 @@ impl OpenOptions {
       if !text.trim().is_empty() {
         return Key::parse(&text, ENV_ENCRYPTION_KEY);
       }
+    }
+    if self.server.is_some() {
+      return Err(Error::validation(
+        "encryptionKey",
+        format!("encryptionKey (or {ENV_ENCRYPTION_KEY}) is required with url"),
+      ));
     }
     if self.is_memory() {
       return Key::random();
@@ -187,12 +260,17 @@ impl Vault {
       sealer = sealer.with_older(k);
     }
     let sealer = Arc::new(sealer);
-    let config = StoreConfig {
-      path: options.path.clone(),
-      durability: options.durability,
-      readers: 2,
+    let store: Arc<dyn Store> = match options.server.take() {
+      Some(server) => Arc::new(PgStore::open(server.target, server.pool_size)?),
+      None => {
+        let config = StoreConfig {
+          path: options.path.clone(),
+          durability: options.durability,
+          readers: 2,
+        };
+        Arc::new(SqliteStore::open(config, sealer.clone()).wait()?)
+      }
     };
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(config, sealer.clone()).wait()?);
     let opened = Vault::attach(store.clone(), sealer, options);
     if opened.is_err() {
       let _ = store.close().wait();

@@ -18,6 +18,7 @@ pub mod consents;
 mod identities;
 mod listeners;
 mod pending;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub use crate::domain::Scope;
 pub use consents::ConsentStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
+pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 
 /// One transaction, as a job sees it: every row trait of the rules.

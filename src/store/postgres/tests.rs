@@ -1,0 +1,336 @@
+//! Tests against a real PostgreSQL: `LINKVAULT_TEST_PG_URL`, else a throwaway server started
+//! by `__test__/pg-keeper.js` (which fails loudly when none can start). Each test works in a
+//! schema of its own.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::conn::{Mode, PgConn, PgTx};
+use super::*;
+use crate::client::{OpenOptions, Vault};
+use crate::crypto::{hex_encode, Key};
+use crate::domain::tokens::{encode, Claims, Secret};
+
+const SECRET: &str = "a-signing-secret-of-at-least-32-bytes!!";
+
+/// The test server's URL (started once per test process).
+pub fn server_url() -> String {
+  static URL: OnceLock<String> = OnceLock::new();
+  URL
+    .get_or_init(|| {
+      if let Ok(u) = std::env::var("LINKVAULT_TEST_PG_URL") {
+        if !u.trim().is_empty() {
+          return u;
+        }
+      }
+      let keeper = concat!(env!("CARGO_MANIFEST_DIR"), "/__test__/pg-keeper.js");
+      let mut child = Command::new("node")
+        .arg(keeper)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run node {keeper} to start PostgreSQL: {e}"));
+      let mut line = String::new();
+      BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+      let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|_| {
+        panic!("PostgreSQL could not be started for the tests (see pg-keeper's message above)")
+      });
+      // Its standard input stays open until this process exits; then it stops the server.
+      std::mem::forget(child);
+      v["url"].as_str().unwrap().to_string()
+    })
+    .clone()
+}
+
+pub fn unique_schema() -> String {
+  format!(
+    "t_{}",
+    hex_encode(&crate::crypto::random_bytes::<6>().unwrap())
+  )
+}
+
+fn open(schema: &str, org: &str, key: [u8; 32]) -> Result<Vault> {
+  let o = OpenOptions::parse(Some(&json!({
+    "url": server_url(), "schema": schema, "orgId": org, "poolSize": 4,
+    "encryptionKey": hex_encode(&key), "signingSecret": SECRET,
+  })))?;
+  Vault::open(o).wait()
+}
+
+fn raw(schema: &str) -> PgConn {
+  PgConn::connect(&Target::parse(&server_url(), schema).unwrap()).unwrap()
+}
+
+fn token(kid: &str, jti: &str, account: &str, org: &str) -> String {
+  token_with(SECRET, kid, jti, account, org)
+}
+
+fn token_with(secret: &str, kid: &str, jti: &str, account: &str, org: &str) -> String {
+  let now = crate::clock::now_ms() / 1000;
+  let c = Claims {
+    org_id: org.into(),
+    linked_account_id: account.into(),
+    environment: "test".into(),
+    iat: now - 5,
+    exp: now + 600,
+    jti: jti.into(),
+    scopes: None,
+  };
+  encode(kid, &c, &Secret::parse(secret, "s").unwrap()).unwrap()
+}
+
+/// Adds a random signing key; its kid.
+fn current_kid(v: &Vault) -> String {
+  v.rotate_signing_key(None).wait().unwrap()
+}
+
+/// The kid of the key registered from `signingSecret` at open.
+fn secret_kid(v: &Vault) -> String {
+  let events = v
+    .list_events(Some(&json!({"types": ["signing_key.added"]})))
+    .wait()
+    .unwrap()
+    .events;
+  let e = events
+    .iter()
+    .find(|e| e.data["reason"] == "signingSecret")
+    .unwrap();
+  e.data["kid"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn concurrent_opens_of_a_fresh_schema_both_succeed_and_a_newer_one_is_refused() {
+  let schema = unique_schema();
+  let handles: Vec<_> = (0..3)
+    .map(|_| {
+      let s = schema.clone();
+      std::thread::spawn(move || open(&s, "org_1", [1; 32]))
+    })
+    .collect();
+  for h in handles {
+    let v = h.join().unwrap().unwrap();
+    v.close().wait().unwrap();
+  }
+  let mut c = raw(&schema);
+  assert_eq!(
+    c.scalar_i64(&format!(
+      "SELECT max(version) FROM {}.migrations",
+      quote_ident(&schema)
+    ))
+    .unwrap(),
+    schema::latest_version()
+  );
+  c.batch(&format!(
+    "INSERT INTO {}.migrations (version) VALUES (999)",
+    quote_ident(&schema)
+  ))
+  .unwrap();
+  let e = open(&schema, "org_1", [1; 32]).unwrap_err();
+  assert_eq!(e.code(), "STORAGE_ERROR");
+  assert!(e.message.contains("newer"), "{}", e.message);
+}
+
+#[test]
+fn wrong_key_down_server_and_bad_options() {
+  let schema = unique_schema();
+  open(&schema, "o", [1; 32]).unwrap().close().wait().unwrap();
+  assert_eq!(
+    open(&schema, "o", [2; 32]).unwrap_err().code(),
+    "DECRYPTION_FAILED"
+  );
+  // Nothing listens on port 1: STORAGE_ERROR 503 naming host and port, never the password.
+  let o = OpenOptions::parse(Some(&json!({
+    "url": "postgres://u:hunter2secret@127.0.0.1:1/db?connect_timeout=2",
+    "encryptionKey": hex_encode(&[1; 32]),
+  })))
+  .unwrap();
+  let e = Vault::open(o).wait().unwrap_err();
+  assert_eq!((e.code(), e.status()), ("STORAGE_ERROR", 503));
+  assert!(e.message.contains("127.0.0.1:1"), "{}", e.message);
+  assert!(!e.message.contains("hunter2secret"));
+  for (options, field) in [
+    (
+      json!({"url": server_url(), "path": "x.db", "encryptionKey": hex_encode(&[1; 32])}),
+      "url",
+    ),
+    (
+      json!({"url": "mysql://h/db", "encryptionKey": hex_encode(&[1; 32])}),
+      "url",
+    ),
+    (json!({"url": server_url()}), "encryptionKey"),
+    (
+      json!({"url": server_url(), "encryptionKey": hex_encode(&[1; 32]), "poolSize": 0}),
+      "poolSize",
+    ),
+    (
+      json!({"url": server_url(), "encryptionKey": hex_encode(&[1; 32]), "schema": "a b"}),
+      "schema",
+    ),
+    (json!({"schema": "x"}), "schema"),
+  ] {
+    if field == "encryptionKey" && std::env::var(crate::client::ENV_ENCRYPTION_KEY).is_ok() {
+      continue;
+    }
+    let e = OpenOptions::parse(Some(&options)).unwrap_err();
+    assert_eq!(
+      (e.code(), e.field.as_deref()),
+      ("VALIDATION_ERROR", Some(field)),
+      "{options}"
+    );
+  }
+}
+
+#[test]
+fn revocations_reach_other_clients_within_a_second() {
+  let schema = unique_schema();
+  let a = open(&schema, "org_1", [3; 32]).unwrap();
+  let b = open(&schema, "org_1", [3; 32]).unwrap();
+  let kid = secret_kid(&a);
+  let t = token(&kid, "ext-1", "u1", "org_1");
+  assert!(a.verify_session_token(&t).is_ok());
+  assert!(b.verify_session_token(&t).is_ok());
+  assert_eq!(a.revoke_session_token(&json!(t)).wait().unwrap(), 1);
+  // At once in the revoking client; within a second in the other one.
+  assert_eq!(
+    a.verify_session_token(&t).unwrap_err().code(),
+    "TOKEN_REVOKED"
+  );
+  let start = Instant::now();
+  while b.verify_session_token(&t).is_ok() {
+    assert!(
+      start.elapsed() < Duration::from_secs(1),
+      "revocation not seen by b within 1 s"
+    );
+    std::thread::sleep(Duration::from_millis(1));
+  }
+  assert_eq!(
+    b.verify_session_token(&t).unwrap_err().code(),
+    "TOKEN_REVOKED"
+  );
+  // Retiring a key is honoured the same way.
+  let t2 = token(&kid, "ext-2", "u1", "org_1");
+  assert!(a.verify_session_token(&t2).is_ok());
+  const OTHER: &str = "another-signing-secret-of-32-bytes-or-more";
+  let newer = a
+    .rotate_signing_key(Some(&json!({ "signingSecret": OTHER })))
+    .wait()
+    .unwrap();
+  // b learns the new key through the feed.
+  let t3 = token_with(OTHER, &newer, "ext-3", "u1", "org_1");
+  let start = Instant::now();
+  while b.verify_session_token(&t3).is_err() {
+    assert!(
+      start.elapsed() < Duration::from_secs(1),
+      "new key not seen by b within 1 s"
+    );
+    std::thread::sleep(Duration::from_millis(1));
+  }
+  a.retire_signing_key(&json!(kid)).wait().unwrap();
+  assert_eq!(
+    a.verify_session_token(&t2).unwrap_err().code(),
+    "INVALID_TOKEN"
+  );
+  let start = Instant::now();
+  while b.verify_session_token(&t2).is_ok() {
+    assert!(start.elapsed() < Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(1));
+  }
+  assert!(b.verify_session_token(&t3).is_ok());
+  a.close().wait().unwrap();
+  b.close().wait().unwrap();
+}
+
+#[test]
+fn list_events_never_skips_an_event_committed_out_of_order() {
+  let schema = unique_schema();
+  let a = open(&schema, "org_1", [4; 32]).unwrap();
+  let seen = a.list_events(None).wait().unwrap().events;
+  let last = seen.last().map(|e| e.id).unwrap_or(0);
+  // T1 starts first (takes a transaction id) and stays open.
+  let mut t1 = raw(&schema);
+  t1.batch("BEGIN").unwrap();
+  let xid = t1
+    .scalar_i64("SELECT pg_current_xact_id()::text::bigint")
+    .unwrap();
+  // T2 (a linkvault write) commits meanwhile, with a larger id.
+  current_kid(&a);
+  let page = a.list_events(Some(&json!({"after": last}))).wait().unwrap();
+  assert!(
+    page.events.is_empty(),
+    "an event past a running transaction was returned: {:?}",
+    page.events
+  );
+  // T1 writes its event and commits last.
+  let scope_id = a.scope().id;
+  t1.batch(&format!(
+    "INSERT INTO events (id, scope_id, type, data, created_at) VALUES ({} + 1, {scope_id}, 'test.t1', '{{}}', 0)",
+    xid * 65536
+  ))
+  .unwrap();
+  t1.batch("COMMIT").unwrap();
+  let page = a.list_events(Some(&json!({"after": last}))).wait().unwrap();
+  let kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
+  assert_eq!(kinds, ["test.t1", "signing_key.added"]);
+  assert!(page.events[0].id < page.events[1].id);
+  a.close().wait().unwrap();
+}
+
+#[test]
+fn a_serialization_failure_is_retried_inside() {
+  let schema = unique_schema();
+  let a = open(&schema, "org_1", [5; 32]).unwrap();
+  let mut c = raw(&schema);
+  // The first insert into signing_keys fails with 40001 (the sequence is not rolled back).
+  c.batch(
+    "CREATE SEQUENCE fail_once;
+     CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF nextval('fail_once') = 1 THEN
+         RAISE EXCEPTION 'forced conflict' USING ERRCODE = '40001';
+       END IF;
+       RETURN NEW;
+     END $$;
+     CREATE TRIGGER fail_once BEFORE INSERT ON signing_keys FOR EACH ROW EXECUTE FUNCTION fail_once();",
+  )
+  .unwrap();
+  let kid = current_kid(&a);
+  assert!(!kid.is_empty());
+  assert_eq!(c.scalar_i64("SELECT last_value FROM fail_once").unwrap(), 2);
+  let added = a
+    .list_events(Some(&json!({"types": ["signing_key.added"]})))
+    .wait()
+    .unwrap()
+    .events;
+  assert_eq!(added.iter().filter(|e| e.data["kid"] == kid).count(), 1);
+  a.close().wait().unwrap();
+}
+
+#[test]
+fn pg_tx_pipelines_and_reports_conflicts() {
+  let schema = unique_schema();
+  open(&schema, "o", [6; 32]).unwrap().close().wait().unwrap();
+  let mut c = raw(&schema);
+  let mut tx = PgTx::new(&mut c, Mode::Write);
+  tx.defer(
+    "INSERT INTO meta (key, value) VALUES ('k', '\\x01')",
+    vec![],
+  );
+  let n = tx
+    .query("SELECT count(*) FROM meta WHERE key = 'k'", &[])
+    .unwrap()[0]
+    .get::<_, i64>(0);
+  assert_eq!(n, 1);
+  tx.rollback();
+  let n = c
+    .scalar_i64("SELECT count(*) FROM meta WHERE key = 'k'")
+    .unwrap();
+  assert_eq!(n, 0);
+  let _ = Key::random();
+}
