@@ -1,0 +1,130 @@
+'use strict'
+// linkvault-server: Cobalt's, Auth0's and Fiskil's REST APIs over HTTP on a linkvault store.
+//
+//   const { buildServer } = require('linkvault-server')
+//   const app = await buildServer({ db: './linkvault.db', publicUrl: 'https://vault.example.com' })
+//   await app.listen({ host: '127.0.0.1', port: 8080 })
+//
+// `buildServer` returns a fastify instance with every route registered and not yet listening;
+// add plugins with `app.register(...)` before `listen`. `app.linkvault` holds the root Client,
+// the per-scope resolver and the public URL for plugins to use.
+
+const fastify = require('fastify')
+const crypto = require('node:crypto')
+
+const { Client } = require('linkvault')
+const errors = require('./lib/errors')
+const { loggerOptions } = require('./lib/logger')
+const { Scopes } = require('./lib/scopes')
+const openapi = require('./lib/openapi')
+
+/** Largest request body accepted (bigger: 413). */
+const BODY_LIMIT = 256 * 1024
+
+/**
+ * Opens the Client the server runs on: `client` as given (not closed by the server), or one
+ * opened from `db` (a SQLite path) or `url` (a PostgreSQL URL) plus `clientOptions` (closed
+ * with the server).
+ */
+async function openClient(options) {
+  if (options.client) return { client: options.client, owned: false }
+  if (options.db !== undefined && options.url !== undefined) {
+    throw Object.assign(new Error('give either db or url, not both'), { code: 'VALIDATION_ERROR', field: 'url' })
+  }
+  const where = options.url !== undefined ? { url: options.url } : { path: options.db ?? 'linkvault.db' }
+  const client = await Client.open({ ...(options.clientOptions || {}), ...where })
+  return { client, owned: true }
+}
+
+/**
+ * Builds the server (not listening yet).
+ *
+ * @param {object} [options]
+ * @param {import('linkvault').Client} [options.client] an open root Client (kept open on close)
+ * @param {string} [options.db] SQLite file to open when no client is given (default linkvault.db)
+ * @param {string} [options.url] PostgreSQL URL to open when no client is given
+ * @param {object} [options.clientOptions] further `Client.open` options (encryptionKey, …)
+ * @param {string} [options.publicUrl] the URL clients reach the server at (default: from the
+ *   request's Host); used for absolute links such as a session's `auth_url`
+ * @param {boolean|string|object} [options.logger] false, a level, or pino options
+ * @param {object} [options.loggerInstance] a pino logger to use instead (made with
+ *   `loggerOptions()` of lib/logger.js to keep the redaction)
+ * @param {{ key: string|Buffer, cert: string|Buffer }} [options.https] serve HTTPS
+ * @param {number} [options.cacheMs] how long a verified API key or access token is trusted
+ *   without a database read (default 1000)
+ * @param {string} [options.appName] org name answered by GET /api/v3/org/basics
+ * @param {string} [options.appLogo] org logo URL answered by GET /api/v3/org/basics
+ * @returns {Promise<import('fastify').FastifyInstance>}
+ */
+async function buildServer(options = {}) {
+  const { client, owned } = await openClient(options)
+  let app
+  try {
+    app = fastify({
+      ...(options.loggerInstance ? { loggerInstance: options.loggerInstance } : { logger: loggerOptions(options.logger) }),
+      bodyLimit: BODY_LIMIT,
+      genReqId: (req) => {
+        const given = req.headers['x-request-id']
+        return typeof given === 'string' && /^[A-Za-z0-9._-]{1,128}$/.test(given) ? given : crypto.randomUUID()
+      },
+      requestIdHeader: false,
+      return503OnClosing: true,
+      forceCloseConnections: 'idle',
+      ...(options.https ? { https: options.https } : {}),
+      ajv: { customOptions: { coerceTypes: 'array', removeAdditional: false, allErrors: false } },
+    })
+  } catch (e) {
+    if (owned) await client.close()
+    throw e
+  }
+  const scopes = new Scopes(client, { cacheMs: options.cacheMs })
+  let ready = true
+  app.decorate('linkvault', {
+    client,
+    scopes,
+    publicUrl: options.publicUrl ? String(options.publicUrl).replace(/\/+$/, '') : null,
+    appName: options.appName,
+    appLogo: options.appLogo,
+    /** The URL the server is reached at, for one request. */
+    baseUrl(request) {
+      return this.publicUrl || `${request.protocol}://${request.host}`
+    },
+  })
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+  errors.install(app)
+  await app.register(openapi.plugin)
+  await app.register(require('@fastify/formbody'), { bodyLimit: BODY_LIMIT })
+
+  app.get('/healthz', { schema: { hide: false, tags: ['health'], summary: 'Liveness: the process answers', response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } }, async () => ({ status: 'ok' }))
+  app.get(
+    '/readyz',
+    { schema: { tags: ['health'], summary: 'Readiness: the store answers a read', response: { 200: { type: 'object', properties: { status: { type: 'string' } } }, 503: { type: 'object', properties: { status: { type: 'string' } } } } } },
+    async (request, reply) => {
+      if (!ready) return reply.code(503).send({ status: 'closing' })
+      try {
+        await client.listApiKeys({ limit: 1 })
+        return { status: 'ok' }
+      } catch (e) {
+        request.log.warn({ code: e && e.code }, 'readiness check failed')
+        return reply.code(503).send({ status: 'unavailable' })
+      }
+    },
+  )
+
+  await app.register(require('./lib/routes/cobalt'))
+  await app.register(require('./lib/routes/auth0'))
+  await app.register(require('./lib/routes/fiskil'))
+
+  app.addHook('preClose', async () => {
+    ready = false
+  })
+  app.addHook('onClose', async () => {
+    await scopes.close()
+    if (owned) await client.close()
+  })
+  return app
+}
+
+module.exports = { buildServer, BODY_LIMIT }

@@ -1,0 +1,4 @@
+'use strict'
+// cobalt routes: filled in by the next commits.
+
+module.exports = async function cobaltRoutes() {}

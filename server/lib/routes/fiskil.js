@@ -1,0 +1,4 @@
+'use strict'
+// fiskil routes: filled in by the next commits.
+
+module.exports = async function fiskilRoutes() {}
