@@ -32,6 +32,10 @@ function validation(app) {
   const text = new Ajv({ ...common, coerceTypes: 'array' })
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodies : text).compile(schema))
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
+  // No body at all reads as an empty object (an SDK may POST without one).
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.routeOptions.schema && request.routeOptions.schema.body) request.body = {}
+  })
   const sjson = require('secure-json-parse')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {

@@ -70,7 +70,7 @@ module.exports = async function auth0Routes(app) {
         body: {
           type: 'object',
           properties: {
-            grant_type: { type: 'string', enum: ['client_credentials'] },
+            grant_type: { type: 'string', description: 'client_credentials' },
             client_id: { type: 'string' },
             client_secret: { type: 'string' },
             audience: { type: 'string' },
