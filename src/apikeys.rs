@@ -274,7 +274,10 @@ impl Vault {
   /// token, or `None` when the credentials are unknown, wrong or revoked.
   pub fn issue_access_token(&self, input: &Value) -> Pending<Option<IssuedAccessToken>> {
     pending((|| {
-      let f = Fields::new(Some(input), "request")?;
+      if !input.is_object() {
+        return Err(Error::validation("request", "request must be an object"));
+      }
+      let f = Fields::new(Some(input), "")?;
       let client_id = input::id(f.get("client_id"), "client_id", 128)?;
       let secret = string_arg(
         f.get("client_secret").unwrap_or(&Value::Null),
@@ -408,6 +411,81 @@ mod tests {
     };
     let text = format!("{created:?}");
     assert!(!text.contains(&api_key) && !text.contains(&client_secret));
+  }
+
+  #[test]
+  fn keys_resolve_across_scopes_and_revocation_ends_their_tokens() {
+    use crate::crypto::Key;
+    use crate::scoped::ScopeOptions;
+    use crate::vault::OpenOptions;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db").to_string_lossy().to_string();
+    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_a"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([4; 32]));
+    let root = Vault::open(o).wait().unwrap();
+    let prod = root
+      .for_scope(
+        ScopeOptions::parse(Some(
+          &json!({"orgId": "org_b", "environment": "production"}),
+        ))
+        .unwrap(),
+      )
+      .wait()
+      .unwrap();
+    let key = prod.create_api_key(None).wait().unwrap();
+    assert!(key.api_key.starts_with("pk_"));
+    // Any client resolves it to its own scope.
+    let found = root
+      .resolve_api_key(&json!(key.api_key))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(
+      (found.org_id.as_str(), found.environment.as_str()),
+      ("org_b", "production")
+    );
+    let request =
+      json!({"client_id": key.info.client_id, "client_secret": key.client_secret, "audience": "a"});
+    let issued = root.issue_access_token(&request).wait().unwrap().unwrap();
+    let grant = root
+      .resolve_access_token(&json!(issued.access_token), &json!("a"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(grant.key.client_id, key.info.client_id);
+    assert!(root
+      .resolve_access_token(&json!(issued.access_token), &json!("b"))
+      .wait()
+      .unwrap()
+      .is_none());
+    let wrong = json!({"client_id": key.info.client_id, "client_secret": format!("lvs_{}", "0".repeat(64)), "audience": "a"});
+    assert!(root.issue_access_token(&wrong).wait().unwrap().is_none());
+    root
+      .revoke_api_key(&json!(key.info.client_id))
+      .wait()
+      .unwrap();
+    assert!(root
+      .resolve_api_key(&json!(key.api_key))
+      .wait()
+      .unwrap()
+      .is_none());
+    assert!(root
+      .resolve_access_token(&json!(issued.access_token), &json!("a"))
+      .wait()
+      .unwrap()
+      .is_none());
+    assert!(root.issue_access_token(&request).wait().unwrap().is_none());
+    assert_eq!(
+      root
+        .revoke_api_key(&json!("lvc_unknown"))
+        .wait()
+        .unwrap_err()
+        .code(),
+      "NOT_FOUND"
+    );
+    root.close().wait().unwrap();
   }
 
   #[test]
