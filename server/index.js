@@ -12,10 +12,10 @@
 const fastify = require('fastify')
 const crypto = require('node:crypto')
 
-const { Client } = require('linkvault')
 const errors = require('./lib/errors')
 const { loggerOptions } = require('./lib/logger')
 const { Scopes } = require('./lib/scopes')
+const { openStore } = require('./lib/store')
 const openapi = require('./lib/openapi')
 
 /**
@@ -62,8 +62,7 @@ async function openClient(options) {
     throw Object.assign(new Error('give either db or url, not both'), { code: 'VALIDATION_ERROR', field: 'url' })
   }
   const where = options.url !== undefined ? { url: options.url } : { path: options.db ?? 'linkvault.db' }
-  const client = await Client.open({ ...(options.clientOptions || {}), ...where })
-  return { client, owned: true }
+  return { client: await openStore(where, options.clientOptions), owned: true }
 }
 
 /**

@@ -37,6 +37,16 @@ describe('serve: flags', () => {
     expect(fs.existsSync(store.db)).toBe(false)
   })
 
+  test('a store that cannot be opened (--url this build or this host cannot reach) exits 1 with one line', async () => {
+    const store = newStore()
+    const r = await run(['serve', '--url', 'postgres://nobody@linkvault-test.invalid:5432/db', '--port', '0'], { env: store.env })
+    expect(r.code).toBe(1)
+    expect(r.stdout).toBe('')
+    expect(r.stderr.trim().split('\n')).toHaveLength(1)
+    expect(r.stderr).toMatch(/^linkvault serve: [A-Z_]+: /)
+    expect(fs.existsSync('linkvault.db')).toBe(false)
+  })
+
   test('--help prints the usage and exits 0', async () => {
     const r = await run(['serve', '--help'])
     expect(r.code).toBe(0)
