@@ -10,7 +10,9 @@
 //   PUT      PUT /api/v2/public/linked-account            x-api-key, upserts a changing UDF
 // Target: GET >= 0.5x bare requests/s. Options: BENCH_SECONDS (default 10 per round),
 // BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 64), LINKVAULT_LOG_LEVEL for the server
-// (default info, as `linkvault serve` runs; logs go to /dev/null).
+// (default info, as `linkvault serve` runs; logs go to /dev/null). The last column, the server
+// process's CPU time per request (all threads, from /proc), is steadier than req/s on a busy
+// machine.
 
 const { spawn } = require('node:child_process')
 const crypto = require('node:crypto')
@@ -43,15 +45,31 @@ function start(args, env) {
     child.stdout.on('data', (d) => {
       out += d
       const m = /listening on (\S+)/.exec(out)
-      if (m) resolve({ url: m[1], stop: () => new Promise((r) => { child.on('close', r); child.kill('SIGTERM') }) })
+      if (m) resolve({ url: m[1], pid: child.pid, stop: () => new Promise((r) => { child.on('close', r); child.kill('SIGTERM') }) })
     })
     child.on('close', (code) => reject(new Error(`server exited with ${code} before it was ready`)))
   })
 }
 
-function load(opts) {
+/** CPU time (user + system, ms) a process has used, from /proc (Linux; else NaN). */
+function cpuMs(pid) {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100
+  } catch {
+    return NaN
+  }
+}
+
+/** One autocannon run against `server`; adds the server's CPU µs per request (all its threads). */
+function load(server, opts) {
+  const before = cpuMs(server.pid)
   return new Promise((resolve, reject) => {
-    autocannon({ connections: CONNECTIONS, pipelining: 1, duration: SECONDS, ...opts }, (err, result) => (err ? reject(err) : resolve(result)))
+    autocannon({ connections: CONNECTIONS, pipelining: 1, duration: SECONDS, ...opts }, (err, result) => {
+      if (err) return reject(err)
+      result.cpuPerRequestUs = ((cpuMs(server.pid) - before) * 1000) / Math.max(1, result.requests.total)
+      resolve(result)
+    })
   })
 }
 
@@ -75,15 +93,15 @@ async function main() {
   const rows = { bare: [], GET: [], PUT: [] }
   const record = (name, r) => {
     if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx answers, ${r.errors} errors`)
-    rows[name].push({ rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99 })
+    rows[name].push({ rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, cpu: r.cpuPerRequestUs })
   }
 
   console.log(`bench:http — ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs, node ${process.version}, server log level ${env.LINKVAULT_LOG_LEVEL}`)
   for (let round = 1; round <= ROUNDS; round++) {
     const bare = await start(['-e', BARE], process.env)
     try {
-      await load({ url: `${bare.url}/bare`, duration: 2 })
-      record('bare', await load({ url: `${bare.url}/bare` }))
+      await load(bare, { url: `${bare.url}/bare`, duration: 2 })
+      record('bare', await load(bare, { url: `${bare.url}/bare` }))
     } finally {
       await bare.stop()
     }
@@ -93,11 +111,11 @@ async function main() {
         url: server.url,
         requests: [{ method: 'GET', headers, setupRequest: (req) => ({ ...req, path: `/api/v2/public/linked-account/${encodeURIComponent(ids[(counter++ * 7919) % ACCOUNTS])}` }) }],
       }
-      await load({ ...get, duration: 2 })
-      record('GET', await load(get))
+      await load(server, { ...get, duration: 2 })
+      record('GET', await load(server, get))
       record(
         'PUT',
-        await load({
+        await load(server, {
           url: server.url,
           requests: [
             {
@@ -115,12 +133,12 @@ async function main() {
   }
 
   const bareRps = median(rows.bare.map((r) => r.rps))
-  console.log('\n| route | req/s (median) | × bare | p50 ms | p99 ms |')
-  console.log('|---|---:|---:|---:|---:|')
+  console.log('\n| route | req/s (median) | × bare | p50 ms | p99 ms | server CPU µs/request |')
+  console.log('|---|---:|---:|---:|---:|---:|')
   const label = { bare: 'bare fastify GET /bare (constant JSON)', GET: 'GET /api/v2/public/linked-account/:id', PUT: 'PUT /api/v2/public/linked-account' }
   for (const name of ['bare', 'GET', 'PUT']) {
     const rps = median(rows[name].map((r) => r.rps))
-    console.log(`| ${label[name]} | ${rps.toFixed(0)} | ${(rps / bareRps).toFixed(2)} | ${median(rows[name].map((r) => r.p50))} | ${median(rows[name].map((r) => r.p99))} |`)
+    console.log(`| ${label[name]} | ${rps.toFixed(0)} | ${(rps / bareRps).toFixed(2)} | ${median(rows[name].map((r) => r.p50))} | ${median(rows[name].map((r) => r.p99))} | ${median(rows[name].map((r) => r.cpu)).toFixed(0)} |`)
   }
   const ratio = median(rows.GET.map((r) => r.rps)) / bareRps
   console.log(`\nGET / bare = ${ratio.toFixed(2)} (target ≥ 0.50: ${ratio >= 0.5 ? 'met' : 'missed'})`)

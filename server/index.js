@@ -33,8 +33,9 @@ function validation(app) {
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodies : text).compile(schema))
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
   // No body at all reads as an empty object (an SDK may POST without one).
-  app.addHook('preValidation', async (request) => {
+  app.addHook('preValidation', (request, reply, done) => {
     if (request.body === undefined && request.routeOptions.schema && request.routeOptions.schema.body) request.body = {}
+    done()
   })
   const sjson = require('secure-json-parse')
   app.removeContentTypeParser('application/json')
@@ -46,6 +47,16 @@ function validation(app) {
       done(new errors.HttpError(400, 'INVALID_JSON', 'Request body is not valid JSON'), undefined)
     }
   })
+}
+
+/** One access-log line per request, when it completes (fastify logs two by default). */
+class AccessLog extends fastify.LogController {
+  incomingRequest() {}
+  requestCompleted(error, request, reply) {
+    const line = { req: request, res: reply, responseTime: reply.elapsedTime }
+    if (error) reply.log.error({ ...line, err: error }, 'request errored')
+    else reply.log.info(line, 'request completed')
+  }
 }
 
 /** Largest request body accepted (bigger: 413). */
@@ -97,6 +108,7 @@ async function buildServer(options = {}) {
         return typeof given === 'string' && /^[A-Za-z0-9._-]{1,128}$/.test(given) ? given : crypto.randomUUID()
       },
       requestIdHeader: false,
+      logController: new AccessLog(),
       return503OnClosing: true,
       forceCloseConnections: 'idle',
       ...(options.https ? { https: options.https } : {}),
@@ -119,8 +131,9 @@ async function buildServer(options = {}) {
       return this.publicUrl || `${request.protocol}://${request.host}`
     },
   })
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id)
+    done()
   })
   errors.install(app)
   validation(app)

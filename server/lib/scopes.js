@@ -9,10 +9,9 @@
 //
 // Key and access-token look-ups are cached for `cacheMs` (default 1 s): a request path then
 // costs no database read for its credential, and a key revoked by `linkvault keys revoke` (any
-// process) stops working within that time. Only successful look-ups are cached, so a guessed
-// key costs a read every time and never fills memory.
-
-const crypto = require('node:crypto')
+// process) stops working within that time (an access token also at its expiry). Only
+// successful look-ups are cached (at most 10,000, in memory only), so a guessed key costs a
+// read every time and never fills memory.
 
 const { HttpError } = require('./errors')
 
@@ -41,11 +40,6 @@ class TtlCache {
   clear() {
     this.map.clear()
   }
-}
-
-/** A cache key that is not the secret itself (the cache lives as long as the process). */
-function digest(secret) {
-  return crypto.createHash('sha256').update(secret).digest('base64')
 }
 
 function unauthorized(message = 'Invalid Credentials') {
@@ -100,15 +94,13 @@ class Scopes {
   /** `{ client, keyId, orgId, environment }` for a Cobalt `x-api-key`, else a 401. */
   async byApiKey(apiKey) {
     if (typeof apiKey !== 'string' || apiKey.length === 0 || apiKey.length > 256) throw unauthorized()
-    const cacheKey = digest(apiKey)
-    let found = this.keys.get(cacheKey)
-    if (!found) {
-      found = await this.root.resolveApiKey(apiKey)
-      if (!found) throw unauthorized()
-      this.keys.set(cacheKey, found)
-    }
-    const client = await this.client(found.org_id, found.environment)
-    return { client, keyId: found.client_id, orgId: found.org_id, environment: found.environment }
+    const cached = this.keys.get(apiKey)
+    if (cached) return cached
+    const key = await this.root.resolveApiKey(apiKey)
+    if (!key) throw unauthorized()
+    const found = { client: await this.client(key.org_id, key.environment), keyId: key.client_id, orgId: key.org_id, environment: key.environment }
+    this.keys.set(apiKey, found)
+    return found
   }
 
   /**
@@ -117,17 +109,14 @@ class Scopes {
    */
   async byAccessToken(token, audience) {
     if (typeof token !== 'string' || token.length === 0 || token.length > 512) throw unauthorized('Invalid token')
-    const cacheKey = `${audience}\u0000${digest(token)}`
-    let found = this.tokens.get(cacheKey)
-    if (!found) {
-      found = await this.root.resolveAccessToken(token, audience)
-      if (!found) throw unauthorized('Invalid token')
-      this.tokens.set(cacheKey, found, found.expires_at * 1000)
-    } else if (found.expires_at * 1000 <= Date.now()) {
-      throw unauthorized('Invalid token')
-    }
-    const client = await this.client(found.org_id, found.environment)
-    return { client, keyId: found.client_id, orgId: found.org_id, environment: found.environment }
+    const cacheKey = `${audience}\u0000${token}`
+    const cached = this.tokens.get(cacheKey)
+    if (cached) return cached
+    const grant = await this.root.resolveAccessToken(token, audience)
+    if (!grant) throw unauthorized('Invalid token')
+    const found = { client: await this.client(grant.org_id, grant.environment), keyId: grant.client_id, orgId: grant.org_id, environment: grant.environment }
+    this.tokens.set(cacheKey, found, grant.expires_at * 1000)
+    return found
   }
 
   /**
