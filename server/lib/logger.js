@@ -14,8 +14,15 @@ const REDACT_PATHS = ['headers.authorization', 'headers["x-api-key"]', 'headers.
 // Query parameters whose values are secrets (compared case-insensitively).
 const SECRET_QUERY = /^(session_id|token|access_token|refresh_token|id_token|client_secret|api_key|apikey|key|secret|code|password|signature)$/i
 
-/** The URL with the value of every secret-looking query parameter replaced by [REDACTED]. */
-function redactUrl(url) {
+// Path segments that are secrets: the consent page's /link/session/<session_id>.
+const SECRET_PATH = /^(\/link\/session\/)[^/?#]+/
+
+/**
+ * The URL with secret path segments and the value of every secret-looking query parameter
+ * replaced by [REDACTED].
+ */
+function redactUrl(raw) {
+  const url = SECRET_PATH.test(raw) ? raw.replace(SECRET_PATH, `$1${CENSOR}`) : raw
   const q = url.indexOf('?')
   if (q < 0) return url
   const parts = url.slice(q + 1).split('&').map((pair) => {

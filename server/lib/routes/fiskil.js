@@ -8,8 +8,8 @@ const S = require('../schemas')
 
 /** Fiskil's token lifetime: one hour, no refresh token. */
 const TOKEN_TTL = 3600
-/** Where a session's consent page is served (the sandbox consent page plugin). */
-const CONSENT_PATH = '/v1/sandbox/consent'
+/** Where a session's consent page is served (the sandbox consent page): `${CONSENT_PATH}<session_id>`. */
+const CONSENT_PATH = '/link/session/'
 
 const errorResponses = { 400: S.fiskilError, 401: S.fiskilError, 404: S.fiskilError, 413: S.fiskilError }
 
@@ -31,7 +31,7 @@ function authUrl(app, request, session) {
   if (typeof session.auth_url === 'string' && /^https?:\/\//.test(session.auth_url)) return session.auth_url
   const base = app.linkvault.baseUrl(request)
   if (typeof session.auth_url === 'string' && session.auth_url.startsWith('/')) return `${base}${session.auth_url}`
-  return `${base}${CONSENT_PATH}?session_id=${encodeURIComponent(session.session_id)}`
+  return `${base}${CONSENT_PATH}${encodeURIComponent(session.session_id)}`
 }
 
 const endUserBody = {
