@@ -90,6 +90,15 @@ pub struct UdfRow {
   pub updated_at: i64,
 }
 
+/// Fiskil's end-user fields of an account (`crate::end_users`), each set or not. Validated on
+/// the way in: `email` with one `@`, `phone` in E.164, `abn` 11 digits with a valid checksum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndUserFields {
+  pub email: Option<String>,
+  pub phone: Option<String>,
+  pub abn: Option<String>,
+}
+
 /// A linked account as returned to users (never with credentials).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Account {
@@ -106,6 +115,8 @@ pub struct Account {
   pub version: i64,
   /// Identities linked to the account (`crate::identities`), in the order they joined it.
   pub identities: Vec<Identity>,
+  /// Fiskil's end-user fields (`name` is the account's own `name`).
+  pub end_user: EndUserFields,
 }
 
 #[derive(Clone, Debug)]

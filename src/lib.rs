@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
+pub mod end_users;
 pub mod error;
 pub mod events;
 pub mod identities;
@@ -17,6 +18,7 @@ pub mod input;
 pub mod keys;
 pub mod store;
 pub mod tokens;
+pub mod users;
 pub mod vault;
 pub mod webhook;
 

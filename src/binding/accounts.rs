@@ -131,6 +131,15 @@ pub struct LinkedAccount {
   /// Identities linked to the account (`linkIdentity`, `linkAccounts`), in the order they
   /// joined it.
   pub identities: Vec<LinkedIdentity>,
+  /// Fiskil end-user email (`createEndUser` / `updateEndUser`), when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub email: Option<String>,
+  /// Fiskil end-user phone in E.164, when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub phone: Option<String>,
+  /// Fiskil end-user ABN (11 digits), when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub abn: Option<String>,
 }
 
 /// Options of `getAllLinkedAccounts`.
@@ -243,6 +252,9 @@ pub(crate) fn to_js_account(a: Account) -> LinkedAccount {
     version: a.version,
     new_account: None,
     identities: a.identities.into_iter().map(to_js_identity).collect(),
+    email: a.end_user.email,
+    phone: a.end_user.phone,
+    abn: a.end_user.abn,
   }
 }
 

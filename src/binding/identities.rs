@@ -21,8 +21,13 @@ pub struct LinkedIdentity {
   /// The id at the provider, without the `provider|` prefix; always a string.
   #[napi(js_name = "user_id")]
   pub user_id: String,
+  /// The connection it was linked with, else the provider's name (Auth0's connection names
+  /// for social providers).
+  pub connection: String,
+  /// Auth0's `connection_id`, when the link named one.
+  #[napi(js_name = "connection_id")]
   #[serde(skip_serializing_if = "Option::is_none")]
-  pub connection: Option<String>,
+  pub connection_id: Option<String>,
   #[napi(js_name = "isSocial")]
   #[serde(rename = "isSocial")]
   pub is_social: bool,
@@ -51,9 +56,14 @@ pub struct IdentityInput {
   /// String or number (stringified: `9` and `'9'` are the same identity); 1–256 characters.
   #[napi(js_name = "user_id", ts_type = "string | number")]
   pub user_id: String,
-  /// Connection name. `null` clears it; omitted keeps the stored one.
+  /// Connection name. `null` clears it (reads then report the provider); omitted keeps the
+  /// stored one.
   #[napi(ts_type = "string | null")]
   pub connection: Option<String>,
+  /// Auth0's connection id, `con_` + 16 letters or digits; stored on the identity. `null`
+  /// clears it.
+  #[napi(js_name = "connection_id", ts_type = "string | null")]
+  pub connection_id: Option<String>,
   /// Default false.
   #[napi(js_name = "isSocial")]
   pub is_social: Option<bool>,
@@ -103,9 +113,10 @@ pub struct LinkSuggestion {
 
 pub(crate) fn to_js_identity(i: Identity) -> LinkedIdentity {
   LinkedIdentity {
+    connection: crate::users::connection_of(&i),
+    connection_id: i.connection_id,
     provider: i.provider,
     user_id: i.user_id,
-    connection: i.connection,
     is_social: i.is_social,
     email: i.email,
     email_verified: i.email_verified,

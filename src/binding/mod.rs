@@ -4,9 +4,11 @@
 mod accounts;
 mod client;
 mod consents;
+mod end_users;
 mod events;
 mod identities;
 mod js;
 mod json;
 mod reliability;
 mod tokens;
+mod users;

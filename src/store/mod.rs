@@ -4,6 +4,7 @@
 
 mod accounts;
 pub mod consents;
+pub mod end_users;
 pub mod events;
 mod identities;
 pub mod keys;
@@ -25,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use consents::ConsentStore;
+pub use end_users::EndUserStore;
 pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
@@ -289,7 +291,13 @@ pub trait MaintenanceStore: Send + Sync {
 
 /// Everything a linkvault client needs from storage.
 pub trait Store:
-  AccountStore + ConsentStore + EventStore + IdentityStore + MaintenanceStore + TokenStore
+  AccountStore
+  + ConsentStore
+  + EndUserStore
+  + EventStore
+  + IdentityStore
+  + MaintenanceStore
+  + TokenStore
 {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
