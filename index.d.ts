@@ -871,10 +871,12 @@ export interface YourAppInput {
   /** Your app's id (required by Cobalt's older docs, optional here). */
   app_id?: string
   /**
-   * Header-like pairs used to call your API for this account. Sealed at rest; only
-   * `getLinkedAccountCredentials` returns them.
+   * Header-like pairs used to call your API for this account. Required, as Cobalt requires
+   * it (`VALIDATION_ERROR`, `field: 'your_app.auth_credentials'`). Sealed at rest; only
+   * `getLinkedAccountCredentials` returns them. No other key is accepted in `your_app`: one
+   * would be a header meant for here (`VALIDATION_ERROR` naming it).
    */
-  auth_credentials?: Record<string, unknown>
+  auth_credentials: Record<string, unknown>
 }
 
 /** The `your_app` of an account as returned (never with credentials). */

@@ -20,10 +20,12 @@ pub struct YourAppInput {
   /// Your app's id (required by Cobalt's older docs, optional here).
   #[napi(js_name = "app_id")]
   pub app_id: Option<String>,
-  /// Header-like pairs used to call your API for this account. Sealed at rest; only
-  /// `getLinkedAccountCredentials` returns them.
+  /// Header-like pairs used to call your API for this account. Required, as Cobalt requires
+  /// it (`VALIDATION_ERROR`, `field: 'your_app.auth_credentials'`). Sealed at rest; only
+  /// `getLinkedAccountCredentials` returns them. No other key is accepted in `your_app`: one
+  /// would be a header meant for here (`VALIDATION_ERROR` naming it).
   #[napi(js_name = "auth_credentials", ts_type = "Record<string, unknown>")]
-  pub auth_credentials: Option<Map<String, Value>>,
+  pub auth_credentials: Map<String, Value>,
 }
 
 /// Payload of `createLinkedAccount` / `upsertLinkedAccount` (Cobalt's `createLinkedAccountPayload`).
