@@ -167,6 +167,26 @@ describe('linking an existing user (seed 003) merges it; unlinking restores it',
     expect((await client.getLinkedAccountById(root)).identities).toEqual([])
   })
 
+  test('a merge that could not be undone is refused; an undo whose id is taken is refused', async () => {
+    // C holds github/<n> before the account github|<n> exists.
+    const c = uid('c_')
+    const gh = uid('')
+    await client.upsertLinkedAccount({ linked_account_id: c })
+    await client.linkIdentity(c, { provider: 'github', user_id: gh })
+    await client.upsertLinkedAccount({ linked_account_id: `github|${gh}` })
+    const root = uid('root_')
+    await client.upsertLinkedAccount({ linked_account_id: root })
+    await expect(client.linkAccounts(root, `github|${gh}`)).rejects.toMatchObject({ code: 'IDENTITY_ALREADY_LINKED', status: 409 })
+    await client.getLinkedAccountById(`github|${gh}`)
+    // A merged account whose id is taken again cannot come back through its own identity.
+    const b = uid('b_')
+    await client.upsertLinkedAccount({ linked_account_id: b })
+    await client.linkAccounts(root, b)
+    await client.upsertLinkedAccount({ linked_account_id: b })
+    await expect(client.unlinkIdentity(root, 'linkvault', b)).rejects.toMatchObject({ code: 'ALREADY_EXISTS', status: 409 })
+    expect((await client.getLinkedAccountById(root)).identities.map((i) => i.user_id)).toEqual([b])
+  })
+
   test("an account's own identity cannot be linked to itself nor unlinked from it", async () => {
     const id = `github|${uid('')}`
     await client.upsertLinkedAccount({ linked_account_id: id })

@@ -139,9 +139,13 @@ fn suggestion(s: CoreSuggestion) -> LinkSuggestion {
 
 #[napi]
 impl Client {
-  /// Attaches an identity to a linked account and returns the account's `identities`.
+  /// Attaches an identity to a linked account and returns the account's linked `identities`
+  /// (`getUser(id).identities` adds the account's own identity first, as Auth0 lists it).
   /// Attaching one already on this account refreshes its profile fields (idempotent); one held
-  /// by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing.
+  /// by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing. The
+  /// own identity of another existing account (`{ provider: 'google-oauth2', user_id: 1034 }`
+  /// for `google-oauth2|1034`) merges that account in, as Auth0's link of an existing user;
+  /// unlinking it undoes the merge. The account's own identity: `VALIDATION_ERROR`.
   #[napi(
     ts_args_type = "linked_account_id: string, identity: IdentityInput",
     ts_return_type = "Promise<LinkedIdentity[]>"
@@ -163,8 +167,10 @@ impl Client {
   }
 
   /// Merges the secondary account into the primary in one transaction and returns the merged
-  /// primary: every identity moves, UDF keys merge by `options.udf`, the secondary disappears
-  /// (`NOT_FOUND` afterwards) and a merge record keeps its full state for `unlinkIdentity`.
+  /// primary: every identity moves (the secondary's own identity too, so that unlinking it
+  /// undoes the merge), UDF keys merge by `options.udf`, the secondary disappears (`NOT_FOUND`
+  /// afterwards) and a merge record keeps its full state for `unlinkIdentity`. A secondary whose
+  /// own identity another account holds: `IDENTITY_ALREADY_LINKED`.
   /// The secondary is a `linked_account_id`, or `{ link_with: <session token of the secondary> }`.
   /// Linking an account to itself rejects with `VALIDATION_ERROR`.
   #[napi(
@@ -189,10 +195,12 @@ impl Client {
     promise(env, p, |a| Json::of(&to_js_account(a)))
   }
 
-  /// Detaches an identity and returns the account's remaining `identities`. The identity
-  /// leaves as a standalone linked account: the account it came from by a merge is restored
-  /// (original id when free, name, udf, your_app), else it is `${provider}|${user_id}`. If both
-  /// ids are taken: `ALREADY_EXISTS`, nothing changes. Unknown identity: `NOT_FOUND`.
+  /// Detaches an identity and returns the account's remaining linked `identities`. The
+  /// identity leaves as a standalone linked account: the account it came from by a merge is
+  /// restored (original id when free, name, udf, your_app, consents; unlinking its own identity
+  /// brings back everything the merge brought), else it is the account whose own identity it is
+  /// (`${provider}|${user_id}`). If the ids are taken: `ALREADY_EXISTS`, nothing changes. The
+  /// account's own identity: `VALIDATION_ERROR`. Unknown identity: `NOT_FOUND`.
   #[napi(
     ts_args_type = "linked_account_id: string, provider: string, user_id: string | number",
     ts_return_type = "Promise<LinkedIdentity[]>"
@@ -215,8 +223,9 @@ impl Client {
     promise(env, p, identities)
   }
 
-  /// Accounts with an identity of this email, compared after trimming and Unicode lowercasing
-  /// (`Ann@X.com` finds `ann@x.com`); consistent immediately after writes.
+  /// Accounts with an identity of this email, or this end-user email, compared after trimming
+  /// and Unicode lowercasing (`Ann@X.com` finds `ann@x.com`); consistent immediately after
+  /// writes.
   #[napi(
     ts_args_type = "email: string",
     ts_return_type = "Promise<LinkedAccount[]>"
