@@ -120,6 +120,40 @@ export declare class Client {
    */
   expireConsents(): Promise<ExpireResult>
   /**
+   * Records that data was accessed under a consent: stamps its `last_accessed` (Fiskil's
+   * field) and appends `consent.accessed`. An ended consent (revoked, expired, account
+   * deleted) is refused with `VALIDATION_ERROR` (`field: 'arrangement_id'`); unknown:
+   * `NOT_FOUND`.
+   */
+  recordConsentAccess(arrangement_id: string): Promise<Consent>
+  /**
+   * Creates an end user: a new linked account with a generated id (a UUID) holding the fields
+   * sent (all optional). Appends `linked_account.created`. Bad `email`, `name`, `phone` or
+   * `abn`, or any other key: `VALIDATION_ERROR` naming it.
+   */
+  createEndUser(end_user?: EndUserInput): Promise<CreatedEndUser>
+  /**
+   * Gets an end user (any linked account); `NOT_FOUND` (Fiskil's `end_user_not_found`) if
+   * unknown.
+   */
+  getEndUser(end_user_id: string): Promise<EndUser>
+  /**
+   * End users whose email matches (trimmed, case-insensitive), in creation order; `[]` when
+   * none. Emails are not unique.
+   */
+  getEndUsers(query: EndUserQuery): Promise<EndUser[]>
+  /**
+   * Updates an end user's fields: sent ones are set, `null` clears one, others are kept.
+   * Resolves with no value (Fiskil answers 204). A change bumps the account's `__v` and appends
+   * `linked_account.updated` (field names only). `NOT_FOUND` if unknown.
+   */
+  updateEndUser(end_user_id: string, end_user: EndUserInput): Promise<void>
+  /**
+   * Deletes an end user: its linked account with everything attached (consents end with
+   * `account_deleted`, tokens are revoked). Resolves with no value; `NOT_FOUND` if unknown.
+   */
+  deleteEndUser(end_user_id: string): Promise<void>
+  /**
    * Reads the event log in id order, after `after` (exclusive). Consumers store the last id
    * they processed and resume from it (at-least-once, across restarts and processes).
    */
@@ -139,29 +173,38 @@ export declare class Client {
    */
   onEvent(callback: (event: LinkvaultEvent) => void): () => void
   /**
-   * Attaches an identity to a linked account and returns the account's `identities`.
+   * Attaches an identity to a linked account and returns the account's linked `identities`
+   * (`getUser(id).identities` adds the account's own identity first, as Auth0 lists it).
    * Attaching one already on this account refreshes its profile fields (idempotent); one held
-   * by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing.
+   * by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing. The
+   * own identity of another existing account (`{ provider: 'google-oauth2', user_id: 1034 }`
+   * for `google-oauth2|1034`) merges that account in, as Auth0's link of an existing user;
+   * unlinking it undoes the merge. The account's own identity: `VALIDATION_ERROR`.
    */
   linkIdentity(linked_account_id: string, identity: IdentityInput): Promise<LinkedIdentity[]>
   /**
    * Merges the secondary account into the primary in one transaction and returns the merged
-   * primary: every identity moves, UDF keys merge by `options.udf`, the secondary disappears
-   * (`NOT_FOUND` afterwards) and a merge record keeps its full state for `unlinkIdentity`.
+   * primary: every identity moves (the secondary's own identity too, so that unlinking it
+   * undoes the merge), UDF keys merge by `options.udf`, the secondary disappears (`NOT_FOUND`
+   * afterwards) and a merge record keeps its full state for `unlinkIdentity`. A secondary whose
+   * own identity another account holds: `IDENTITY_ALREADY_LINKED`.
    * The secondary is a `linked_account_id`, or `{ link_with: <session token of the secondary> }`.
    * Linking an account to itself rejects with `VALIDATION_ERROR`.
    */
   linkAccounts(primary_id: string, secondary: string | LinkWith, options?: LinkAccountsOptions): Promise<LinkedAccount>
   /**
-   * Detaches an identity and returns the account's remaining `identities`. The identity
-   * leaves as a standalone linked account: the account it came from by a merge is restored
-   * (original id when free, name, udf, your_app), else it is `${provider}|${user_id}`. If both
-   * ids are taken: `ALREADY_EXISTS`, nothing changes. Unknown identity: `NOT_FOUND`.
+   * Detaches an identity and returns the account's remaining linked `identities`. The
+   * identity leaves as a standalone linked account: the account it came from by a merge is
+   * restored (original id when free, name, udf, your_app, consents; unlinking its own identity
+   * brings back everything the merge brought), else it is the account whose own identity it is
+   * (`${provider}|${user_id}`). If the ids are taken: `ALREADY_EXISTS`, nothing changes. The
+   * account's own identity: `VALIDATION_ERROR`. Unknown identity: `NOT_FOUND`.
    */
   unlinkIdentity(linked_account_id: string, provider: string, user_id: string | number): Promise<LinkedIdentity[]>
   /**
-   * Accounts with an identity of this email, compared after trimming and Unicode lowercasing
-   * (`Ann@X.com` finds `ann@x.com`); consistent immediately after writes.
+   * Accounts with an identity of this email, or this end-user email, compared after trimming
+   * and Unicode lowercasing (`Ann@X.com` finds `ann@x.com`); consistent immediately after
+   * writes.
    */
   getLinkedAccountsByEmail(email: string): Promise<LinkedAccount[]>
   /**
@@ -192,10 +235,10 @@ export declare class Client {
   /**
    * A client for another org and environment on this client's store: no new connections or
    * threads, only its own scope and session-token verifier. It inherits this client's options
-   * (token lifetimes, skew, `authUrlBase`). Its `close()` releases only its verifier (token
-   * verification then rejects with `CLIENT_CLOSED`); the store stays open until the client it
-   * came from is closed, which ends every client derived from it. This is how one server
-   * answers many orgs from one database.
+   * (token lifetimes, skew, `authUrlBase`, `publicUrl`, `appName`, `appLogo`). Its `close()`
+   * releases only its verifier (token verification then rejects with `CLIENT_CLOSED`); the
+   * store stays open until the client it came from is closed, which ends every client derived
+   * from it. This is how one server answers many orgs from one database.
    */
   forScope(options: ForScopeOptions): Promise<Client>
   /**
@@ -248,6 +291,17 @@ export declare class Client {
    * (`VALIDATION_ERROR`: rotate first). Retiring a retired key does nothing.
    */
   retireSigningKey(kid: string): Promise<SuccessResult>
+  /**
+   * The account `id` as Auth0's user object (`GET /api/v2/users/{id}`); `NOT_FOUND` if
+   * unknown.
+   */
+  getUser(id: string): Promise<Auth0User>
+  /**
+   * Users whose email (end-user email or an identity's) matches after trimming and Unicode
+   * lowercasing, in creation order (`GET /api/v2/users-by-email`, without Auth0's case
+   * sensitivity); `[]` when none.
+   */
+  getUsersByEmail(email: string): Promise<Auth0User[]>
 }
 
 /** The key and audience of a valid access token. */
@@ -308,6 +362,29 @@ export interface ApiKeyQuery {
   limit?: number
 }
 
+/** Auth0's user object for a linked account. */
+export interface Auth0User {
+  /** The `linked_account_id` (Auth0's full form, e.g. `'google-oauth2|1034'`, when it is one). */
+  user_id: string
+  /** The end-user email when set, else the first identity's email; null when none. */
+  email: string | null
+  email_verified: boolean
+  name: string | null
+  /** ISO-8601 UTC with milliseconds. */
+  created_at: string
+  updated_at: string
+  /**
+   * `identities[0]` is the account's own identity (`{ provider, user_id }` from an id of the
+   * form `provider|user_id`, else `{ provider: 'linkvault', connection: 'linkvault', user_id:
+   * id }`), then the linked identities in the order they joined.
+   */
+  identities: Array<LinkedIdentity>
+  /** The account's UDF as an object. */
+  app_metadata: Record<string, unknown>
+  /** Always `{}`: linkvault keeps user data in `app_metadata` (the UDF). */
+  user_metadata: Record<string, never>
+}
+
 /**
  * An auth session. `session_id` is a single-use bearer secret: hand it to the end user's
  * consent flow only. It is stored hashed and never appears in events.
@@ -316,8 +393,12 @@ export interface AuthSession {
   /** Public record id (24 hex); events name the session by it. */
   id: string
   session_id: string
-  /** `${authUrlBase}?session_id=…` when the client has `authUrlBase`, else null. */
-  auth_url: string | null
+  /**
+   * Where the end user consents: `${authUrlBase}?session_id=…` when the client has
+   * `authUrlBase`, else the linkvault server's consent page `${publicUrl}/link/session/<session_id>`
+   * (relative, `/link/session/<session_id>`, without `publicUrl`).
+   */
+  auth_url: string
   /** Unix seconds. */
   expires_at: number
   /** `'expired'` once `expires_at` has passed while pending. */
@@ -325,8 +406,9 @@ export interface AuthSession {
   linked_account_id: string
   /** Same as `linked_account_id` (Fiskil's name). */
   end_user_id: string
-  redirect_uri: string
-  cancel_uri: string
+  /** Null for a Link SDK session (created without URIs). */
+  redirect_uri: string | null
+  cancel_uri: string | null
   institution_id: string | null
   permissions: Array<string> | null
   /** The consent this session renews, if it is a renewal session. */
@@ -345,10 +427,16 @@ export interface AuthSessionInput {
   linked_account_id?: string
   /** Alias of `linked_account_id` (Fiskil's name). */
   end_user_id?: string
-  /** Where the end user returns after consenting: an absolute http(s) URL without fragment. */
-  redirect_uri: string
-  /** Where the end user returns after cancelling or failing: an absolute http(s) URL. */
-  cancel_uri: string
+  /**
+   * Where the end user returns after consenting (the redirect flow): an absolute http(s) URL
+   * without fragment. Omit both URIs for the Link SDK flow; send both or neither.
+   */
+  redirect_uri?: string
+  /**
+   * Where the end user returns after cancelling or failing (the redirect flow): an absolute
+   * http(s) URL. Required with `redirect_uri`.
+   */
+  cancel_uri?: string
   /** Locks the institution (the completion must be for it). */
   institution_id?: string
   /** Permissions requested; the completion may grant these or fewer. */
@@ -364,6 +452,10 @@ export interface AuthSessionResult {
   /** Required unless the session (or the consent it renews) fixes the institution. */
   institution_id?: string
   institution_name?: string
+  /** The institution's logo, an absolute http(s) URL (a renewal keeps the consent's). */
+  institution_logo?: string
+  /** `'banking'` (default) or `'energy'` (a renewal keeps the consent's). */
+  institution_type?: 'banking' | 'energy'
   /** The accounts shared: 1 to 1000 ids (duplicates dropped). */
   account_ids: Array<string>
   /**
@@ -403,10 +495,22 @@ export interface ClientOptions {
    */
   durability?: 'normal' | 'full'
   /**
-   * Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
-   * `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
+   * Base URL of your own hosted consent flow (absolute http(s)). Auth sessions then get
+   * `auth_url = ${authUrlBase}?session_id=…`; without it, the linkvault server's consent page
+   * (see `publicUrl`).
    */
   authUrlBase?: string
+  /**
+   * Absolute http(s) URL the linkvault HTTP server (`linkvault serve`) is reached at, without a
+   * query; a trailing `/` is dropped. Without `authUrlBase`, auth sessions get
+   * `auth_url = ${publicUrl}/link/session/<session_id>` (the server's consent page), or the
+   * relative `/link/session/<session_id>` without `publicUrl`.
+   */
+  publicUrl?: string
+  /** Your app's name, returned as `app_name` on consents (Fiskil's field); 1–256 characters. */
+  appName?: string
+  /** Your app's logo (absolute http(s) URL), returned as `app_logo` on consents. */
+  appLogo?: string
   /**
    * HS256 secret for session tokens (a string of at least 32 bytes; its UTF-8 bytes are the
    * HMAC key, as JWT libraries use a string secret). Registered as the signing key when new to
@@ -447,6 +551,18 @@ export interface Consent {
   last_consent: string
   /** Null while active. */
   termination_reason: 'revoked' | 'expired' | 'account_deleted' | null | null
+  /** The client's `appName` (null without it). */
+  app_name: string | null
+  /** The client's `appLogo` (null without it). */
+  app_logo: string | null
+  /** The end user's email as it is now (`createEndUser` / `updateEndUser`), else null. */
+  end_user_email: string | null
+  /** From the completion (`institution_logo`), else null. */
+  institution_logo: string | null
+  /** From the completion (`institution_type`, default `'banking'`). */
+  institution_type: 'banking' | 'energy'
+  /** When data was last accessed under the consent (`recordConsentAccess`); null until then. */
+  last_accessed: string | null
 }
 
 /** Filters of `listConsents`. */
@@ -465,9 +581,52 @@ export interface CreateApiKeyOptions {
   name?: string
 }
 
+/** What `createEndUser` returns (Fiskil's response). */
+export interface CreatedEndUser {
+  /** The new end user's id: a UUID, and the `linked_account_id` of its linked account. */
+  end_user_id: string
+}
+
 /** `{ message }` of `deleteLinkedAccount`. */
 export interface DeleteResult {
   message: string
+}
+
+/** Fiskil's end-user object; fields not set are absent. */
+export interface EndUser {
+  /** The end user's id (its `linked_account_id`). */
+  id: string
+  email?: string
+  name?: string
+  phone?: string
+  abn?: string
+}
+
+/** Body of `createEndUser` / `updateEndUser` (Fiskil's end-user fields). */
+export interface EndUserInput {
+  /**
+   * At most 320 characters with one `@` (trimmed). Not unique, as at Fiskil. `null` clears it
+   * (update).
+   */
+  email?: string | null
+  /** The account's `name`, at most 1,024 characters. `null` clears it (update). */
+  name?: string | null
+  /**
+   * E.164: `+`, country code and number, at most 15 digits, no spaces (`'+61412345678'`).
+   * `null` clears it (update).
+   */
+  phone?: string | null
+  /**
+   * Australian Business Number: 11 digits with a valid checksum (spaces between groups are
+   * dropped: `'51 824 753 556'` is stored as `'51824753556'`). `null` clears it (update).
+   */
+  abn?: string | null
+}
+
+/** Filter of `getEndUsers`. */
+export interface EndUserQuery {
+  /** Matched after trimming and Unicode lowercasing (`' Ann@X.com'` finds `ann@x.com`). */
+  email: string
 }
 
 /** A page of `listEvents`. */
@@ -518,8 +677,16 @@ export interface IdentityInput {
   provider: string
   /** String or number (stringified: `9` and `'9'` are the same identity); 1–256 characters. */
   user_id: string | number
-  /** Connection name. `null` clears it; omitted keeps the stored one. */
+  /**
+   * Connection name. `null` clears it (reads then report the provider); omitted keeps the
+   * stored one.
+   */
   connection?: string | null
+  /**
+   * Auth0's connection id, `con_` + 16 letters or digits; stored on the identity. `null`
+   * clears it.
+   */
+  connection_id?: string | null
   /** Default false. */
   isSocial?: boolean
   /** At most 320 characters with one `@`. `null` clears it. */
@@ -597,6 +764,12 @@ export interface LinkedAccount {
    * joined it.
    */
   identities: Array<LinkedIdentity>
+  /** Fiskil end-user email (`createEndUser` / `updateEndUser`), when set. */
+  email?: string
+  /** Fiskil end-user phone in E.164, when set. */
+  phone?: string
+  /** Fiskil end-user ABN (11 digits), when set. */
+  abn?: string
 }
 
 /** What `getLinkedAccountCredentials` returns. */
@@ -648,7 +821,13 @@ export interface LinkedIdentity {
   provider: string
   /** The id at the provider, without the `provider|` prefix; always a string. */
   user_id: string
-  connection?: string
+  /**
+   * The connection it was linked with, else the provider's name (Auth0's connection names
+   * for social providers).
+   */
+  connection: string
+  /** Auth0's `connection_id`, when the link named one. */
+  connection_id?: string
   isSocial: boolean
   email?: string
   email_verified: boolean
@@ -836,10 +1015,12 @@ export interface YourAppInput {
   /** Your app's id (required by Cobalt's older docs, optional here). */
   app_id?: string
   /**
-   * Header-like pairs used to call your API for this account. Sealed at rest; only
-   * `getLinkedAccountCredentials` returns them.
+   * Header-like pairs used to call your API for this account. Required, as Cobalt requires
+   * it (`VALIDATION_ERROR`, `field: 'your_app.auth_credentials'`). Sealed at rest; only
+   * `getLinkedAccountCredentials` returns them. No other key is accepted in `your_app`: one
+   * would be a header meant for here (`VALIDATION_ERROR` naming it).
    */
-  auth_credentials?: Record<string, unknown>
+  auth_credentials: Record<string, unknown>
 }
 
 /** The `your_app` of an account as returned (never with credentials). */

@@ -205,6 +205,9 @@ const TABLE = {
           { name: 'encryptionKey' },
           { name: 'durability' },
           { name: 'authUrlBase' },
+          { name: 'publicUrl' },
+          { name: 'appName' },
+          { name: 'appLogo' },
           { name: 'previousEncryptionKeys' },
           { name: 'previous key', inject: (b, h) => ({ ...b, previousEncryptionKeys: [h] }), names: ['previousEncryptionKeys'] },
         ],
@@ -260,6 +263,11 @@ const TABLE = {
           },
           { name: 'permissions' },
           { name: 'duration_seconds' },
+          { name: 'institution_logo' },
+          {
+            name: 'institution_type',
+            check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getConsent(r.arrangement_id)).institution_type).toBe(h),
+          },
         ],
       },
     ],
@@ -300,6 +308,7 @@ const TABLE = {
             check: (ctx, h, r) => expect(r.some((x) => x.provider === 'hp' && x.user_id === String(asJson(h)))).toBe(true),
           },
           { name: 'connection', check: (ctx, h, r, [, i]) => isStr(h) && expect(r.find((x) => x.user_id === i.user_id).connection).toBe(h) },
+          { name: 'connection_id' },
           { name: 'isSocial' },
           { name: 'email', check: (ctx, h, r, [, i]) => isStr(h) && expect(r.find((x) => x.user_id === i.user_id).email).toBe(h) },
           { name: 'email_verified' },
@@ -379,6 +388,56 @@ const TABLE = {
     ],
   },
   rotateEncryptionKey: { mutates: true, args: [{ name: 'newKey', valid: () => undefined }] },
+  // Fiskil end users (linked accounts with email, name, phone, abn).
+  createEndUser: {
+    mutates: true,
+    args: [
+      {
+        name: 'end_user',
+        valid: () => ({ email: 'eu@example.com' }),
+        fields: [
+          { name: 'email', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).email).toBe(h.trim()) },
+          { name: 'name', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).name).toBe(h) },
+          { name: 'phone', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).phone).toBe(h) },
+          { name: 'abn' },
+        ],
+      },
+    ],
+  },
+  getEndUser: { args: [{ name: 'end_user_id', valid: () => 'base' }] },
+  getEndUsers: { args: [{ name: 'query', valid: () => ({ email: 'eu@example.com' }), fields: [{ name: 'email' }] }] },
+  updateEndUser: {
+    mutates: true,
+    args: [
+      { name: 'end_user_id', valid: (ctx) => account(ctx) },
+      {
+        name: 'end_user',
+        valid: () => ({ name: 'Eu' }),
+        fields: [
+          { name: 'email', check: async (ctx, h, r, [id]) => isStr(h) && expect((await ctx.client.getEndUser(id)).email).toBe(h.trim()) },
+          { name: 'name', check: async (ctx, h, r, [id]) => isStr(h) && expect((await ctx.client.getEndUser(id)).name).toBe(h) },
+          { name: 'phone' },
+          { name: 'abn' },
+        ],
+      },
+    ],
+  },
+  deleteEndUser: { mutates: true, args: [{ name: 'end_user_id', valid: (ctx) => account(ctx) }] },
+  // Auth0 users.
+  getUser: { args: [{ name: 'id', valid: () => 'base' }] },
+  getUsersByEmail: { args: [{ name: 'email', valid: () => 'ann@example.com' }] },
+  // Its own active consent each time (revokeConsent above ends ctx.consent).
+  recordConsentAccess: {
+    mutates: true,
+    args: [
+      {
+        name: 'arrangement_id',
+        valid: async (ctx) =>
+          (await ctx.client.completeAuthSession(await session(ctx), { institution_id: 'bank', account_ids: ['a'], duration_seconds: 3600 }))
+            .arrangement_id,
+      },
+    ],
+  },
   signWebhook: {
     module: true,
     sync: true,

@@ -57,6 +57,34 @@ async function reliability(): Promise<void> {
   void [ok, details, resealed, batches, resumed, keyId]
 }
 void reliability
+
+// Vendor compatibility: Fiskil end users and consent fields, Auth0 users.
+async function compat(): Promise<void> {
+  const client = await Client.open({ path: ':memory:', publicUrl: 'https://lv.example.com', appName: 'App', appLogo: 'https://a.example/l.png' })
+  const { end_user_id } = await client.createEndUser({ email: 'user@example.com', name: 'John Doe', phone: '+61412345678', abn: '51824753556' })
+  const eu = await client.getEndUser(end_user_id)
+  const email: string | undefined = eu.email
+  const many: Array<{ id: string }> = await client.getEndUsers({ email: 'user@example.com' })
+  const updated: void = await client.updateEndUser(end_user_id, { phone: null })
+  const deleted: void = await client.deleteEndUser(end_user_id)
+  const session = await client.createAuthSession({ end_user_id })
+  const authUrl: string = session.auth_url
+  const redirect: string | null = session.redirect_uri
+  const consent = await client.completeAuthSession(session.session_id, { account_ids: ['a'], institution_type: 'energy' })
+  const type: 'banking' | 'energy' = consent.institution_type
+  const accessed: string | null = (await client.recordConsentAccess(consent.arrangement_id)).last_accessed
+  const appName: string | null = consent.app_name
+  const user = await client.getUser('google-oauth2|1034')
+  const own: string = user.identities[0].connection
+  const meta: Record<string, unknown> = user.app_metadata
+  const userEmail: string | null = user.email
+  const byEmail = await client.getUsersByEmail('user@example.com')
+  await client.linkIdentity('auth0|root', { provider: 'google-oauth2', user_id: 1034, connection_id: 'con_0123456789abcdef' })
+  void [email, many, updated, deleted, authUrl, redirect, type, accessed, appName, own, meta, userEmail, byEmail]
+}
+void compat
+// @ts-expect-error institution_type is a closed set
+void ({ account_ids: ['a'], institution_type: 'telco' } satisfies import('linkvault').AuthSessionResult)
 // @ts-expect-error previous keys are an array of strings
 void Client.open({ previousEncryptionKeys: 'k' })
 

@@ -73,7 +73,11 @@ async function openClient(options) {
     throw Object.assign(new Error('give either db or url, not both'), { code: 'VALIDATION_ERROR', field: 'url' })
   }
   const where = options.url !== undefined ? { url: options.url } : { path: options.db ?? 'linkvault.db' }
-  return { client: await openStore(where, options.clientOptions), owned: true }
+  const open = { ...(options.clientOptions || {}) }
+  if (options.publicUrl) open.publicUrl = String(options.publicUrl).replace(/\/+$/, '')
+  if (options.appName !== undefined) open.appName = options.appName
+  if (options.appLogo !== undefined) open.appLogo = options.appLogo
+  return { client: await openStore(where, open), owned: true }
 }
 
 /**
@@ -92,8 +96,9 @@ async function openClient(options) {
  * @param {{ key: string|Buffer, cert: string|Buffer }} [options.https] serve HTTPS
  * @param {number} [options.cacheMs] how long a verified API key or access token is trusted
  *   without a database read (default 1000)
- * @param {string} [options.appName] org name answered by GET /api/v3/org/basics
- * @param {string} [options.appLogo] org logo URL answered by GET /api/v3/org/basics
+ * @param {string} [options.appName] your app's name: GET /api/v3/org/basics' `name` and the
+ *   consents' `app_name` (passed to Client.open when the server opens the store)
+ * @param {string} [options.appLogo] your app's logo URL: `logo` and the consents' `app_logo`
  * @returns {Promise<import('fastify').FastifyInstance>}
  */
 async function buildServer(options = {}) {

@@ -11,6 +11,7 @@ pub mod apikeys;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
+pub mod end_users;
 pub mod error;
 pub mod events;
 pub mod identities;
@@ -19,6 +20,7 @@ pub mod keys;
 pub mod scoped;
 pub mod store;
 pub mod tokens;
+pub mod users;
 pub mod vault;
 pub mod webhook;
 

@@ -45,12 +45,14 @@ impl ScopeOptions {
 
 impl Vault {
   /// A client on this client's store bound to another scope, with this client's options
-  /// (token lifetimes, skew, `authUrlBase`). Its `close()` releases only its own token
+  /// (token lifetimes, skew, `authUrlBase`, `publicUrl`, `appName`, `appLogo`). Its `close()` releases only its own token
   /// verifier; the store closes with the client it came from.
   pub fn for_scope(&self, options: ScopeOptions) -> Pending<Vault> {
     let store = self.store.clone();
     let policy = self.tokens.policy;
     let auth_url_base = self.auth_url_base.clone();
+    let public_url = self.public_url.clone();
+    let app = self.app.clone();
     let key_file = self.key_file.clone();
     let (answer, result) = Pending::channel();
     // Opening a verifier waits on the store: not on the caller's (Node's) thread.
@@ -76,6 +78,8 @@ impl Vault {
             store,
             scope,
             auth_url_base,
+            public_url,
+            app,
             tokens: TokenRuntime { policy, verifier },
             key_file,
             shares_store: true,

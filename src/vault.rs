@@ -14,6 +14,10 @@ use crate::input::{self, Fields};
 use crate::store::{Durability, Pending, Scope, SqliteStore, Store, StoreConfig, TokenStore};
 use crate::tokens::{TokenOptions, TokenRuntime};
 
+// Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
+mod end_users;
+mod users;
+
 pub const ENV_ENCRYPTION_KEY: &str = "LINKVAULT_ENCRYPTION_KEY";
 
 /// Longest accepted `path` (Linux's PATH_MAX).
@@ -27,8 +31,13 @@ pub struct OpenOptions {
   pub environment: String,
   pub encryption_key: Option<Key>,
   pub durability: Durability,
-  /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…` (else null).
+  /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…`.
   pub auth_url_base: Option<String>,
+  /// `publicUrl`: where the linkvault HTTP server is reached; without `authUrlBase`, sessions get
+  /// `auth_url = ${publicUrl}/link/session/<session_id>` (its consent page).
+  pub public_url: Option<String>,
+  /// `appName` / `appLogo`: Fiskil's `app_name` / `app_logo` on consents.
+  pub app: AppInfo,
   /// Session-token options (`signingSecret`, TTLs, skew).
   pub tokens: TokenOptions,
   /// `previousEncryptionKeys` (reliability, key rotation): older keys this client can open
@@ -86,6 +95,20 @@ impl OpenOptions {
         Some(base.to_string())
       }
     };
+    let public_url = match f.str("publicUrl")? {
+      None => None,
+      Some(url) => {
+        crate::consents::validate_http_url("publicUrl", url)?;
+        if url.contains('?') {
+          return Err(Error::validation(
+            "publicUrl",
+            "publicUrl must not have a query (paths are appended to it)",
+          ));
+        }
+        Some(url.trim_end_matches('/').to_string())
+      }
+    };
+    let app = AppInfo::parse(&f)?;
     let tokens = TokenOptions::parse(&f)?;
     let previous_keys = crate::keys::parse_previous_keys(f.get("previousEncryptionKeys"))?;
     Ok(OpenOptions {
@@ -95,6 +118,8 @@ impl OpenOptions {
       encryption_key,
       durability,
       auth_url_base,
+      public_url,
+      app,
       tokens,
       previous_keys,
       key_file: None,
@@ -126,11 +151,45 @@ impl OpenOptions {
   }
 }
 
+/// Your app as consents name it (Fiskil's `app_name`, `app_logo`): client options, not stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppInfo {
+  pub name: Option<String>,
+  pub logo: Option<String>,
+}
+
+/// Longest `appName`.
+pub const MAX_APP_NAME_CHARS: usize = 256;
+
+impl AppInfo {
+  fn parse(f: &Fields<'_>) -> Result<Self> {
+    let name = match f.str("appName")? {
+      Some(n) if n.is_empty() || n.chars().count() > MAX_APP_NAME_CHARS => {
+        return Err(Error::validation(
+          "appName",
+          format!("appName must be 1 to {MAX_APP_NAME_CHARS} characters"),
+        ))
+      }
+      other => other.map(str::to_string),
+    };
+    let logo = match f.str("appLogo")? {
+      Some(url) => {
+        crate::consents::validate_http_url("appLogo", url)?;
+        Some(url.to_string())
+      }
+      None => None,
+    };
+    Ok(AppInfo { name, logo })
+  }
+}
+
 /// One open client: a store and the (org, environment) scope it works in.
 pub struct Vault {
   pub(crate) store: Arc<dyn Store>,
   pub(crate) scope: Scope,
   pub(crate) auth_url_base: Option<String>,
+  pub(crate) public_url: Option<String>,
+  pub(crate) app: AppInfo,
   pub(crate) tokens: TokenRuntime,
   /// Where the key came from when it is `<path>.key` (a rotation replaces that file).
   pub(crate) key_file: Option<std::path::PathBuf>,
@@ -193,6 +252,8 @@ impl Vault {
             store: Arc::new(store),
             scope,
             auth_url_base: options.auth_url_base.clone(),
+            public_url: options.public_url.clone(),
+            app: options.app.clone(),
             tokens: TokenRuntime {
               policy: tokens.policy,
               verifier,

@@ -158,6 +158,24 @@ describe('Management API errors and credentials', () => {
     auth0ErrorShape(big.body, 413)
   })
 
+  test('linking an identity another user holds is 409 identity_conflict; link_with is refused', async () => {
+    const token = await managementToken()
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' }
+    await client.upsertLinkedAccount({ linked_account_id: 'auth0|holder' })
+    await client.upsertLinkedAccount({ linked_account_id: 'auth0|taker' })
+    const body = JSON.stringify({ provider: 'twitter', user_id: 'held-1' })
+    expect((await request('POST', '/api/v2/users/auth0%7Cholder/identities', { headers, body })).status).toBe(201)
+    const conflict = await request('POST', '/api/v2/users/auth0%7Ctaker/identities', { headers, body })
+    expect(conflict.status).toBe(409)
+    expect(conflict.body).toMatchObject({ statusCode: 409, error: 'Conflict', errorCode: 'identity_conflict' })
+    const linkWith = await request('POST', '/api/v2/users/auth0%7Ctaker/identities', { headers, body: JSON.stringify({ link_with: 'eyJ.x.y' }) })
+    expect(linkWith.status).toBe(400)
+    expect(linkWith.body).toMatchObject({ errorCode: 'operation_not_supported' })
+    const unlinkMissing = await request('DELETE', '/api/v2/users/auth0%7Ctaker/identities/twitter/nope', { headers: { authorization: `Bearer ${token}` } })
+    expect(unlinkMissing.status).toBe(404)
+    auth0ErrorShape(unlinkMissing.body, 404)
+  })
+
   test('another org\'s token does not see this org\'s users', async () => {
     const token = await managementToken(keyB)
     const r = await request('GET', '/api/v2/users/auth0%7Csomeone', { headers: { authorization: `Bearer ${token}` } })
@@ -169,6 +187,7 @@ describe.each(['v4', 'v7'])('node-auth0 %s, unchanged, over HTTPS', (version) =>
   const primary = `auth0|${version}primary`
   const secondary = `github|${version}12345`
   const email = `${version}.Ann@Example.com`
+  const numericId = version === 'v4' ? 987 : 988
 
   beforeAll(async () => {
     await client.upsertLinkedAccount({ linked_account_id: primary, name: 'Ann' })
@@ -179,7 +198,7 @@ describe.each(['v4', 'v7'])('node-auth0 %s, unchanged, over HTTPS', (version) =>
   test('link, get (fields), users by email, unlink and restore, and 404s', async () => {
     const steps = [
       { op: 'link', id: primary, body: { provider: 'github', user_id: `${version}12345` } },
-      { op: 'link', id: primary, body: { provider: 'facebook', user_id: 987 } },
+      { op: 'link', id: primary, body: { provider: 'facebook', user_id: numericId } },
       { op: 'get', id: primary, fields: 'user_id,identities', include_fields: true },
       { op: 'get', id: secondary },
       { op: 'getByEmail', email: email.toLowerCase() },
@@ -193,8 +212,8 @@ describe.each(['v4', 'v7'])('node-auth0 %s, unchanged, over HTTPS', (version) =>
     expect(linked.ok).toBe(true)
     expect(linked.data[0]).toMatchObject({ provider: 'auth0', user_id: `${version}primary`, connection: expect.any(String) })
     expect(linked.data).toEqual(expect.arrayContaining([expect.objectContaining({ provider: 'github', user_id: `${version}12345`, connection: expect.any(String) })]))
-    expect(linkedNumber.ok).toBe(true)
-    expect(linkedNumber.data).toEqual(expect.arrayContaining([expect.objectContaining({ provider: 'facebook', user_id: '987' })]))
+    expect(linkedNumber).toMatchObject({ ok: true })
+    expect(linkedNumber.data).toEqual(expect.arrayContaining([expect.objectContaining({ provider: 'facebook', user_id: String(numericId) })]))
 
     expect(got.ok).toBe(true)
     expect(Object.keys(got.data).sort()).toEqual(['identities', 'user_id'])

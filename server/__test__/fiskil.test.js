@@ -157,6 +157,18 @@ describe('end users', () => {
     fiskilErrorShape(half.body, 'bad_request')
   })
 
+  test('with --public-url, auth_url is absolute under it', async () => {
+    const other = await startServer(store, ['--public-url', 'https://vault.example.com/'])
+    try {
+      const token = (await call(`${other.url}/v1/token`, { method: 'POST', json: { client_id: keyA.client_id, client_secret: keyA.client_secret } })).body.access_token
+      const r = await call(`${other.url}/v1/auth/session`, { method: 'POST', headers: auth(token), json: { end_user_id: endUserId } })
+      expect(r.status).toBe(200)
+      expect(r.body.auth_url).toBe(`https://vault.example.com/link/session/${r.body.session_id}`)
+    } finally {
+      await other.stop()
+    }
+  })
+
   test('DELETE /v1/end-users/:id (204), then 404', async () => {
     const r = await call(url(`/v1/end-users/${endUserId}`), { method: 'DELETE', headers: auth(tokenA) })
     expect(r.status).toBe(204)

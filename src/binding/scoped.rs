@@ -29,10 +29,10 @@ pub struct ForScopeOptions {
 impl Client {
   /// A client for another org and environment on this client's store: no new connections or
   /// threads, only its own scope and session-token verifier. It inherits this client's options
-  /// (token lifetimes, skew, `authUrlBase`). Its `close()` releases only its verifier (token
-  /// verification then rejects with `CLIENT_CLOSED`); the store stays open until the client it
-  /// came from is closed, which ends every client derived from it. This is how one server
-  /// answers many orgs from one database.
+  /// (token lifetimes, skew, `authUrlBase`, `publicUrl`, `appName`, `appLogo`). Its `close()`
+  /// releases only its verifier (token verification then rejects with `CLIENT_CLOSED`); the
+  /// store stays open until the client it came from is closed, which ends every client derived
+  /// from it. This is how one server answers many orgs from one database.
   #[napi(
     ts_args_type = "options: ForScopeOptions",
     ts_return_type = "Promise<Client>"

@@ -5,6 +5,7 @@
 mod accounts;
 pub mod apikeys;
 pub mod consents;
+pub mod end_users;
 pub mod events;
 mod identities;
 pub mod keys;
@@ -27,6 +28,7 @@ use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, Udf
 
 pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
+pub use end_users::EndUserStore;
 pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
@@ -294,6 +296,7 @@ pub trait Store:
   AccountStore
   + ApiKeyStore
   + ConsentStore
+  + EndUserStore
   + EventStore
   + IdentityStore
   + MaintenanceStore
