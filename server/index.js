@@ -32,10 +32,16 @@ function validation(app) {
   const text = new Ajv({ ...common, coerceTypes: 'array' })
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodies : text).compile(schema))
   app.setSerializerCompiler(() => (data) => JSON.stringify(data))
-  // No body at all reads as an empty object (an SDK may POST without one).
-  app.addHook('preValidation', (request, reply, done) => {
-    if (request.body === undefined && request.routeOptions.schema && request.routeOptions.schema.body) request.body = {}
+  // No body at all reads as an empty object (an SDK may POST without one). Attached only to
+  // routes that declare a body, so that GETs run no extra hook.
+  const emptyBody = (request, reply, done) => {
+    if (request.body === undefined) request.body = {}
     done()
+  }
+  app.addHook('onRoute', (route) => {
+    if (!route.schema || !route.schema.body) return
+    const own = route.preValidation ? [].concat(route.preValidation) : []
+    route.preValidation = [emptyBody, ...own]
   })
   const sjson = require('secure-json-parse')
   app.removeContentTypeParser('application/json')
@@ -54,9 +60,8 @@ function validation(app) {
 class AccessLog extends fastify.LogController {
   incomingRequest() {}
   requestCompleted(error, request, reply) {
-    const line = { req: request, res: reply, responseTime: reply.elapsedTime }
-    if (error) reply.log.error({ ...line, err: error }, 'request errored')
-    else reply.log.info(line, 'request completed')
+    if (error) reply.log.error({ req: request, res: reply, responseTime: reply.elapsedTime, err: error }, 'request errored')
+    else if (!reply.log.isLevelEnabled || reply.log.isLevelEnabled('info')) reply.log.info({ req: request, res: reply, responseTime: reply.elapsedTime }, 'request completed')
   }
 }
 
