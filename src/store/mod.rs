@@ -3,6 +3,7 @@
 //! resolves once the work is durable (for writes: after its transaction committed).
 
 mod accounts;
+pub mod admin;
 pub mod consents;
 pub mod events;
 mod identities;
@@ -24,6 +25,7 @@ use crate::accounts::{
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
+pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
 pub use consents::ConsentStore;
 pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
@@ -289,7 +291,13 @@ pub trait MaintenanceStore: Send + Sync {
 
 /// Everything a linkvault client needs from storage.
 pub trait Store:
-  AccountStore + ConsentStore + EventStore + IdentityStore + MaintenanceStore + TokenStore
+  AccountStore
+  + AdminStore
+  + ConsentStore
+  + EventStore
+  + IdentityStore
+  + MaintenanceStore
+  + TokenStore
 {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
