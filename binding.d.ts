@@ -54,8 +54,10 @@ export declare class Client {
   backup(destPath: string): Promise<BackupResult>
   /**
    * This client's scope counted (accounts, identities, consents, live tokens, events) with the
-   * database and WAL sizes and the write-queue depth. Each count reads an index of the scope
-   * (about a millisecond per 100,000 rows), on a reader thread: fine for a health endpoint.
+   * database and WAL sizes and the write-queue depth. Each count walks an index of the scope on
+   * a reader thread, never blocking writes: about 20 ms per 100,000 rows counted on a 2-core VM
+   * (75 ms for 200,000 accounts and their 200,000 events). A health endpoint polled every few
+   * seconds can call it as is; cache it if the scope holds millions of rows.
    */
   stats(): Promise<ClientStats>
   /**

@@ -179,8 +179,10 @@ impl Client {
   }
 
   /// This client's scope counted (accounts, identities, consents, live tokens, events) with the
-  /// database and WAL sizes and the write-queue depth. Each count reads an index of the scope
-  /// (about a millisecond per 100,000 rows), on a reader thread: fine for a health endpoint.
+  /// database and WAL sizes and the write-queue depth. Each count walks an index of the scope on
+  /// a reader thread, never blocking writes: about 20 ms per 100,000 rows counted on a 2-core VM
+  /// (75 ms for 200,000 accounts and their 200,000 events). A health endpoint polled every few
+  /// seconds can call it as is; cache it if the scope holds millions of rows.
   #[napi(ts_return_type = "Promise<ClientStats>")]
   pub fn stats<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, ClientStats>> {
     let scope = self.vault.scope().clone();
