@@ -345,7 +345,21 @@ const TABLE = {
   },
   getLinkedAccountsByEmail: { args: [{ name: 'email', valid: () => 'ann@example.com' }] },
   getLinkSuggestions: { args: [{ name: 'linked_account_id', valid: () => 'base' }] },
-  checkIntegrity: { args: [], after: (r) => expect(r).toEqual({ ok: true, details: [] }) },
+  checkIntegrity: {
+    args: [{ name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] }],
+    after: (r) => expect(r).toEqual({ ok: true, details: [] }),
+  },
+  backup: {
+    // Each accepted destination is a new file in the test's directory.
+    args: [
+      {
+        name: 'destPath',
+        valid: (ctx) => path.join(ctx.dir, `${uid('backup')}.db`),
+      },
+    ],
+  },
+  stats: { args: [] },
+  listSigningKeys: { args: [] },
   getTokenForLinkedAccount: {
     mutates: true,
     args: [
@@ -387,7 +401,13 @@ const TABLE = {
       },
     ],
   },
-  rotateEncryptionKey: { mutates: true, args: [{ name: 'newKey', valid: () => undefined }] },
+  rotateEncryptionKey: {
+    mutates: true,
+    args: [
+      { name: 'newKey', valid: () => undefined },
+      { name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] },
+      ],
+    },
   // Fiskil end users (linked accounts with email, name, phone, abn).
   createEndUser: {
     mutates: true,
@@ -480,7 +500,7 @@ function splitParams(list) {
 }
 
 function publicApi() {
-  const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8')
+  const dts = fs.readFileSync(path.join(__dirname, '..', 'binding.d.ts'), 'utf8')
   const cls = dts.slice(dts.indexOf('export declare class Client {'))
   const body = cls.slice(0, cls.indexOf('\n}\n'))
   const methods = {}

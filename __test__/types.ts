@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by `npm test`: the published typings must describe the API as
 // users call it. Never executed.
-import { Client, type LinkedAccount, type LinkedAccountPage, type LinkedAccountPayload } from 'linkvault'
+import { Client, LinkvaultError, type ErrorCode, type LinkedAccount, type LinkedAccountPage, type LinkedAccountPayload } from 'linkvault'
 
 async function main(): Promise<void> {
   const client: Client = await Client.open({
@@ -94,3 +94,48 @@ void Client.open({ environment: 'staging' })
 void ({ linked_account_id: 5 } satisfies LinkedAccountPayload)
 
 void main
+
+// Operations, errors, events and the Client's construction.
+async function operations(): Promise<void> {
+  const client = await Client.open({ path: ':memory:' })
+  const b = await client.backup('/tmp/copy.db')
+  const bytes: number = b.bytes
+  const s = await client.stats()
+  const counts: number[] = [s.accounts, s.identities, s.consents, s.active_consents, s.tokens, s.events, s.database_bytes, s.wal_bytes, s.write_queue]
+  const envName: 'test' | 'production' = s.environment
+  const keys = await client.listSigningKeys()
+  const retired: string | null = keys[0].retired_at
+  const current: boolean = keys[0].current
+  await client.checkIntegrity({ onProgress: ({ done, total }) => void [done satisfies number, total satisfies number] })
+  await client.rotateEncryptionKey('d'.repeat(64), { onProgress: (p) => void p.done })
+  // @ts-expect-error onProgress is a function
+  await client.checkIntegrity({ onProgress: 1 })
+  // @ts-expect-error pruneEvents needs `before`
+  await client.pruneEvents({})
+  await client.pruneEvents({ before: new Date() })
+  client.onEvent((e) => {
+    if (e.type === 'signing_key.added') {
+      const reason: 'generated' | 'signingSecret' | 'rotated' = e.data.reason
+      void reason
+    }
+    // @ts-expect-error not an event type
+    if (e.type === 'linked_account.exploded') void e
+  })
+  const dispose: () => Promise<void> = client[Symbol.asyncDispose]
+  try {
+    await client.getLinkedAccountById('x')
+  } catch (err) {
+    if (err instanceof LinkvaultError) {
+      const code: ErrorCode = err.code
+      const status: number = err.status
+      const field: string | undefined = err.field
+      void [code, status, field]
+    }
+  }
+  // @ts-expect-error not an error code
+  void ('NOPE' satisfies ErrorCode)
+  // @ts-expect-error Client has no public constructor
+  void new Client()
+  void [bytes, counts, envName, retired, current, dispose]
+}
+void operations

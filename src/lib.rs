@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
+pub mod admin;
 pub mod clock;
 pub mod consents;
 pub mod crypto;

@@ -2,6 +2,7 @@
 //! with `code`, `status` and `field`. Nothing here holds domain rules.
 
 mod accounts;
+mod admin;
 mod client;
 mod consents;
 mod end_users;

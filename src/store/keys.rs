@@ -450,6 +450,16 @@ pub struct Integrity {
 /// `PRAGMA foreign_key_check` (no orphan rows), and the sealed values: outside a rotation,
 /// every one is under the file's key.
 fn integrity(conn: &Connection) -> Result<Integrity> {
+  integrity_with(conn, None)
+}
+
+/// [`integrity`], reporting progress in steps (integrity check, foreign keys, sealed values).
+pub(super) fn integrity_with(
+  conn: &Connection,
+  on_progress: Option<&crate::admin::ProgressFn>,
+) -> Result<Integrity> {
+  const STEPS: u64 = 3;
+  crate::admin::report(on_progress, 0, STEPS);
   let mut details = Vec::new();
   {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
@@ -460,6 +470,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       details.extend(rows.into_iter().map(|r| format!("integrity_check: {r}")));
     }
   }
+  crate::admin::report(on_progress, 1, STEPS);
   {
     let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
     let rows: Vec<String> = stmt
@@ -475,6 +486,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       .collect::<rusqlite::Result<_>>()?;
     details.extend(rows);
   }
+  crate::admin::report(on_progress, 2, STEPS);
   match progress(conn)? {
     Some(p) => details.push(format!(
       "note: a key rotation is in progress (to key {}); call rotateEncryptionKey to finish it",
@@ -489,6 +501,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       }
     }
   }
+  crate::admin::report(on_progress, STEPS, STEPS);
   let ok = details.iter().all(|d| d.starts_with("note:"));
   Ok(Integrity { ok, details })
 }

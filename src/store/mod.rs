@@ -3,6 +3,7 @@
 //! resolves once the work is durable (for writes: after its transaction committed).
 
 mod accounts;
+pub mod admin;
 pub mod consents;
 pub mod end_users;
 pub mod events;
@@ -25,6 +26,7 @@ use crate::accounts::{
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
+pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
 pub use consents::ConsentStore;
 pub use end_users::EndUserStore;
 pub use events::EventStore;
@@ -292,6 +294,7 @@ pub trait MaintenanceStore: Send + Sync {
 /// Everything a linkvault client needs from storage.
 pub trait Store:
   AccountStore
+  + AdminStore
   + ConsentStore
   + EndUserStore
   + EventStore
