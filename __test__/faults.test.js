@@ -41,8 +41,11 @@ async function allAccounts(client) {
   return out
 }
 
-/** Runs the crash child once and SIGKILLs it after `delayMs`; returns its complete stdout lines. */
-function runAndKill(file, tag, delayMs) {
+/**
+ * Runs the crash child once and SIGKILLs it `delayMs` after spawn, or after it printed READY
+ * (its client is open) when `fromReady`; returns its complete stdout lines.
+ */
+function runAndKill(file, tag, delayMs, fromReady = false) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(FIX, 'crash-writer.js'), file, KEY, tag], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -50,12 +53,22 @@ function runAndKill(file, tag, delayMs) {
     let out = ''
     let err = ''
     let killed = false
-    child.stdout.on('data', (d) => (out += d))
-    child.stderr.on('data', (d) => (err += d))
-    const timer = setTimeout(() => {
+    const kill = () => {
       killed = true
       child.kill('SIGKILL')
-    }, delayMs)
+    }
+    // From READY: a loaded machine may take longer than any fixed delay to start Node and open
+    // the file; the 60 s bound only stops a child that never gets there.
+    let timer = setTimeout(kill, fromReady ? 60_000 : delayMs)
+    child.stdout.on('data', (d) => {
+      out += d
+      if (fromReady && out.startsWith('READY\n')) {
+        fromReady = false
+        clearTimeout(timer)
+        timer = setTimeout(kill, delayMs)
+      }
+    })
+    child.stderr.on('data', (d) => (err += d))
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
@@ -145,9 +158,12 @@ describe('crash safety', () => {
     let kills = 0
     const allAcks = []
     for (let round = 0; round < KILLS; round++) {
-      // 30–900 ms after spawn: some kills land while the child is still opening the file.
-      const delay = 30 + Math.floor(random() * 870)
-      const acks = await runAndKill(file, `r${round}`, delay)
+      // Even rounds: 30–900 ms after spawn, so some kills land while the child is still opening
+      // the file. Odd rounds: 0–500 ms after it is open, so kills land among acknowledged writes
+      // however slow the machine is.
+      const fromReady = round % 2 === 1
+      const delay = fromReady ? Math.floor(random() * 500) : 30 + Math.floor(random() * 870)
+      const acks = await runAndKill(file, `r${round}`, delay, fromReady)
       kills++
       allAcks.push(...acks)
       const client = await Client.open({ path: file, orgId: 'org_crash', encryptionKey: KEY })
