@@ -6,6 +6,11 @@
 import type * as binding from './binding'
 
 export type {
+  AccessGrantInfo,
+  AccessToken,
+  AccessTokenRequest,
+  ApiKey,
+  ApiKeyQuery,
   Auth0User,
   AuthSession,
   AuthSessionInput,
@@ -16,6 +21,7 @@ export type {
   ClientStats,
   Consent,
   ConsentQuery,
+  CreateApiKeyOptions,
   CreatedEndUser,
   DeleteResult,
   EndUser,
@@ -24,6 +30,7 @@ export type {
   EventList,
   EventQuery,
   ExpireResult,
+  ForScopeOptions,
   IdentityInput,
   IntegrityReport,
   KeyRotation,
@@ -37,6 +44,7 @@ export type {
   LinkedAccountPage,
   LinkedAccountPayload,
   LinkedIdentity,
+  NewApiKey,
   PageQuery,
   Progress,
   ProgressOptions,

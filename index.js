@@ -34,10 +34,22 @@ class Client {
 }
 Object.setPrototypeOf(Client.prototype, NativeClient.prototype)
 
+// Instance methods that resolve with another native client (`forScope`): it gets this
+// module's prototype too, so its rejections are LinkvaultErrors as well.
+const RESOLVES_CLIENT = new Set(['forScope'])
+
 for (const name of Object.getOwnPropertyNames(NativeClient.prototype)) {
   const d = Object.getOwnPropertyDescriptor(NativeClient.prototype, name)
   if (name !== 'constructor' && typeof d.value === 'function') {
-    Object.defineProperty(Client.prototype, name, { ...d, value: wrap(d.value) })
+    const call = wrap(d.value)
+    const value = RESOLVES_CLIENT.has(name)
+      ? {
+          [name](...args) {
+            return call.apply(this, args).then(adopt)
+          },
+        }[name]
+      : call
+    Object.defineProperty(Client.prototype, name, { ...d, value })
   }
 }
 

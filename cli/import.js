@@ -15,7 +15,8 @@ const usage = usageText(
   `Reads the JSON lines \`linkvault export\` writes, from FILE or stdin ('-' or no FILE), and
 upserts each linked account (name, udf, your_app) into the scope of --org/--environment, then
 links its identities. Credentials are imported when the line has them; a line without them never
-removes credentials an existing account has. Running it twice changes nothing more. The
+removes credentials an existing account has, and a new account created from such a line gets no
+your_app (Cobalt's your_app always carries auth_credentials). Running it twice changes nothing more. The
 database is created if it does not exist. Stops at the first failing line, naming it; lines
 before it stay imported.`,
   options,
@@ -42,21 +43,9 @@ function identityInput(i) {
 
 async function importAccount(client, account, credentials) {
   const p = payload(account, credentials)
-  let created = false
-  if (credentials) {
-    created = (await client.upsertLinkedAccount(p)).new_account
-  } else {
-    // Without credentials, `your_app` (its app_id) is only set on a new account: sent to an
-    // existing one it would replace the stored your_app and drop its credentials.
-    const appId = account.your_app?.app_id
-    try {
-      await client.createLinkedAccount(appId !== undefined ? { ...p, your_app: { app_id: appId } } : p)
-      created = true
-    } catch (e) {
-      if (e.code !== 'ALREADY_EXISTS') throw e
-      await client.upsertLinkedAccount(p)
-    }
-  }
+  // Without credentials the payload has no your_app (it requires auth_credentials), so the
+  // upsert keeps an existing account's credentials.
+  const { new_account: created } = await client.upsertLinkedAccount(p)
   for (const identity of account.identities ?? []) await client.linkIdentity(account.account_id, identityInput(identity))
   return { created, identities: (account.identities ?? []).length }
 }

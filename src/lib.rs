@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod apikeys;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod identities;
 pub mod input;
 pub mod keys;
+pub mod scoped;
 pub mod store;
 pub mod tokens;
 pub mod users;

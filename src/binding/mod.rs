@@ -3,6 +3,7 @@
 
 mod accounts;
 mod admin;
+mod apikeys;
 mod client;
 mod consents;
 mod end_users;
@@ -11,5 +12,6 @@ mod identities;
 mod js;
 mod json;
 mod reliability;
+mod scoped;
 mod tokens;
 mod users;

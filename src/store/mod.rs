@@ -4,6 +4,7 @@
 
 mod accounts;
 pub mod admin;
+pub mod apikeys;
 pub mod consents;
 pub mod end_users;
 pub mod events;
@@ -27,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
+pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
 pub use end_users::EndUserStore;
 pub use events::EventStore;
@@ -295,6 +297,7 @@ pub trait MaintenanceStore: Send + Sync {
 pub trait Store:
   AccountStore
   + AdminStore
+  + ApiKeyStore
   + ConsentStore
   + EndUserStore
   + EventStore
