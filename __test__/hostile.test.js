@@ -458,6 +458,55 @@ const TABLE = {
       },
     ],
   },
+  // API keys and client credentials (the server's `linkvault keys`), and forScope.
+  createApiKey: {
+    mutates: true,
+    args: [{ name: 'options', valid: () => ({ name: 'k' }), fields: [{ name: 'name', check: async (ctx, h, r) => isStr(h) && expect(r.name).toBe(h) }] }],
+    check: async (ctx, args, r) => expect(await ctx.client.resolveApiKey(r.api_key)).toMatchObject({ client_id: r.client_id, org_id: 'org_h' }),
+  },
+  listApiKeys: {
+    args: [{ name: 'options', valid: () => undefined, fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'limit' }] }],
+    check: (ctx, args, keys) => expect(Array.isArray(keys)).toBe(true),
+  },
+  revokeApiKey: {
+    mutates: true,
+    args: [{ name: 'client_id', valid: async (ctx) => (await ctx.client.createApiKey()).client_id }],
+    check: (ctx, [id], r) => expect(r).toMatchObject({ client_id: id, revoked_at: expect.any(String) }),
+  },
+  resolveApiKey: {
+    args: [{ name: 'api_key', valid: async (ctx) => (await ctx.client.createApiKey()).api_key }],
+    // A live key resolves to its scope; anything else (hostile values included) to null.
+    check: (ctx, [key], r) => expect(r).toEqual(typeof key === 'string' && /^tk_[0-9a-f]{64}$/.test(key) ? expect.objectContaining({ org_id: 'org_h' }) : null),
+  },
+  issueAccessToken: {
+    mutates: true,
+    args: [
+      {
+        name: 'request',
+        valid: async (ctx) => {
+          const k = await ctx.client.createApiKey()
+          return { client_id: k.client_id, client_secret: k.client_secret, audience: 'aud' }
+        },
+        fields: [{ name: 'client_id' }, { name: 'client_secret' }, { name: 'audience' }, { name: 'ttl_seconds' }],
+      },
+    ],
+  },
+  resolveAccessToken: {
+    args: [
+      {
+        name: 'access_token',
+        valid: async (ctx) => {
+          const k = await ctx.client.createApiKey()
+          return (await ctx.client.issueAccessToken({ client_id: k.client_id, client_secret: k.client_secret, audience: 'aud' })).access_token
+        },
+      },
+      { name: 'audience', valid: () => 'aud' },
+    ],
+  },
+  forScope: {
+    args: [{ name: 'options', valid: () => ({ orgId: 'org_h_scoped' }), fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'create' }] }],
+    after: (scoped) => scoped.close(),
+  },
   signWebhook: {
     module: true,
     sync: true,

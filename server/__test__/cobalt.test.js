@@ -366,6 +366,8 @@ describe('robustness', () => {
     // Requests that put secrets in the places a log could pick them up from.
     await call(url(`/api/v2/public/linked-account?api_key=${keyA.api_key}&token=${keyA.client_secret}`), { headers: withKey(keyA, { authorization: `Bearer ${keyA.client_secret}`, cookie: `s=${keyA.api_key}` }) })
     await call(url('/nothing?session_id=' + keyB.api_key), { headers: withKey(keyB) })
+    // Stopping flushes the buffered log lines.
+    expect(await server.stop()).toEqual({ code: 0, signal: null })
     const logs = server.out.stderr
     expect(logs.length).toBeGreaterThan(0)
     const lines = logs.trim().split('\n')

@@ -197,7 +197,11 @@ describe('robustness', () => {
     expect(Object.keys(doc.paths['/v1/end-users/{id}']).sort()).toEqual(['delete', 'get', 'post'])
   })
 
-  test('the logs hold no client secret or access token', () => {
+  test('the logs hold no client secret or access token', async () => {
+    await client.close()
+    client = null
+    await server.stop()
+    expect(server.out.stderr).toMatch(/"reqId"/)
     for (const s of [keyA.client_secret, keyB.client_secret, tokenA, tokenB, keyA.api_key]) expect(server.out.stderr).not.toContain(s)
   })
 })
