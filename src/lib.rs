@@ -19,6 +19,7 @@ pub mod store;
 pub mod tokens;
 pub mod vault;
 pub mod webhook;
+pub mod webhooks;
 
 mod binding;
 #[cfg(test)]

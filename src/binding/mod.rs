@@ -10,3 +10,4 @@ mod js;
 mod json;
 mod reliability;
 mod tokens;
+mod webhooks;

@@ -10,6 +10,7 @@ pub mod keys;
 mod schema;
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use tokens::{TokenStore, TokenVerifier};
+pub use webhooks::WebhookStore;
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
 /// visible from another.
@@ -289,7 +291,13 @@ pub trait MaintenanceStore: Send + Sync {
 
 /// Everything a linkvault client needs from storage.
 pub trait Store:
-  AccountStore + ConsentStore + EventStore + IdentityStore + MaintenanceStore + TokenStore
+  AccountStore
+  + ConsentStore
+  + EventStore
+  + IdentityStore
+  + MaintenanceStore
+  + TokenStore
+  + WebhookStore
 {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
