@@ -54,6 +54,9 @@ async function openClient(options) {
  *   without a database read (default 1000)
  * @param {string} [options.appName] org name answered by GET /api/v3/org/basics
  * @param {string} [options.appLogo] org logo URL answered by GET /api/v3/org/basics
+ * @param {false|object} [options.webhooks] false: deliver no webhooks from this server; else
+ *   the dispatcher's settings `{ retryBaseMs, timeoutMs, pollMs, concurrency }` (defaults and
+ *   environment variables in lib/webhooks/dispatcher.js)
  * @returns {Promise<import('fastify').FastifyInstance>}
  */
 async function buildServer(options = {}) {
@@ -116,6 +119,8 @@ async function buildServer(options = {}) {
   await app.register(require('./lib/routes/cobalt'))
   await app.register(require('./lib/routes/auth0'))
   await app.register(require('./lib/routes/fiskil'))
+  await app.register(require('./lib/routes/consent-page'))
+  await app.register(require('./lib/webhooks/plugin'), options.webhooks === false ? { enabled: false } : { ...options.webhooks })
 
   app.addHook('preClose', async () => {
     ready = false

@@ -29,8 +29,15 @@ const REDACT_PATHS = [
 // Query parameters whose values are secrets (compared case-insensitively).
 const SECRET_QUERY = /^(session_id|token|access_token|refresh_token|id_token|client_secret|api_key|apikey|key|secret|code|password|signature)$/i
 
-/** The URL with the value of every secret-looking query parameter replaced by [REDACTED]. */
+// Paths whose segment after the prefix is a secret: the consent page's session id.
+const SECRET_PATH = /^(\/link\/session\/)[^/?#]+/
+
+/**
+ * The URL with the value of every secret-looking query parameter, and a consent page's session
+ * id, replaced by [REDACTED].
+ */
 function redactUrl(url) {
+  url = url.replace(SECRET_PATH, `$1${CENSOR}`)
   const q = url.indexOf('?')
   if (q < 0) return url
   const parts = url.slice(q + 1).split('&').map((pair) => {

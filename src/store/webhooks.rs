@@ -9,7 +9,7 @@
 //!   `ordering_key` is the event's end user ('' for events without one): only the oldest
 //!   pending row of a (webhook, ordering_key) line is ever handed out.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -337,13 +337,13 @@ pub fn claim(
      WHERE pk = ?1",
   )?;
   for (pk, event_id, body, attempts, webhook_pk, webhook_id, url, scope_id, sealed) in heads {
-    if !secrets.contains_key(&webhook_pk) {
-      let plain = sealer.open(&sealed, &secret_aad(scope_id, &webhook_id))?;
-      secrets.insert(webhook_pk, WebhookSecret::from_bytes(plain)?);
-    }
-    let secret = secrets
-      .get(&webhook_pk)
-      .ok_or_else(|| Error::storage("webhook secret missing"))?;
+    let secret = match secrets.entry(webhook_pk) {
+      Entry::Occupied(e) => e.into_mut(),
+      Entry::Vacant(e) => {
+        let plain = sealer.open(&sealed, &secret_aad(scope_id, &webhook_id))?;
+        e.insert(WebhookSecret::from_bytes(plain)?)
+      }
+    };
     let signature = crate::webhook::sign(
       body.as_bytes(),
       secret.as_str().as_bytes(),
