@@ -46,7 +46,22 @@ describe('sandbox consent page in headless Chromium', () => {
         cb()
       },
     })
-    app = await buildServer({ client, webhooks: false, loggerInstance: pino(loggerOptions('info'), sink) })
+    // Sessions of end users named sdk_* are shown to the page without redirect_uri/cancel_uri,
+    // as Fiskil's Link SDK flow creates them (the core under this branch still requires the
+    // URIs at creation; everything else is the real client).
+    const linkSdkView = new Proxy(client, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target)
+        if (prop === 'getAuthSession') {
+          return async (id) => {
+            const s = await target.getAuthSession(id)
+            return s.end_user_id.startsWith('sdk_') ? { ...s, redirect_uri: null, cancel_uri: null } : s
+          }
+        }
+        return typeof value === 'function' ? value.bind(target) : value
+      },
+    })
+    app = await buildServer({ client: linkSdkView, webhooks: false, loggerInstance: pino(loggerOptions('info'), sink) })
     await app.listen({ host: '127.0.0.1', port: 0 })
     base = `http://127.0.0.1:${app.server.address().port}`
     rp = await startApp()
@@ -165,6 +180,29 @@ describe('sandbox consent page in headless Chromium', () => {
     })
     expect(form.status).toBe(400)
     await expect(client.getAuthSession(s.session_id)).resolves.toMatchObject({ status: 'pending' })
+  })
+
+  test('without redirect_uri (the Link SDK flow) consenting ends on a done page with the consent id', async () => {
+    const s = await session('sdk_user', { institution_id: 'sandbox-bank' })
+    const page = await newPage()
+    await page.goto(s.page_url)
+    const [res] = await Promise.all([page.waitForResponse((r) => r.request().method() === 'POST'), page.getByRole('button', { name: 'Consent', exact: true }).click()])
+    expect(res.status()).toBe(200)
+    await expect(page.locator('h1').textContent()).resolves.toBe('Consent complete')
+    const consentId = await page.locator('#consent-id').textContent()
+    await expect(client.listConsents({ end_user_id: 'sdk_user' })).resolves.toEqual([expect.objectContaining({ arrangement_id: consentId, institution_id: 'sandbox-bank', duration: 90 * 86400 })])
+    expect(page.url()).toBe(s.page_url)
+    // And cancelling another one ends on a page too.
+    const c = await session('sdk_cancel')
+    await page.goto(c.page_url)
+    await page.getByRole('button', { name: 'Cancel' }).click()
+    await expect(page.locator('h1').textContent()).resolves.toBe('Consent cancelled')
+    await expect(page.locator('#error-type').textContent()).resolves.toBe('AUTH_SESSION_CANCELLED')
+  })
+
+  test('the page is in the OpenAPI document', async () => {
+    const doc = await (await fetch(`${base}/openapi.json`)).json()
+    expect(Object.keys(doc.paths['/link/session/{session_id}']).sort()).toEqual(['get', 'post'])
   })
 
   test('unknown sessions and production sessions get a 404 page; expired ones a 410', async () => {

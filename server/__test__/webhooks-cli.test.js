@@ -123,4 +123,16 @@ describe('linkvault webhooks', () => {
     expect(r.stdout).toBe('')
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^linkvault webhooks: .*nope.*\(see linkvault webhooks --help\)$/)])
   })
+
+  test('dispatcher settings: options, then LINKVAULT_WEBHOOK_* variables, then defaults; bad values refused', () => {
+    const { settings } = require('../lib/webhooks/dispatcher')
+    expect(settings({}, {})).toEqual({ retryBaseMs: 40000, timeoutMs: 10000, pollMs: 500, concurrency: 16, leaseMs: 15000 })
+    expect(settings({ timeoutMs: 1000 }, { LINKVAULT_WEBHOOK_RETRY_BASE_MS: '100', LINKVAULT_WEBHOOK_TIMEOUT_MS: '5' })).toMatchObject({ retryBaseMs: 100, timeoutMs: 1000, leaseMs: 2000 })
+    expect(() => settings({}, { LINKVAULT_WEBHOOK_RETRY_BASE_MS: '1e3' })).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR', field: 'LINKVAULT_WEBHOOK_RETRY_BASE_MS' }))
+    expect(() => settings({ concurrency: 0 }, {})).toThrow(expect.objectContaining({ field: 'concurrency' }))
+    // linkvault serve refuses to start with a bad value.
+    const r = spawnSync(process.execPath, [BIN, 'serve', '--db', db, '--port', '0'], { encoding: 'utf8', env: { ...process.env, LINKVAULT_WEBHOOK_POLL_MS: 'soon' } })
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/LINKVAULT_WEBHOOK_POLL_MS must be an integer/)
+  })
 })
