@@ -205,18 +205,20 @@ pub fn deliveries(conn: &Connection, webhook_id: &str, q: &DeliveryQuery) -> Res
 
 /// Whether a claim has anything to do (a read, so an idle dispatcher writes nothing).
 fn has_work(conn: &Connection, now: i64) -> Result<bool> {
+  let sql = "SELECT EXISTS (SELECT 1 FROM webhooks w WHERE EXISTS
+       (SELECT 1 FROM events e WHERE e.scope_id = w.scope_id AND e.id > w.cursor))
+     OR EXISTS (SELECT 1 FROM webhook_deliveries
+       WHERE state = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1)
+     OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE state <> 'pending' AND finished_at < ?2
+       AND (state = 'delivered' OR finished_at < ?3))";
+  let (delivered_before, failed_before) = (
+    now - webhooks::KEEP_DELIVERED_MS,
+    now - webhooks::KEEP_FAILED_MS,
+  );
   Ok(
     conn
-      .prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM webhooks w WHERE EXISTS
-        (SELECT 1 FROM events e WHERE e.scope_id = w.scope_id AND e.id > w.cursor))
-     OR EXISTS (SELECT 1 FROM webhook_deliveries
-        WHERE state = 'pending' AND next_attempt_at <= ?1 AND lease_until <= ?1)
-     OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE state <> 'pending' AND finished_at < ?2)",
-      )?
-      .query_row(params![now, now - webhooks::KEEP_DELIVERED_MS], |r| {
-        r.get(0)
-      })?,
+      .prepare_cached(sql)?
+      .query_row(params![now, delivered_before, failed_before], |r| r.get(0))?,
   )
 }
 
@@ -729,6 +731,58 @@ mod tests {
       crate::webhook::verify(b.body.as_bytes(), &b.signature, secret.as_bytes(), 0, t).unwrap()
     );
     v.close().wait().unwrap();
+  }
+
+  #[test]
+  fn idle_claims_only_read_and_retention_is_kept() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    super::super::schema::migrate(&mut conn).unwrap();
+    conn
+      .execute_batch(
+        "INSERT INTO scopes (id, org_id, environment) VALUES (1, 'o', 'test');
+         INSERT INTO webhooks (pk, scope_id, id, url, secret, cursor, created_at)
+           VALUES (1, 1, 'wh_1', 'https://h.example', x'00', 0, 0);",
+      )
+      .unwrap();
+    let day = 24 * 3600 * 1000;
+    let now = 100 * day;
+    assert!(!has_work(&conn, now).unwrap());
+    let row = |event: i64, state: &str, finished: i64| {
+      conn
+        .execute(
+          "INSERT INTO webhook_deliveries (webhook_pk, event_id, event_type, ordering_key, body,
+             state, next_attempt_at, finished_at, created_at) VALUES (1, ?1, 't', '', '{}', ?2, 0, ?3, 0)",
+          params![event, state, finished],
+        )
+        .unwrap();
+    };
+    let count = || -> i64 {
+      conn
+        .query_row("SELECT count(*) FROM webhook_deliveries", [], |r| r.get(0))
+        .unwrap()
+    };
+    // Finished, but within their retention: nothing to do, nothing pruned.
+    row(1, "delivered", now - 6 * day);
+    row(2, "failed", now - 20 * day);
+    assert!(!has_work(&conn, now).unwrap());
+    prune(&conn, now).unwrap();
+    assert_eq!(count(), 2);
+    // Past it: the claim has work, and prunes exactly those.
+    row(3, "delivered", now - 8 * day);
+    row(4, "failed", now - 31 * day);
+    assert!(has_work(&conn, now).unwrap());
+    prune(&conn, now).unwrap();
+    assert_eq!(count(), 2);
+    assert!(!has_work(&conn, now).unwrap());
+    // A new event in the webhook's scope is work.
+    conn
+      .execute(
+        "INSERT INTO events (scope_id, type, data, created_at) VALUES (1, 't', '{}', 0)",
+        [],
+      )
+      .unwrap();
+    assert!(has_work(&conn, now).unwrap());
   }
 
   fn hex_key(byte: u8) -> String {
