@@ -132,6 +132,22 @@ describe('sandbox consent page in headless Chromium', () => {
     await expect(page.locator('h1').textContent()).resolves.toBe('Already completed')
   })
 
+  test('a renewal session shows the consent\'s institution and accounts; consenting renews the same consent', async () => {
+    const [before] = await client.listConsents({ end_user_id: 'eu_consent' })
+    const s = await client.createAuthSession({ end_user_id: 'eu_consent', redirect_uri: `${rp.url}/done`, cancel_uri: `${rp.url}/cancelled`, arrangement_id: before.arrangement_id })
+    const page = await newPage()
+    await page.goto(`${base}/link/session/${s.session_id}`)
+    await expect(page.locator('h1').textContent()).resolves.toBe('Renew your consent with Sandbox Credit Union')
+    const checked = await page.locator('input[name=account_ids]:checked').evaluateAll((els) => els.map((e) => e.value))
+    expect(checked).toEqual(before.account_ids)
+    expect(await page.locator('input[name=permissions]').evaluateAll((els) => els.map((e) => e.value))).toEqual(before.permissions)
+    await Promise.all([page.waitForURL(`${rp.url}/done?**`), page.getByRole('button', { name: 'Consent', exact: true }).click()])
+    expect(new URL(page.url()).searchParams.get('consent_id')).toBe(before.arrangement_id)
+    const after = await client.listConsents({ end_user_id: 'eu_consent' })
+    expect(after).toHaveLength(1)
+    expect(after[0]).toMatchObject({ arrangement_id: before.arrangement_id, active: true, account_ids: before.account_ids, duration: 90 * 86400 })
+  })
+
   test('cancelling: 303 to cancel_uri with Fiskil\'s error and error_type', async () => {
     const s = await session('eu_cancel')
     const page = await newPage()

@@ -338,6 +338,8 @@ async function consentPage(app) {
         consent = await client.completeAuthSession(session.session_id, {
           institution_id: o.inst.id,
           institution_name: o.inst.name,
+          // Fiskil's institution_type (a renewal keeps its consent's).
+          ...(o.renewal ? {} : { institution_type: o.inst.type }),
           account_ids: accountIds,
           permissions,
           duration_seconds: days * 86400,
