@@ -39,6 +39,38 @@ export declare class Client {
   listLinkedAccounts(options?: KeysetQuery): Promise<LinkedAccountList>
   /** The account's `{ app_id, auth_credentials }`, decrypted, or null when it has no `your_app`. */
   getLinkedAccountCredentials(linked_account_id: string): Promise<LinkedAccountCredentials | null>
+  /**
+   * Creates an API key bound to this client's org and environment. The result holds the
+   * secrets (`api_key`, `client_secret`): they are shown this once, only their SHA-256
+   * digests are stored.
+   */
+  createApiKey(options?: CreateApiKeyOptions): Promise<NewApiKey>
+  /**
+   * Lists the store's API keys (every org and environment unless filtered), oldest first,
+   * revoked ones included. Never returns secrets.
+   */
+  listApiKeys(options?: ApiKeyQuery): Promise<ApiKey[]>
+  /**
+   * Revokes a key (any org) by its `client_id`: its API key, client secret and access tokens
+   * stop working at once. `NOT_FOUND` if unknown; revoking again returns it unchanged.
+   */
+  revokeApiKey(client_id: string): Promise<ApiKey>
+  /**
+   * The live key an API key belongs to (any org and environment), or null for an unknown,
+   * malformed or revoked one. Its `org_id` and `environment` are the scope it opens.
+   */
+  resolveApiKey(api_key: string): Promise<ApiKey | null>
+  /**
+   * The client-credentials grant: a new access token for a live key whose `client_secret`
+   * matches (compared in constant time), or null when the credentials are unknown, wrong or
+   * revoked. `VALIDATION_ERROR` for a missing field.
+   */
+  issueAccessToken(request: AccessTokenRequest): Promise<AccessToken | null>
+  /**
+   * The grant of a live access token issued for `audience`, or null (unknown, expired,
+   * issued for another audience, or its key revoked).
+   */
+  resolveAccessToken(access_token: string, audience: string): Promise<AccessGrantInfo | null>
   /** Opens (creating and migrating if needed) a database and returns a client. */
   static open(options?: ClientOptions): Promise<Client>
   /**
@@ -158,6 +190,15 @@ export declare class Client {
    */
   rotateEncryptionKey(newKey: string): Promise<KeyRotation>
   /**
+   * A client for another org and environment on this client's store: no new connections or
+   * threads, only its own scope and session-token verifier. It inherits this client's options
+   * (token lifetimes, skew, `authUrlBase`). Its `close()` releases only its verifier (token
+   * verification then rejects with `CLIENT_CLOSED`); the store stays open until the client it
+   * came from is closed, which ends every client derived from it. This is how one server
+   * answers many orgs from one database.
+   */
+  forScope(options: ForScopeOptions): Promise<Client>
+  /**
    * Returns a session token for one linked account, for its frontend to act for that end
    * user: `{ token, expires_in, refresh_token, refresh_expires_in }`. A still-valid token for
    * the same account and scopes (more than half of the requested TTL left, and not outliving
@@ -248,6 +289,64 @@ export declare class Client {
    * the store, or null: how a consent page finds the scope to act in.
    */
   locateAuthSession(session_id: string): Promise<AuthSessionScope | null>
+}
+
+/** The key and audience of a valid access token. */
+export interface AccessGrantInfo {
+  client_id: string
+  org_id: string
+  environment: 'test' | 'production'
+  name: string | null
+  audience: string
+  /** Unix seconds. */
+  expires_at: number
+}
+
+/** A new access token (an opaque bearer secret, stored only as a digest). */
+export interface AccessToken {
+  access_token: string
+  token_type: 'Bearer'
+  /** Seconds. */
+  expires_in: number
+  client_id: string
+  org_id: string
+  environment: 'test' | 'production'
+  audience: string
+}
+
+/** Input of `issueAccessToken` (the client-credentials grant). */
+export interface AccessTokenRequest {
+  client_id: string
+  client_secret: string
+  /** What the token is for; `resolveAccessToken` accepts it only for the same audience. */
+  audience: string
+  /** Lifetime in seconds, 1–86400 (default 3600). */
+  ttl_seconds?: number
+}
+
+/** An API key as listed: never its secrets. */
+export interface ApiKey {
+  /** Public id of the key (`lvc_…`); also its client id for client credentials. */
+  client_id: string
+  org_id: string
+  environment: 'test' | 'production'
+  name: string | null
+  /** The API key's prefix and last four characters (`tk_…3f9a`). */
+  api_key_hint: string
+  /** ISO-8601 UTC. */
+  created_at: string
+  /** ISO-8601 UTC; null while the key is live. */
+  revoked_at: string | null
+}
+
+/** Filters of `listApiKeys`. */
+export interface ApiKeyQuery {
+  /** Only keys of this org. */
+  orgId?: string
+  /** Only keys of this environment. */
+  environment?: 'test' | 'production'
+  /** At most this many keys, 1–10000 (default 10000). */
+  limit?: number
 }
 
 /**
@@ -424,6 +523,12 @@ export interface ConsentQuery {
   active?: boolean
 }
 
+/** Options of `createApiKey`. */
+export interface CreateApiKeyOptions {
+  /** A label for people (1–256 characters). */
+  name?: string
+}
+
 /** `{ message }` of `deleteLinkedAccount`. */
 export interface DeleteResult {
   message: string
@@ -456,6 +561,19 @@ export interface ExpireResult {
   /** How many lapsed consents this call recorded (0 if another client got there first). */
   expired: number
   arrangement_ids: Array<string>
+}
+
+/** Options of `forScope`. */
+export interface ForScopeOptions {
+  /** The org the new client works in. */
+  orgId: string
+  /** Default `'test'`. */
+  environment?: 'test' | 'production'
+  /**
+   * Create the scope if the store does not hold it yet (default true); with false an
+   * unknown scope rejects with `NOT_FOUND` and nothing is written.
+   */
+  create?: boolean
 }
 
 /** Input of `linkIdentity`. */
@@ -632,6 +750,23 @@ export interface LinkvaultEvent {
 export interface LinkWith {
   /** A session token minted for the secondary account, at most 10 minutes old; single-use. */
   link_with: string
+}
+
+/** A new key with its secrets: shown once, only their digests are stored. */
+export interface NewApiKey {
+  /** Cobalt's `x-api-key`: `tk_…` (test) or `pk_…` (production). */
+  api_key: string
+  client_id: string
+  /**
+   * With `client_id`: the client credentials of `issueAccessToken` (Auth0's
+   * `POST /oauth/token`, Fiskil's `POST /v1/token`).
+   */
+  client_secret: string
+  org_id: string
+  environment: 'test' | 'production'
+  name: string | null
+  api_key_hint: string
+  created_at: string
 }
 
 /**

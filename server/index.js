@@ -12,11 +12,41 @@
 const fastify = require('fastify')
 const crypto = require('node:crypto')
 
-const { Client } = require('linkvault')
 const errors = require('./lib/errors')
 const { loggerOptions } = require('./lib/logger')
 const { Scopes } = require('./lib/scopes')
+const { openStore } = require('./lib/store')
 const openapi = require('./lib/openapi')
+
+/**
+ * Input validation and output: bodies are validated without type coercion (a number sent as
+ * a name is an error, not a string), query strings and path parameters with it (they are
+ * text on the wire). Answers are serialized with JSON.stringify: response schemas document,
+ * they never reshape. JSON bodies may be empty (read as no body), which some SDKs send with
+ * DELETE; prototype-poisoning keys are refused.
+ */
+function validation(app) {
+  const Ajv = require('ajv')
+  const common = { useDefaults: true, removeAdditional: false, allErrors: false, strict: false }
+  const bodies = new Ajv({ ...common, coerceTypes: false })
+  const text = new Ajv({ ...common, coerceTypes: 'array' })
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? bodies : text).compile(schema))
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data))
+  // No body at all reads as an empty object (an SDK may POST without one).
+  app.addHook('preValidation', async (request) => {
+    if (request.body === undefined && request.routeOptions.schema && request.routeOptions.schema.body) request.body = {}
+  })
+  const sjson = require('secure-json-parse')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body.length === 0) return done(null, undefined)
+    try {
+      done(null, sjson.parse(body, { protoAction: 'error', constructorAction: 'error' }))
+    } catch {
+      done(new errors.HttpError(400, 'INVALID_JSON', 'Request body is not valid JSON'), undefined)
+    }
+  })
+}
 
 /** Largest request body accepted (bigger: 413). */
 const BODY_LIMIT = 256 * 1024
@@ -32,8 +62,7 @@ async function openClient(options) {
     throw Object.assign(new Error('give either db or url, not both'), { code: 'VALIDATION_ERROR', field: 'url' })
   }
   const where = options.url !== undefined ? { url: options.url } : { path: options.db ?? 'linkvault.db' }
-  const client = await Client.open({ ...(options.clientOptions || {}), ...where })
-  return { client, owned: true }
+  return { client: await openStore(where, options.clientOptions), owned: true }
 }
 
 /**
@@ -97,6 +126,7 @@ async function buildServer(options = {}) {
     reply.header('x-request-id', request.id)
   })
   errors.install(app)
+  validation(app)
   await app.register(openapi.plugin)
   await app.register(require('@fastify/formbody'), { bodyLimit: BODY_LIMIT })
 

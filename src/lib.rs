@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
+pub mod apikeys;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
@@ -15,6 +16,7 @@ pub mod events;
 pub mod identities;
 pub mod input;
 pub mod keys;
+pub mod scoped;
 pub mod store;
 pub mod tokens;
 pub mod vault;

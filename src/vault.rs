@@ -134,6 +134,9 @@ pub struct Vault {
   pub(crate) tokens: TokenRuntime,
   /// Where the key came from when it is `<path>.key` (a rotation replaces that file).
   pub(crate) key_file: Option<std::path::PathBuf>,
+  /// Set for a client made by `forScope`: the store belongs to the client it came from, so
+  /// `close` leaves it open.
+  pub(crate) shares_store: bool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -195,6 +198,7 @@ impl Vault {
               verifier,
             },
             key_file: options.key_file.clone(),
+            shares_store: false,
           })
         })();
         let _ = answer.send(r);
@@ -213,6 +217,9 @@ impl Vault {
 
   pub fn close(&self) -> Pending<()> {
     self.tokens.verifier.close();
+    if self.shares_store {
+      return Pending::ready(Ok(()));
+    }
     self.store.close()
   }
 

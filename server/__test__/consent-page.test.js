@@ -216,6 +216,15 @@ describe('sandbox consent page in headless Chromium', () => {
     await expect(page.locator('#error-type').textContent()).resolves.toBe('AUTH_SESSION_CANCELLED')
   })
 
+  test('the older /v1/sandbox/consent?session_id= address leads to the page', async () => {
+    const s = await session('eu_alias')
+    const res = await fetch(`${base}/v1/sandbox/consent?session_id=${encodeURIComponent(s.session_id)}`, { redirect: 'manual' })
+    expect(res.status).toBe(303)
+    expect(res.headers.get('location')).toBe(`/link/session/${encodeURIComponent(s.session_id)}`)
+    const missing = await fetch(`${base}/v1/sandbox/consent`, { redirect: 'manual' })
+    expect(missing.status).toBe(400)
+  })
+
   test('the page is in the OpenAPI document', async () => {
     const doc = await (await fetch(`${base}/openapi.json`)).json()
     expect(Object.keys(doc.paths['/link/session/{session_id}']).sort()).toEqual(['get', 'post'])

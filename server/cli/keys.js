@@ -26,8 +26,8 @@ function environmentOf(values) {
 }
 
 async function withClient(store, openOptions, body) {
-  const { Client } = require('linkvault')
-  const client = await Client.open({ ...store, ...openOptions })
+  const { openStore } = require('../lib/store')
+  const client = await openStore(store, openOptions)
   try {
     return await body(client)
   } finally {

@@ -2,6 +2,7 @@
 //! with `code`, `status` and `field`. Nothing here holds domain rules.
 
 mod accounts;
+mod apikeys;
 mod client;
 mod consents;
 mod events;
@@ -9,5 +10,6 @@ mod identities;
 mod js;
 mod json;
 mod reliability;
+mod scoped;
 mod tokens;
 mod webhooks;

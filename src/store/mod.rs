@@ -3,6 +3,7 @@
 //! resolves once the work is durable (for writes: after its transaction committed).
 
 mod accounts;
+pub mod apikeys;
 pub mod consents;
 pub mod events;
 mod identities;
@@ -25,6 +26,7 @@ use crate::accounts::{
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
+pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
 pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
@@ -292,6 +294,7 @@ pub trait MaintenanceStore: Send + Sync {
 /// Everything a linkvault client needs from storage.
 pub trait Store:
   AccountStore
+  + ApiKeyStore
   + ConsentStore
   + EventStore
   + IdentityStore

@@ -263,6 +263,37 @@ CREATE INDEX accounts_scope_pk ON accounts (scope_id, pk);
 "#,
   ),
   (
+    7,
+    r#"
+-- API keys of the HTTP server (src/apikeys.rs). Not read within a scope: a key's look-up
+-- decides the scope. Only SHA-256 digests of the secrets are stored.
+CREATE TABLE api_keys (
+  pk          INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id    INTEGER NOT NULL REFERENCES scopes(id),
+  client_id   TEXT NOT NULL UNIQUE,
+  key_hash    BLOB NOT NULL UNIQUE,
+  secret_hash BLOB NOT NULL,
+  -- prefix and last 4 characters of the API key, to recognise it in a list
+  key_hint    TEXT NOT NULL,
+  name        TEXT,
+  created_at  INTEGER NOT NULL,
+  revoked_at  INTEGER
+);
+CREATE INDEX api_keys_scope ON api_keys (scope_id);
+
+-- Access tokens issued for client credentials (digests only; expires_at in seconds).
+CREATE TABLE api_access_tokens (
+  hash       BLOB PRIMARY KEY,
+  key_pk     INTEGER NOT NULL REFERENCES api_keys(pk) ON DELETE CASCADE,
+  audience   TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX api_access_tokens_key ON api_access_tokens (key_pk);
+CREATE INDEX api_access_tokens_expiry ON api_access_tokens (expires_at);
+"#,
+  ),
+  (
     8,
     r#"
 -- Webhooks (src/store/webhooks.rs). secret: sealed (AAD: scope + id). cursor: the last event id

@@ -235,6 +235,23 @@ async function consentPage(app) {
     params: { type: 'object', properties: { session_id: { type: 'string', description: "The auth session's session_id" } }, required: ['session_id'] },
   }
 
+  // The address older auth_urls used (`/v1/sandbox/consent?session_id=…`): sent on to the page.
+  app.get(
+    '/v1/sandbox/consent',
+    {
+      schema: {
+        tags: ['consent page'],
+        summary: 'Redirects (303) to the consent page /link/session/:session_id',
+        querystring: { type: 'object', properties: { session_id: { type: 'string' } }, required: ['session_id'] },
+      },
+      config: { vendor: 'fiskil' },
+    },
+    async (request, reply) => {
+      headers(reply)
+      return reply.redirect(`/link/session/${encodeURIComponent(request.query.session_id)}`, 303)
+    },
+  )
+
   app.get(
     PATH,
     {
