@@ -216,6 +216,22 @@ describe('sandbox consent page in headless Chromium', () => {
     await expect(page.locator('#error-type').textContent()).resolves.toBe('AUTH_SESSION_CANCELLED')
   })
 
+  test('a session of another org on the same store: the page acts in that org', async () => {
+    const other = await Client.open({ path: path.join(dir, 'consent.db'), orgId: 'org_other', environment: 'test' })
+    try {
+      await other.upsertLinkedAccount({ linked_account_id: 'eu_other' })
+      const s = await other.createAuthSession({ end_user_id: 'eu_other', redirect_uri: `${rp.url}/done`, cancel_uri: `${rp.url}/cancelled`, institution_id: 'sandbox-bank' })
+      const page = await newPage()
+      await page.goto(`${base}/link/session/${s.session_id}`)
+      await Promise.all([page.waitForURL(`${rp.url}/done?**`), page.getByRole('button', { name: 'Consent', exact: true }).click()])
+      const consentId = new URL(page.url()).searchParams.get('consent_id')
+      await expect(other.listConsents({ end_user_id: 'eu_other' })).resolves.toEqual([expect.objectContaining({ arrangement_id: consentId })])
+      await expect(client.listConsents({ end_user_id: 'eu_other' })).rejects.toMatchObject({ code: 'NOT_FOUND' })
+    } finally {
+      await other.close()
+    }
+  })
+
   test('the older /v1/sandbox/consent?session_id= address leads to the page', async () => {
     const s = await session('eu_alias')
     const res = await fetch(`${base}/v1/sandbox/consent?session_id=${encodeURIComponent(s.session_id)}`, { redirect: 'manual' })

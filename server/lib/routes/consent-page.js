@@ -294,8 +294,9 @@ async function consentPage(app) {
           properties: {
             action: { type: 'string', enum: ['consent', 'cancel'] },
             institution_id: { type: 'string' },
-            account_ids: { type: 'array', items: { type: 'string' } },
-            permissions: { type: 'array', items: { type: 'string' } },
+            // A form sends one value as a string, several as an array.
+            account_ids: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] },
+            permissions: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' } }] },
             duration_days: { type: 'string' },
             error_type: { type: 'string', enum: Object.keys(FAILURES) },
           },
