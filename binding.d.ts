@@ -331,6 +331,47 @@ export declare class Client {
    * sensitivity); `[]` when none.
    */
   getUsersByEmail(email: string): Promise<Auth0User[]>
+  /**
+   * Creates a webhook for this client's scope: from now on, the scope's events (of the
+   * `events` types, default all) are POSTed to `url` as `{ message_id, publish_time, data:
+   * { event, end_user_id, ... } }`, signed in `x-linkvault-signature`, once a dispatcher
+   * (`linkvault serve`) runs. The secret is returned this once.
+   */
+  createWebhook(options: WebhookInput): Promise<NewWebhook>
+  /**
+   * Lists the webhooks of every scope of the store (as API keys are, webhooks are
+   * administered store-wide), optionally of one org and/or environment, oldest first.
+   */
+  listWebhooks(options?: WebhookQuery): Promise<WebhookInfo[]>
+  /**
+   * Deletes a webhook (in any scope of the store) and its delivery records; nothing more is
+   * sent to it. Resolves with the webhook as it was; `NOT_FOUND` if unknown.
+   */
+  deleteWebhook(id: string): Promise<WebhookInfo>
+  /**
+   * A webhook's deliveries, newest first: pending ones (with their next attempt), delivered
+   * ones (kept 7 days) and failed ones (kept 30 days). `NOT_FOUND` for an unknown webhook.
+   */
+  listWebhookDeliveries(id: string, options?: WebhookDeliveryQuery): Promise<WebhookDeliveryList>
+  /**
+   * For a dispatcher (`linkvault serve` runs one): turns new events of every scope into
+   * deliveries, then leases and returns the ones due, at most one per (webhook, end user) at
+   * a time, so each end user's events go out in order. Each comes signed, to be POSTed as is
+   * and reported with `recordWebhookAttempt`. An idle call only reads.
+   */
+  claimWebhookDeliveries(options?: WebhookClaimOptions): Promise<ClaimedWebhookDelivery[]>
+  /**
+   * Records how a claimed attempt ended: a 2xx `status` delivers it; anything else schedules
+   * the next attempt after `retry_base_ms` × 2^(attempt−1), and the fifth failure records it
+   * as failed. An outcome for an attempt that is no longer current changes nothing. Resolves
+   * with the delivery; `NOT_FOUND` if its webhook was deleted meanwhile.
+   */
+  recordWebhookAttempt(id: number, outcome: WebhookAttemptOutcome): Promise<WebhookDelivery>
+  /**
+   * The org and environment of the auth session whose `session_id` this is, in any scope of
+   * the store, or null: how a consent page finds the scope to act in.
+   */
+  locateAuthSession(session_id: string): Promise<AuthSessionScope | null>
 }
 
 /** The key and audience of a valid access token. */
@@ -499,6 +540,12 @@ export interface AuthSessionResult {
   duration_seconds?: number
 }
 
+/** The scope an auth session belongs to. */
+export interface AuthSessionScope {
+  org_id: string
+  environment: 'test' | 'production'
+}
+
 /** What `backup` wrote. */
 export interface BackupResult {
   /** The copy's absolute path. */
@@ -515,6 +562,23 @@ export interface BackupResult {
 export interface CancelAuthSessionInput {
   /** Fiskil's consent error type (default `'AUTH_SESSION_CANCELLED'`). */
   error_type?: 'AUTH_SESSION_CANCELLED' | 'CONSENT_ENDUSER_DENIED' | 'CONSENT_OTP_FAILURE' | 'CONSENT_ENDUSER_INELIGIBLE' | 'CONSENT_TIMEOUT' | 'CONSENT_UPSTREAM_PROCESSING_ERROR' | 'AUTH_SESSION_INVALID' | 'CONSUMERDATA_PROCESSING_ERROR'
+}
+
+/**
+ * A delivery handed to a dispatcher: POST `body` to `url` with the header
+ * `x-linkvault-signature: <signature>`, then call `recordWebhookAttempt(id, { attempt, ... })`.
+ */
+export interface ClaimedWebhookDelivery {
+  id: number
+  webhook_id: string
+  url: string
+  message_id: string
+  /** 1 for the first attempt. */
+  attempt: number
+  /** The JSON envelope, exactly the bytes to send. */
+  body: string
+  /** `t=<unix seconds>,v1=<hex HMAC-SHA256>`, as `signWebhook` makes it. */
+  signature: string
 }
 
 /** Options of `Client.open`. */
@@ -934,6 +998,22 @@ export interface NewApiKey {
   created_at: string
 }
 
+/**
+ * A new webhook: `secret` is shown this once (stored sealed); verify deliveries with
+ * `verifyWebhook(rawBody, req.headers['x-linkvault-signature'], secret)`.
+ */
+export interface NewWebhook {
+  id: string
+  /** `whsec_…` */
+  secret: string
+  org_id: string
+  environment: 'test' | 'production'
+  url: string
+  events: Array<string> | null
+  cursor: number
+  created_at: string
+}
+
 /** Options of `getAllLinkedAccounts`. */
 export interface PageQuery {
   /** Page number from 1 (default 1). */
@@ -1086,6 +1166,112 @@ export interface UpsertOptions {
  * rotation). Throws a `VALIDATION_ERROR` only for misuse (empty secret, negative tolerance).
  */
 export declare function verifyWebhook(body: string | Buffer, header: string, secret: string | Buffer, toleranceSeconds?: number): boolean
+
+/**
+ * How a delivery attempt ended (input of `recordWebhookAttempt`): `status` when an HTTP answer
+ * came (2xx acknowledges), else `error`.
+ */
+export interface WebhookAttemptOutcome {
+  /** The claimed delivery's `attempt`. */
+  attempt: number
+  /** The HTTP status answered. */
+  status?: number
+  /** Why no answer came (network error, timeout); at most 500 characters are kept. */
+  error?: string
+  /** Delay before the second attempt in ms (default 40000); each later one doubles it. */
+  retry_base_ms?: number
+}
+
+/** Options of `claimWebhookDeliveries`. */
+export interface WebhookClaimOptions {
+  /** At most this many deliveries, 1–1000 (default 16). */
+  limit?: number
+  /**
+   * How long (ms) a claimed delivery is not handed out again (default 15000): make it longer
+   * than your request timeout. A dispatcher that dies leaves the delivery to be claimed again
+   * once this has passed.
+   */
+  lease_ms?: number
+}
+
+/** One event's delivery to one webhook. Times are ISO-8601 UTC. */
+export interface WebhookDelivery {
+  /** Internal id (what `recordWebhookAttempt` names). */
+  id: number
+  webhook_id: string
+  /** The envelope's `message_id`: the event's id, the same on every attempt. */
+  message_id: string
+  event_id: number
+  /** The event type. */
+  event: string
+  end_user_id: string | null
+  state: 'pending' | 'delivered' | 'failed'
+  attempts: number
+  /** When the next attempt may start (null unless pending). */
+  next_attempt_at: string | null
+  last_attempt_at: string | null
+  /** The last HTTP status answered, if any. */
+  last_status: number | null
+  /** Why the last attempt got no answer, if so. */
+  last_error: string | null
+  /** When it was delivered or recorded as failed. */
+  finished_at: string | null
+  created_at: string
+}
+
+/** A page of `listWebhookDeliveries`, newest first. */
+export interface WebhookDeliveryList {
+  deliveries: Array<WebhookDelivery>
+  /** Pass as `before` for older deliveries; null when there are none. */
+  next: number | null
+}
+
+/** Options of `listWebhookDeliveries`. */
+export interface WebhookDeliveryQuery {
+  /** Only deliveries in this state. */
+  state?: 'pending' | 'delivered' | 'failed'
+  /** Only deliveries older than this one (a page's `next`). */
+  before?: number
+  /** Page size, 1–1000 (default 100). */
+  limit?: number
+}
+
+/** A webhook as listed (never its secret). Times are ISO-8601 UTC. */
+export interface WebhookInfo {
+  /** `wh_…` */
+  id: string
+  org_id: string
+  environment: 'test' | 'production'
+  url: string
+  /** The event types it receives; null: every type. */
+  events: Array<string> | null
+  /** The last event id (`listEvents`) turned into deliveries: events up to it may be pruned. */
+  cursor: number
+  /** Deliveries not yet acknowledged (being retried or waiting their turn). */
+  pending: number
+  /** Deliveries that failed every attempt. */
+  failed: number
+  created_at: string
+}
+
+/** Input of `createWebhook`. */
+export interface WebhookInput {
+  /** Where deliveries are POSTed: an absolute http(s) URL (https in production). */
+  url: string
+  /**
+   * Only these event types (e.g. `['consent.received', 'consent.revoked']`); default: every
+   * type. Unknown types are refused.
+   */
+  events?: string[] | string
+}
+
+/** Filters of `listWebhooks`. */
+export interface WebhookQuery {
+  /** Only webhooks of this org. */
+  orgId?: string
+  /** Only webhooks of this environment. */
+  environment?: 'test' | 'production'
+}
 
 /** The customer's own app entry. Sent `your_app` replaces the stored one as a whole. */
 export interface YourAppInput {

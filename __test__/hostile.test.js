@@ -93,6 +93,8 @@ const session = async (ctx) =>
   (await ctx.client.createAuthSession({ linked_account_id: 'base', ...REDIRECT, permissions: ['accounts', 'balances'] })).session_id
 
 /** A fresh session token (or its refresh token) for the base account. */
+/** A new webhook of the main scope; resolves with its id. */
+const webhook = async (ctx) => (await ctx.client.createWebhook({ url: 'https://hooks.example/h' })).id
 const mint = async (ctx, which) =>
   (await ctx.client.getTokenForLinkedAccount({ linked_account_id: 'base', force_refresh: true }))[which]
 
@@ -507,6 +509,31 @@ const TABLE = {
     args: [{ name: 'options', valid: () => ({ orgId: 'org_h_scoped' }), fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'create' }] }],
     after: (scoped) => scoped.close(),
   },
+  createWebhook: {
+    args: [
+      {
+        name: 'options',
+        valid: () => ({ url: 'https://hooks.example/h', events: ['consent.received'] }),
+        fields: [{ name: 'url' }, { name: 'events' }, { name: 'event type', inject: (b, h) => ({ ...b, events: ['consent.received', h] }), names: ['events'] }],
+      },
+    ],
+  },
+  listWebhooks: { args: [{ name: 'options', valid: () => ({}), fields: [{ name: 'orgId' }, { name: 'environment' }] }] },
+  deleteWebhook: { args: [{ name: 'id', valid: (ctx) => webhook(ctx) }] },
+  listWebhookDeliveries: {
+    args: [
+      { name: 'id', valid: (ctx) => webhook(ctx) },
+      { name: 'options', valid: () => ({}), fields: [{ name: 'state' }, { name: 'before' }, { name: 'limit' }] },
+    ],
+  },
+  claimWebhookDeliveries: { args: [{ name: 'options', valid: () => ({ limit: 1 }), fields: [{ name: 'limit' }, { name: 'lease_ms' }] }] },
+  recordWebhookAttempt: {
+    args: [
+      { name: 'id', valid: () => 1 },
+      { name: 'outcome', valid: () => ({ attempt: 1, status: 500 }), fields: [{ name: 'attempt' }, { name: 'status' }, { name: 'error' }, { name: 'retry_base_ms' }] },
+    ],
+  },
+  locateAuthSession: { args: [{ name: 'session_id', valid: (ctx) => session(ctx) }] },
   signWebhook: {
     module: true,
     sync: true,

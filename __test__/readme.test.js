@@ -22,7 +22,19 @@ declare const cancel_uri: string
 declare const tokenOfUser77: string
 declare const oldKid: string
 declare const newKeyHex: string
-void [client, lastId, body, secret, redirect_uri, cancel_uri, tokenOfUser77, oldKid, newKeyHex]
+declare const sessionToken: string
+declare const clientId: string
+declare const clientSecret: string
+// The webhook receiver example's Express app, typed as far as the block uses it.
+declare const express: { raw(options: { type: string }): unknown }
+declare const app: {
+  post(
+    path: string,
+    middleware: unknown,
+    handler: (req: { body: Buffer; headers: Record<string, string | string[] | undefined> }, res: { sendStatus(status: number): void }) => void,
+  ): void
+}
+void [client, lastId, body, secret, redirect_uri, cancel_uri, tokenOfUser77, oldKid, newKeyHex, sessionToken, clientId, clientSecret, express, app]
 `
 
 /** The README's js/ts blocks with their line numbers. */

@@ -139,3 +139,27 @@ async function operations(): Promise<void> {
   void [bytes, counts, envName, retired, current, dispose]
 }
 void operations
+// Webhooks: subscriptions, deliveries and the dispatcher's calls.
+async function webhooks(): Promise<void> {
+  const client = await Client.open({ path: ':memory:' })
+  const made = await client.createWebhook({ url: 'https://h.example/hook', events: ['consent.received'] })
+  const id: string = made.id
+  const secret: string = made.secret
+  const list = await client.listWebhooks({ orgId: 'o', environment: 'test' })
+  const pending: number = list[0].pending
+  const events: string[] | null = list[0].events
+  const page = await client.listWebhookDeliveries(id, { state: 'failed', limit: 10 })
+  const state: 'pending' | 'delivered' | 'failed' = page.deliveries[0].state
+  const lastStatus: number | null = page.deliveries[0].last_status
+  const claimed = await client.claimWebhookDeliveries({ limit: 5, lease_ms: 15000 })
+  const after = await client.recordWebhookAttempt(claimed[0].id, { attempt: claimed[0].attempt, status: 204 })
+  const body: string = claimed[0].body
+  const where = await client.locateAuthSession('s')
+  const org: string | undefined = where?.org_id
+  await client.deleteWebhook(id)
+  await client.close()
+  void [secret, pending, events, state, lastStatus, after, body, org]
+}
+void webhooks
+// @ts-expect-error delivery states are a closed set
+void ({ state: 'done' } satisfies import('../index').WebhookDeliveryQuery)

@@ -24,6 +24,7 @@ pub mod tokens;
 pub mod users;
 pub mod vault;
 pub mod webhook;
+pub mod webhooks;
 
 mod binding;
 #[cfg(test)]

@@ -15,3 +15,4 @@ mod reliability;
 mod scoped;
 mod tokens;
 mod users;
+mod webhooks;

@@ -77,6 +77,14 @@ const SEALED_COLUMNS: &[SealedColumn] = &[
     bound_to: "kid",
     aad: |scope_id, kid| super::tokens::key_aad(scope_id, kid),
   },
+  // Webhook signing secrets.
+  SealedColumn {
+    table: "webhooks",
+    pk: "pk",
+    column: "secret",
+    bound_to: "id",
+    aad: super::webhooks::secret_aad,
+  },
 ];
 
 /// Rotation progress, kept in `meta.rotation` (JSON).

@@ -13,6 +13,7 @@ pub mod keys;
 mod schema;
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +36,7 @@ pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use tokens::{TokenStore, TokenVerifier};
+pub use webhooks::WebhookStore;
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
 /// visible from another.
@@ -304,6 +306,7 @@ pub trait Store:
   + IdentityStore
   + MaintenanceStore
   + TokenStore
+  + WebhookStore
 {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).
