@@ -83,6 +83,25 @@ function runAndKill(file, tag, delayMs, fromReady = false) {
   })
 }
 
+/** Milliseconds from spawn until the crash child has opened the file (its READY line). */
+function startupTime(file) {
+  return new Promise((resolve, reject) => {
+    const start = Date.now()
+    const child = spawn(process.execPath, [path.join(FIX, 'crash-writer.js'), file, KEY, 'calibrate'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let ready = null
+    child.stdout.on('data', (d) => {
+      if (ready === null && String(d).includes('READY')) {
+        ready = Date.now() - start
+        child.kill('SIGKILL')
+      }
+    })
+    child.on('error', reject)
+    child.on('close', () => (ready === null ? reject(new Error('the crash child never got ready')) : resolve(ready)))
+  })
+}
+
 /** Checks every acknowledged write of one run against a fresh client; returns the number checked. */
 async function verifyRun(client, acks, accounts, consents) {
   const minVersion = new Map()
@@ -157,12 +176,15 @@ describe('crash safety', () => {
     let writesChecked = 0
     let kills = 0
     const allAcks = []
+    // How long a child takes to start and open the file on this machine now (a loaded machine
+    // can take most of a second), so that most kills land while it writes.
+    const startup = await startupTime(path.join(dir, 'calibrate.db'))
     for (let round = 0; round < KILLS; round++) {
-      // Even rounds: 30–900 ms after spawn, so some kills land while the child is still opening
-      // the file. Odd rounds: 0–500 ms after it is open, so kills land among acknowledged writes
-      // however slow the machine is.
+      // Even rounds: 30 ms to 870 ms past the startup time after spawn, so some kills land while
+      // the child is still opening the file. Odd rounds: 0–500 ms after it is open, so kills land
+      // among acknowledged writes however slow the machine is.
       const fromReady = round % 2 === 1
-      const delay = fromReady ? Math.floor(random() * 500) : 30 + Math.floor(random() * 870)
+      const delay = fromReady ? Math.floor(random() * 500) : 30 + Math.floor(random() * (870 + startup))
       const acks = await runAndKill(file, `r${round}`, delay, fromReady)
       kills++
       allAcks.push(...acks)
