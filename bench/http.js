@@ -7,6 +7,7 @@
 // rounds alternate between them and the medians are reported. Rows:
 //   bare     GET /bare                                    constant JSON, no store
 //   GET      GET /api/v2/public/linked-account/:id        x-api-key, random id of 1,000
+//   GET      the same, LINKVAULT_LOG_LEVEL=warn            no per-request access-log line
 //   PUT      PUT /api/v2/public/linked-account            x-api-key, upserts a changing UDF
 // Target: GET >= 0.5x bare requests/s. Options: BENCH_SECONDS (default 10 per round),
 // BENCH_ROUNDS (default 3), BENCH_CONNECTIONS (default 64), LINKVAULT_LOG_LEVEL for the server
@@ -90,11 +91,15 @@ async function main() {
 
   const headers = { 'x-api-key': key.api_key }
   let counter = 0
-  const rows = { bare: [], GET: [], PUT: [] }
+  const rows = { bare: [], GET: [], GETquiet: [], PUT: [] }
   const record = (name, r) => {
     if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx answers, ${r.errors} errors`)
     rows[name].push({ rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, cpu: r.cpuPerRequestUs })
   }
+  const getRun = (server) => ({
+    url: server.url,
+    requests: [{ method: 'GET', headers, setupRequest: (req) => ({ ...req, path: `/api/v2/public/linked-account/${encodeURIComponent(ids[(counter++ * 7919) % ACCOUNTS])}` }) }],
+  })
 
   console.log(`bench:http — ${CONNECTIONS} connections, ${SECONDS} s per run, ${ROUNDS} rounds, ${os.cpus().length} CPUs, node ${process.version}, server log level ${env.LINKVAULT_LOG_LEVEL}`)
   for (let round = 1; round <= ROUNDS; round++) {
@@ -107,12 +112,8 @@ async function main() {
     }
     const server = await start([BIN, 'serve', '--db', db, '--port', '0'], env)
     try {
-      const get = {
-        url: server.url,
-        requests: [{ method: 'GET', headers, setupRequest: (req) => ({ ...req, path: `/api/v2/public/linked-account/${encodeURIComponent(ids[(counter++ * 7919) % ACCOUNTS])}` }) }],
-      }
-      await load(server, { ...get, duration: 2 })
-      record('GET', await load(server, get))
+      await load(server, { ...getRun(server), duration: 2 })
+      record('GET', await load(server, getRun(server)))
       record(
         'PUT',
         await load(server, {
@@ -129,19 +130,33 @@ async function main() {
     } finally {
       await server.stop()
     }
-    console.log(`round ${round}: bare ${rows.bare.at(-1).rps.toFixed(0)} req/s, GET ${rows.GET.at(-1).rps.toFixed(0)} req/s, PUT ${rows.PUT.at(-1).rps.toFixed(0)} req/s`)
+    // The same GET without the per-request access-log line (what logging costs).
+    const quiet = await start([BIN, 'serve', '--db', db, '--port', '0'], { ...env, LINKVAULT_LOG_LEVEL: 'warn' })
+    try {
+      await load(quiet, { ...getRun(quiet), duration: 2 })
+      record('GETquiet', await load(quiet, getRun(quiet)))
+    } finally {
+      await quiet.stop()
+    }
+    console.log(`round ${round}: bare ${rows.bare.at(-1).rps.toFixed(0)} req/s, GET ${rows.GET.at(-1).rps.toFixed(0)}, GET (warn) ${rows.GETquiet.at(-1).rps.toFixed(0)}, PUT ${rows.PUT.at(-1).rps.toFixed(0)}`)
   }
 
   const bareRps = median(rows.bare.map((r) => r.rps))
   console.log('\n| route | req/s (median) | × bare | p50 ms | p99 ms | server CPU µs/request |')
   console.log('|---|---:|---:|---:|---:|---:|')
-  const label = { bare: 'bare fastify GET /bare (constant JSON)', GET: 'GET /api/v2/public/linked-account/:id', PUT: 'PUT /api/v2/public/linked-account' }
-  for (const name of ['bare', 'GET', 'PUT']) {
+  const label = {
+    bare: 'bare fastify `GET /bare` (constant JSON, no logging)',
+    GET: `\`GET /api/v2/public/linked-account/:id\` (log level ${env.LINKVAULT_LOG_LEVEL})`,
+    GETquiet: '`GET /api/v2/public/linked-account/:id` (log level warn: no access line)',
+    PUT: `\`PUT /api/v2/public/linked-account\` (log level ${env.LINKVAULT_LOG_LEVEL})`,
+  }
+  for (const name of ['bare', 'GET', 'GETquiet', 'PUT']) {
     const rps = median(rows[name].map((r) => r.rps))
     console.log(`| ${label[name]} | ${rps.toFixed(0)} | ${(rps / bareRps).toFixed(2)} | ${median(rows[name].map((r) => r.p50))} | ${median(rows[name].map((r) => r.p99))} | ${median(rows[name].map((r) => r.cpu)).toFixed(0)} |`)
   }
   const ratio = median(rows.GET.map((r) => r.rps)) / bareRps
-  console.log(`\nGET / bare = ${ratio.toFixed(2)} (target ≥ 0.50: ${ratio >= 0.5 ? 'met' : 'missed'})`)
+  const quietRatio = median(rows.GETquiet.map((r) => r.rps)) / bareRps
+  console.log(`\nGET / bare = ${ratio.toFixed(2)} with the access log, ${quietRatio.toFixed(2)} without (target ≥ 0.50)`)
   fs.rmSync(dir, { recursive: true, force: true })
 }
 

@@ -43,8 +43,9 @@ function validation(app) {
     if (body.length === 0) return done(null, undefined)
     try {
       done(null, sjson.parse(body, { protoAction: 'error', constructorAction: 'error' }))
-    } catch {
-      done(new errors.HttpError(400, 'INVALID_JSON', 'Request body is not valid JSON'), undefined)
+    } catch (e) {
+      const forbidden = /forbidden (prototype|constructor)/.test(String(e && e.message))
+      done(new errors.HttpError(400, 'INVALID_JSON', forbidden ? 'Request body has a forbidden __proto__ or constructor key' : 'Request body is not valid JSON'), undefined)
     }
   })
 }

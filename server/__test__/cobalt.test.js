@@ -324,6 +324,16 @@ describe('robustness', () => {
     secrets.push('sekret-in-broken-json')
   })
 
+  test('__proto__ and constructor keys in a body are refused (400)', async () => {
+    for (const body of ['{"linked_account_id": "p", "__proto__": {"polluted": true}}', '{"linked_account_id": "p", "udf": {"constructor": {"prototype": {"polluted": true}}}}']) {
+      const r = await call(url('/api/v2/public/linked-account'), { method: 'PUT', headers: withKey(keyA), json: body })
+      expect(r.status).toBe(400)
+      cobaltErrorShape(r.body, 400)
+      expect(r.body.message).toMatch(/forbidden __proto__ or constructor key/)
+    }
+    expect((await call(url('/api/v2/public/linked-account/p'), { headers: withKey(keyA) })).status).toBe(404)
+  })
+
   test('a body over 256 KiB is 413', async () => {
     const big = JSON.stringify({ linked_account_id: 'big', udf: { blob: 'x'.repeat(300 * 1024) } })
     const r = await call(url('/api/v2/public/linked-account'), { method: 'PUT', headers: withKey(keyA), json: big })

@@ -16,14 +16,24 @@ function bearer(request) {
   return m ? m[1] : null
 }
 
-/** Cobalt management routes: `x-api-key`. */
+/**
+ * Cobalt management routes: `x-api-key`. A callback hook: a key seen within the cache time
+ * resolves without a promise (the hot path of every management request).
+ */
 function cobaltApiKey(app) {
-  return async function apiKey(request) {
+  const { scopes } = app.linkvault
+  return function apiKey(request, reply, done) {
     const key = request.headers['x-api-key']
-    if (typeof key !== 'string' || key === '') {
-      throw new HttpError(401, 'UNAUTHORIZED', 'Invalid Credentials')
+    if (typeof key !== 'string' || key === '') return done(new HttpError(401, 'UNAUTHORIZED', 'Invalid Credentials'))
+    const cached = scopes.cachedApiKey(key)
+    if (cached) {
+      request.lv = cached
+      return done()
     }
-    request.lv = await app.linkvault.scopes.byApiKey(key)
+    scopes.byApiKey(key).then((found) => {
+      request.lv = found
+      done()
+    }, done)
   }
 }
 

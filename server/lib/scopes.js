@@ -91,6 +91,11 @@ class Scopes {
     return entry
   }
 
+  /** What `byApiKey` would answer from the cache alone, else undefined. */
+  cachedApiKey(apiKey) {
+    return this.keys.get(apiKey)
+  }
+
   /** `{ client, keyId, orgId, environment }` for a Cobalt `x-api-key`, else a 401. */
   async byApiKey(apiKey) {
     if (typeof apiKey !== 'string' || apiKey.length === 0 || apiKey.length > 256) throw unauthorized()

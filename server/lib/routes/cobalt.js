@@ -17,14 +17,11 @@ function notFound(id, lv) {
   return new HttpError(404, 'NOT_FOUND', `Linked Account with account id ${id} for org ${lv.orgId} in environment ${lv.environment} not found`)
 }
 
-/** Runs `call`, turning the core's NOT_FOUND into Cobalt's message for account `id`. */
-async function forAccount(lv, id, call) {
-  try {
-    return await call()
-  } catch (e) {
-    if (e && e.code === 'NOT_FOUND') throw notFound(id, lv)
-    throw e
-  }
+/** `promise`, with the core's NOT_FOUND turned into Cobalt's message for account `id`. */
+function forAccount(lv, id, promise) {
+  return promise.catch((e) => {
+    throw e && e.code === 'NOT_FOUND' ? notFound(id, lv) : e
+  })
 }
 
 function sessionTokenBody(issued) {
@@ -57,7 +54,7 @@ module.exports = async function cobaltRoutes(app) {
         response: { 200: S.linkedAccount, ...errorResponses },
       },
     },
-    async (request) => request.lv.client.createLinkedAccount(request.body ?? {}),
+    (request) => request.lv.client.createLinkedAccount(request.body ?? {}),
   )
 
   app.put(
@@ -65,9 +62,9 @@ module.exports = async function cobaltRoutes(app) {
     {
       config,
       // x-api-key: a management upsert. Otherwise a Bearer session token: the token's account.
-      preHandler: async (request) => {
-        if (request.headers['x-api-key'] !== undefined || !bearer(request)) return apiKey(request)
-        return session(request)
+      preHandler: (request, reply, done) => {
+        if (request.headers['x-api-key'] !== undefined || !bearer(request)) return apiKey(request, reply, done)
+        session(request).then(() => done(), done)
       },
       schema: {
         tags,
@@ -128,7 +125,7 @@ module.exports = async function cobaltRoutes(app) {
         },
       },
     },
-    async (request) => request.lv.client.getAllLinkedAccounts({ page: request.query.page, limit: request.query.limit }),
+    (request) => request.lv.client.getAllLinkedAccounts({ page: request.query.page, limit: request.query.limit }),
   )
 
   const idParams = { type: 'object', properties: { linked_account_id: { type: 'string' } }, required: ['linked_account_id'] }
@@ -146,9 +143,9 @@ module.exports = async function cobaltRoutes(app) {
         response: { 200: S.linkedAccount, ...errorResponses },
       },
     },
-    async (request) => {
+    (request) => {
       const id = request.params.linked_account_id
-      return forAccount(request.lv, id, () => request.lv.client.getLinkedAccountById(id))
+      return forAccount(request.lv, id, request.lv.client.getLinkedAccountById(id))
     },
   )
 
@@ -165,9 +162,9 @@ module.exports = async function cobaltRoutes(app) {
         response: { 200: { type: 'object', properties: { message: { type: 'string' } } }, ...errorResponses },
       },
     },
-    async (request) => {
+    (request) => {
       const id = request.params.linked_account_id
-      return forAccount(request.lv, id, () => request.lv.client.deleteLinkedAccount(id))
+      return forAccount(request.lv, id, request.lv.client.deleteLinkedAccount(id))
     },
   )
 
@@ -243,9 +240,9 @@ module.exports = async function cobaltRoutes(app) {
         response: { 200: S.linkedAccount, ...errorResponses },
       },
     },
-    async (request) => {
+    (request) => {
       const id = request.lv.claims.linked_account_id
-      return forAccount(request.lv, id, () => request.lv.client.getLinkedAccountById(id))
+      return forAccount(request.lv, id, request.lv.client.getLinkedAccountById(id))
     },
   )
 
