@@ -187,6 +187,15 @@ describe('commands on a database', () => {
     expect(tty.stderr).toMatch(/^\rre-encrypting \[-{30}\] {3}0% 0\/3/)
     expect(tty.stderr).toMatch(/\rre-encrypting \[#{30}\] 100% 3\/3\n$/)
     expect(cli(['rotate-key', '--db', db]).stderr.trim()).toMatch(/^linkvault rotate-key: no new key: set LINKVAULT_NEW_ENCRYPTION_KEY or pass --new-key-file FILE$/)
+
+    // A key from the environment is left to the user to change, with a reminder.
+    const current = fs.readFileSync(`${db}.key`, 'utf8').trim()
+    const fourth = newKey()
+    const env = cli(['rotate-key', '--db', db, '--org', 'org_cli'], { env: { LINKVAULT_ENCRYPTION_KEY: current, LINKVAULT_NEW_ENCRYPTION_KEY: fourth } })
+    expect(env.code).toBe(0)
+    expect(env.stdout).toMatch(/\nLINKVAULT_ENCRYPTION_KEY still holds the old key: set it to the new one before the next open\n$/)
+    expect(fs.readFileSync(`${db}.key`, 'utf8').trim()).toBe(current) // untouched
+    expect(cli(['check', '--db', db, '--org', 'org_cli'], { env: { LINKVAULT_ENCRYPTION_KEY: fourth } }).stdout).toBe('ok\n')
   })
 
   test('export writes JSON lines without credentials unless --with-credentials; import reads them back', async () => {
