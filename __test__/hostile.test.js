@@ -93,6 +93,8 @@ const session = async (ctx) =>
   (await ctx.client.createAuthSession({ linked_account_id: 'base', ...REDIRECT, permissions: ['accounts', 'balances'] })).session_id
 
 /** A fresh session token (or its refresh token) for the base account. */
+/** A new webhook of the main scope; resolves with its id. */
+const webhook = async (ctx) => (await ctx.client.createWebhook({ url: 'https://hooks.example/h' })).id
 const mint = async (ctx, which) =>
   (await ctx.client.getTokenForLinkedAccount({ linked_account_id: 'base', force_refresh: true }))[which]
 
@@ -345,7 +347,21 @@ const TABLE = {
   },
   getLinkedAccountsByEmail: { args: [{ name: 'email', valid: () => 'ann@example.com' }] },
   getLinkSuggestions: { args: [{ name: 'linked_account_id', valid: () => 'base' }] },
-  checkIntegrity: { args: [], after: (r) => expect(r).toEqual({ ok: true, details: [] }) },
+  checkIntegrity: {
+    args: [{ name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] }],
+    after: (r) => expect(r).toEqual({ ok: true, details: [] }),
+  },
+  backup: {
+    // Each accepted destination is a new file in the test's directory.
+    args: [
+      {
+        name: 'destPath',
+        valid: (ctx) => path.join(ctx.dir, `${uid('backup')}.db`),
+      },
+    ],
+  },
+  stats: { args: [] },
+  listSigningKeys: { args: [] },
   getTokenForLinkedAccount: {
     mutates: true,
     args: [
@@ -387,7 +403,13 @@ const TABLE = {
       },
     ],
   },
-  rotateEncryptionKey: { mutates: true, args: [{ name: 'newKey', valid: () => undefined }] },
+  rotateEncryptionKey: {
+    mutates: true,
+    args: [
+      { name: 'newKey', valid: () => undefined },
+      { name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] },
+      ],
+    },
   // Fiskil end users (linked accounts with email, name, phone, abn).
   createEndUser: {
     mutates: true,
@@ -487,6 +509,31 @@ const TABLE = {
     args: [{ name: 'options', valid: () => ({ orgId: 'org_h_scoped' }), fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'create' }] }],
     after: (scoped) => scoped.close(),
   },
+  createWebhook: {
+    args: [
+      {
+        name: 'options',
+        valid: () => ({ url: 'https://hooks.example/h', events: ['consent.received'] }),
+        fields: [{ name: 'url' }, { name: 'events' }, { name: 'event type', inject: (b, h) => ({ ...b, events: ['consent.received', h] }), names: ['events'] }],
+      },
+    ],
+  },
+  listWebhooks: { args: [{ name: 'options', valid: () => ({}), fields: [{ name: 'orgId' }, { name: 'environment' }] }] },
+  deleteWebhook: { args: [{ name: 'id', valid: (ctx) => webhook(ctx) }] },
+  listWebhookDeliveries: {
+    args: [
+      { name: 'id', valid: (ctx) => webhook(ctx) },
+      { name: 'options', valid: () => ({}), fields: [{ name: 'state' }, { name: 'before' }, { name: 'limit' }] },
+    ],
+  },
+  claimWebhookDeliveries: { args: [{ name: 'options', valid: () => ({ limit: 1 }), fields: [{ name: 'limit' }, { name: 'lease_ms' }] }] },
+  recordWebhookAttempt: {
+    args: [
+      { name: 'id', valid: () => 1 },
+      { name: 'outcome', valid: () => ({ attempt: 1, status: 500 }), fields: [{ name: 'attempt' }, { name: 'status' }, { name: 'error' }, { name: 'retry_base_ms' }] },
+    ],
+  },
+  locateAuthSession: { args: [{ name: 'session_id', valid: (ctx) => session(ctx) }] },
   signWebhook: {
     module: true,
     sync: true,
@@ -529,7 +576,7 @@ function splitParams(list) {
 }
 
 function publicApi() {
-  const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8')
+  const dts = fs.readFileSync(path.join(__dirname, '..', 'binding.d.ts'), 'utf8')
   const cls = dts.slice(dts.indexOf('export declare class Client {'))
   const body = cls.slice(0, cls.indexOf('\n}\n'))
   const methods = {}

@@ -1,6 +1,6 @@
 // Compiled with `tsc --noEmit` by `npm test`: the published typings must describe the API as
 // users call it. Never executed.
-import { Client, type LinkedAccount, type LinkedAccountPage, type LinkedAccountPayload } from 'linkvault'
+import { Client, LinkvaultError, type ErrorCode, type LinkedAccount, type LinkedAccountPage, type LinkedAccountPayload } from 'linkvault'
 
 async function main(): Promise<void> {
   const client: Client = await Client.open({
@@ -94,3 +94,72 @@ void Client.open({ environment: 'staging' })
 void ({ linked_account_id: 5 } satisfies LinkedAccountPayload)
 
 void main
+
+// Operations, errors, events and the Client's construction.
+async function operations(): Promise<void> {
+  const client = await Client.open({ path: ':memory:' })
+  const b = await client.backup('/tmp/copy.db')
+  const bytes: number = b.bytes
+  const s = await client.stats()
+  const counts: number[] = [s.accounts, s.identities, s.consents, s.active_consents, s.tokens, s.events, s.database_bytes, s.wal_bytes, s.write_queue]
+  const envName: 'test' | 'production' = s.environment
+  const keys = await client.listSigningKeys()
+  const retired: string | null = keys[0].retired_at
+  const current: boolean = keys[0].current
+  await client.checkIntegrity({ onProgress: ({ done, total }) => void [done satisfies number, total satisfies number] })
+  await client.rotateEncryptionKey('d'.repeat(64), { onProgress: (p) => void p.done })
+  // @ts-expect-error onProgress is a function
+  await client.checkIntegrity({ onProgress: 1 })
+  // @ts-expect-error pruneEvents needs `before`
+  await client.pruneEvents({})
+  await client.pruneEvents({ before: new Date() })
+  client.onEvent((e) => {
+    if (e.type === 'signing_key.added') {
+      const reason: 'generated' | 'signingSecret' | 'rotated' = e.data.reason
+      void reason
+    }
+    // @ts-expect-error not an event type
+    if (e.type === 'linked_account.exploded') void e
+  })
+  const dispose: () => Promise<void> = client[Symbol.asyncDispose]
+  try {
+    await client.getLinkedAccountById('x')
+  } catch (err) {
+    if (err instanceof LinkvaultError) {
+      const code: ErrorCode = err.code
+      const status: number = err.status
+      const field: string | undefined = err.field
+      void [code, status, field]
+    }
+  }
+  // @ts-expect-error not an error code
+  void ('NOPE' satisfies ErrorCode)
+  // @ts-expect-error Client has no public constructor
+  void new Client()
+  void [bytes, counts, envName, retired, current, dispose]
+}
+void operations
+// Webhooks: subscriptions, deliveries and the dispatcher's calls.
+async function webhooks(): Promise<void> {
+  const client = await Client.open({ path: ':memory:' })
+  const made = await client.createWebhook({ url: 'https://h.example/hook', events: ['consent.received'] })
+  const id: string = made.id
+  const secret: string = made.secret
+  const list = await client.listWebhooks({ orgId: 'o', environment: 'test' })
+  const pending: number = list[0].pending
+  const events: string[] | null = list[0].events
+  const page = await client.listWebhookDeliveries(id, { state: 'failed', limit: 10 })
+  const state: 'pending' | 'delivered' | 'failed' = page.deliveries[0].state
+  const lastStatus: number | null = page.deliveries[0].last_status
+  const claimed = await client.claimWebhookDeliveries({ limit: 5, lease_ms: 15000 })
+  const after = await client.recordWebhookAttempt(claimed[0].id, { attempt: claimed[0].attempt, status: 204 })
+  const body: string = claimed[0].body
+  const where = await client.locateAuthSession('s')
+  const org: string | undefined = where?.org_id
+  await client.deleteWebhook(id)
+  await client.close()
+  void [secret, pending, events, state, lastStatus, after, body, org]
+}
+void webhooks
+// @ts-expect-error delivery states are a closed set
+void ({ state: 'done' } satisfies import('../index').WebhookDeliveryQuery)

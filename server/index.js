@@ -105,6 +105,9 @@ async function openClient(options) {
  * @param {string} [options.appName] your app's name: GET /api/v3/org/basics' `name` and the
  *   consents' `app_name` (passed to Client.open when the server opens the store)
  * @param {string} [options.appLogo] your app's logo URL: `logo` and the consents' `app_logo`
+ * @param {false|object} [options.webhooks] false: deliver no webhooks from this server; else
+ *   the dispatcher's settings `{ retryBaseMs, timeoutMs, pollMs, concurrency }` (defaults and
+ *   environment variables in lib/webhooks/dispatcher.js)
  * @returns {Promise<import('fastify').FastifyInstance>}
  */
 async function buildServer(options = {}) {
@@ -170,6 +173,8 @@ async function buildServer(options = {}) {
   await app.register(require('./lib/routes/cobalt'))
   await app.register(require('./lib/routes/auth0'))
   await app.register(require('./lib/routes/fiskil'))
+  await app.register(require('./lib/routes/consent-page'))
+  await app.register(require('./lib/webhooks/plugin'), options.webhooks === false ? { enabled: false } : { ...options.webhooks })
 
   app.addHook('preClose', async () => {
     ready = false

@@ -86,6 +86,16 @@ impl Vault {
   /// `rotateEncryptionKey(newKey)`: re-seals every stored secret under `newKey`, online, in
   /// batches of [`ROTATION_BATCH`] rows; resumable by calling it again with the same key.
   pub fn rotate_encryption_key(&self, new_key: &Value) -> Pending<Rotation> {
+    self.rotate_encryption_key_with(new_key, None)
+  }
+
+  /// `rotateEncryptionKey(newKey, { onProgress })`: progress counts the sealed values resealed
+  /// by this call out of those under another key when it started.
+  pub fn rotate_encryption_key_with(
+    &self,
+    new_key: &Value,
+    on_progress: Option<crate::admin::ProgressFn>,
+  ) -> Pending<Rotation> {
     let key = match new_key {
       Value::String(s) => match Key::parse(s, "newKey") {
         Ok(k) => k,
@@ -105,6 +115,7 @@ impl Vault {
     let spawned = std::thread::Builder::new()
       .name("linkvault-rotate".into())
       .spawn(move || {
+        let report = |done, total| crate::admin::report(on_progress.as_ref(), done, total);
         let r = (|| {
           let key_id = hex_encode(&key.id());
           let begun = store.rotation_begin(key.clone()).wait()?;
@@ -114,8 +125,14 @@ impl Vault {
             ..Rotation::default()
           };
           if begun == Begin::AlreadyCurrent {
+            report(0, 0);
             return Ok(out);
           }
+          let total = match on_progress {
+            Some(_) => store.rotation_leftovers().wait()?.max(0) as u64,
+            None => 0,
+          };
+          report(0, total);
           // A key kept in `<path>.key` follows the file: written once the rotation is recorded
           // (a crash before or after this point leaves a key that opens the file either way).
           if let Some(path) = &key_file {
@@ -127,12 +144,14 @@ impl Vault {
               let step = store.rotation_step(ROTATION_BATCH).wait()?;
               out.batches += 1;
               out.resealed += step.resealed as u64;
+              report(out.resealed, total);
               if step.done {
                 break;
               }
             }
             let leftovers = store.rotation_leftovers().wait()?;
             if store.rotation_finish(leftovers).wait()? {
+              report(total, total);
               return Ok(out);
             }
           }

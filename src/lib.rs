@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
+pub mod admin;
 pub mod apikeys;
 pub mod clock;
 pub mod consents;
@@ -23,6 +24,7 @@ pub mod tokens;
 pub mod users;
 pub mod vault;
 pub mod webhook;
+pub mod webhooks;
 
 mod binding;
 #[cfg(test)]

@@ -130,19 +130,35 @@ impl OpenOptions {
     self.path == ":memory:"
   }
 
-  /// The key from the option, else `LINKVAULT_ENCRYPTION_KEY`, else `<path>.key` (created on
-  /// first use); a private in-memory database gets a random key.
+  /// The key from the option, else `LINKVAULT_ENCRYPTION_KEY`, else (in the `test` environment
+  /// only) `<path>.key`, created on first use; a private in-memory database gets a random key.
+  /// Outside `test` a key file beside the database is refused: it would end up in the same
+  /// backups and disk images as the data it protects.
   fn resolve_key(&mut self) -> Result<Key> {
+    self.resolve_key_with(std::env::var(ENV_ENCRYPTION_KEY).ok())
+  }
+
+  /// [`Self::resolve_key`] with the environment variable's value given.
+  fn resolve_key_with(&mut self, env_key: Option<String>) -> Result<Key> {
     if let Some(k) = self.encryption_key.take() {
       return Ok(k);
     }
-    if let Ok(text) = std::env::var(ENV_ENCRYPTION_KEY) {
+    if let Some(text) = env_key {
       if !text.trim().is_empty() {
         return Key::parse(&text, ENV_ENCRYPTION_KEY);
       }
     }
     if self.is_memory() {
       return Key::random();
+    }
+    if self.environment != "test" {
+      return Err(Error::validation(
+        "encryptionKey",
+        format!(
+          "encryptionKey is required outside the 'test' environment: pass it or set \
+           {ENV_ENCRYPTION_KEY} (a key file beside the database is only generated in 'test')"
+        ),
+      ));
     }
     let file = std::path::PathBuf::from(format!("{}.key", self.path));
     let key = Key::load_or_create_file(&file)?;
@@ -442,6 +458,26 @@ mod tests {
       let bytes = std::fs::read(entry.unwrap().path()).unwrap();
       assert!(!bytes.windows(10).any(|w| w == b"zzz-secret"));
     }
+  }
+
+  #[test]
+  fn production_requires_an_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db").to_string_lossy().to_string();
+    let open =
+      |env: &str| OpenOptions::parse(Some(&json!({"path": path, "environment": env}))).unwrap();
+    let e = open("production").resolve_key_with(None).unwrap_err();
+    assert_eq!(
+      (e.code(), e.field.as_deref()),
+      ("VALIDATION_ERROR", Some("encryptionKey"))
+    );
+    assert!(!std::path::Path::new(&format!("{path}.key")).exists());
+    // The environment variable, or the test environment's key file, still work.
+    assert!(open("production")
+      .resolve_key_with(Some("22".repeat(32)))
+      .is_ok());
+    assert!(open("test").resolve_key_with(None).is_ok());
+    assert!(std::path::Path::new(&format!("{path}.key")).exists());
   }
 
   #[test]

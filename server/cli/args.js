@@ -33,12 +33,15 @@ function parse(argv, options, { positionals = 0 } = {}) {
 /** `Client.open` options for --db / --url (the key comes from LINKVAULT_ENCRYPTION_KEY or <db>.key). */
 function storeOptions(values) {
   if (values.db !== undefined && values.url !== undefined) throw new UsageError('give either --db or --url, not both')
+  // Read here, not only by the core, so that a key set on `process.env` by an embedding program
+  // (or a test) counts as well.
+  const key = process.env.LINKVAULT_ENCRYPTION_KEY ? { encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY } : {}
   if (values.url !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(values.url)) throw new UsageError(`--url must be a postgres:// or postgresql:// URL`)
-    return { url: values.url }
+    return { url: values.url, ...key }
   }
   if (values.db === '') throw new UsageError('--db must not be empty')
-  return { path: values.db ?? 'linkvault.db' }
+  return { path: values.db ?? 'linkvault.db', ...key }
 }
 
 /**

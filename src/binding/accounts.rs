@@ -224,9 +224,10 @@ pub struct LinkedAccountCredentials {
   pub auth_credentials: Map<String, Value>,
 }
 
-/// `{ message }` of `deleteLinkedAccount`.
+/// `{ message }` of `deleteLinkedAccount` (Cobalt's response).
 #[napi(object)]
 pub struct DeleteResult {
+  #[napi(ts_type = "'User deleted successfully'")]
   pub message: String,
 }
 
@@ -351,7 +352,7 @@ impl Client {
   /// Deletes a linked account and everything attached to it; `NOT_FOUND` if unknown.
   #[napi(
     ts_args_type = "linked_account_id: string",
-    ts_return_type = "Promise<{ message: 'User deleted successfully' }>"
+    ts_return_type = "Promise<DeleteResult>"
   )]
   pub fn delete_linked_account<'e>(
     &self,

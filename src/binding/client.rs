@@ -61,9 +61,11 @@ pub struct ClientOptions {
   pub previous_encryption_keys: Option<Vec<String>>,
 }
 
-/// A linkvault client on one SQLite file, scoped to one (orgId, environment).
-/// Every method returns a Promise and never blocks the event loop; rejections are `Error`s with
-/// a stable `code`, an HTTP-like `status` and, for `VALIDATION_ERROR`, the offending `field`.
+/// A linkvault client on one SQLite file, scoped to one (orgId, environment). Open one with
+/// `await Client.open(options)`; `await using client = await Client.open(...)` closes it.
+/// Every method returns a Promise and never blocks the event loop; rejections are
+/// `LinkvaultError`s with a stable `code`, an HTTP-like `status` and, for `VALIDATION_ERROR`, the
+/// offending `field`.
 #[napi]
 pub struct Client {
   pub(crate) vault: Arc<Vault>,

@@ -175,7 +175,7 @@ pub struct Consent {
   /// Null while active.
   #[napi(
     js_name = "termination_reason",
-    ts_type = "'revoked' | 'expired' | 'account_deleted' | null"
+    ts_type = "'revoked' | 'expired' | 'account_deleted'"
   )]
   pub termination_reason: Option<String>,
   /// The client's `appName` (null without it).

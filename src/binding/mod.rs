@@ -2,6 +2,7 @@
 //! with `code`, `status` and `field`. Nothing here holds domain rules.
 
 mod accounts;
+mod admin;
 mod apikeys;
 mod client;
 mod consents;
@@ -14,3 +15,4 @@ mod reliability;
 mod scoped;
 mod tokens;
 mod users;
+mod webhooks;

@@ -77,6 +77,14 @@ const SEALED_COLUMNS: &[SealedColumn] = &[
     bound_to: "kid",
     aad: |scope_id, kid| super::tokens::key_aad(scope_id, kid),
   },
+  // Webhook signing secrets.
+  SealedColumn {
+    table: "webhooks",
+    pk: "pk",
+    column: "secret",
+    bound_to: "id",
+    aad: super::webhooks::secret_aad,
+  },
 ];
 
 /// Rotation progress, kept in `meta.rotation` (JSON).
@@ -450,6 +458,16 @@ pub struct Integrity {
 /// `PRAGMA foreign_key_check` (no orphan rows), and the sealed values: outside a rotation,
 /// every one is under the file's key.
 fn integrity(conn: &Connection) -> Result<Integrity> {
+  integrity_with(conn, None)
+}
+
+/// [`integrity`], reporting progress in steps (integrity check, foreign keys, sealed values).
+pub(super) fn integrity_with(
+  conn: &Connection,
+  on_progress: Option<&crate::admin::ProgressFn>,
+) -> Result<Integrity> {
+  const STEPS: u64 = 3;
+  crate::admin::report(on_progress, 0, STEPS);
   let mut details = Vec::new();
   {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
@@ -460,6 +478,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       details.extend(rows.into_iter().map(|r| format!("integrity_check: {r}")));
     }
   }
+  crate::admin::report(on_progress, 1, STEPS);
   {
     let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
     let rows: Vec<String> = stmt
@@ -475,6 +494,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       .collect::<rusqlite::Result<_>>()?;
     details.extend(rows);
   }
+  crate::admin::report(on_progress, 2, STEPS);
   match progress(conn)? {
     Some(p) => details.push(format!(
       "note: a key rotation is in progress (to key {}); call rotateEncryptionKey to finish it",
@@ -489,6 +509,7 @@ fn integrity(conn: &Connection) -> Result<Integrity> {
       }
     }
   }
+  crate::admin::report(on_progress, STEPS, STEPS);
   let ok = details.iter().all(|d| d.starts_with("note:"));
   Ok(Integrity { ok, details })
 }

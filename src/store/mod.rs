@@ -3,6 +3,7 @@
 //! resolves once the work is durable (for writes: after its transaction committed).
 
 mod accounts;
+pub mod admin;
 pub mod apikeys;
 pub mod consents;
 pub mod end_users;
@@ -12,6 +13,7 @@ pub mod keys;
 mod schema;
 pub mod sqlite;
 pub mod tokens;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +28,7 @@ use crate::accounts::{
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
+pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
 pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
 pub use end_users::EndUserStore;
@@ -33,6 +36,7 @@ pub use events::EventStore;
 pub use keys::{Begin, Integrity, Step};
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use tokens::{TokenStore, TokenVerifier};
+pub use webhooks::WebhookStore;
 
 /// The (organization, environment) pair every row belongs to. Data of one scope is never
 /// visible from another.
@@ -294,6 +298,7 @@ pub trait MaintenanceStore: Send + Sync {
 /// Everything a linkvault client needs from storage.
 pub trait Store:
   AccountStore
+  + AdminStore
   + ApiKeyStore
   + ConsentStore
   + EndUserStore
@@ -301,6 +306,7 @@ pub trait Store:
   + IdentityStore
   + MaintenanceStore
   + TokenStore
+  + WebhookStore
 {
   /// Checks the encryption key against the file, and resolves the scope's id (generating and
   /// keeping a default organization id when none is given).

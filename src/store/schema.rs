@@ -375,6 +375,54 @@ CREATE INDEX api_access_tokens_key ON api_access_tokens (key_pk);
 CREATE INDEX api_access_tokens_expiry ON api_access_tokens (expires_at);
 "#,
   ),
+  (
+    8,
+    r#"
+-- Webhooks (src/store/webhooks.rs). secret: sealed (AAD: scope + id). cursor: the last event id
+-- of the scope turned into delivery records. Times in ms.
+CREATE TABLE webhooks (
+  pk         INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id   INTEGER NOT NULL REFERENCES scopes(id),
+  id         TEXT NOT NULL UNIQUE,
+  url        TEXT NOT NULL,
+  events     TEXT,
+  secret     BLOB NOT NULL,
+  cursor     INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX webhooks_scope ON webhooks (scope_id);
+
+-- One row per (webhook, event). ordering_key: the end user ('' for events without one); only
+-- the oldest pending row of a (webhook, ordering_key) line is handed out. lease_until: an
+-- attempt is in flight until then.
+CREATE TABLE webhook_deliveries (
+  pk              INTEGER PRIMARY KEY AUTOINCREMENT,
+  webhook_pk      INTEGER NOT NULL REFERENCES webhooks(pk) ON DELETE CASCADE,
+  event_id        INTEGER NOT NULL,
+  event_type      TEXT NOT NULL,
+  end_user_id     TEXT,
+  ordering_key    TEXT NOT NULL,
+  body            TEXT NOT NULL,
+  state           TEXT NOT NULL DEFAULT 'pending'
+                  CHECK (state IN ('pending', 'delivered', 'failed')),
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_until     INTEGER NOT NULL DEFAULT 0,
+  last_attempt_at INTEGER,
+  last_status     INTEGER,
+  last_error      TEXT,
+  finished_at     INTEGER,
+  created_at      INTEGER NOT NULL,
+  UNIQUE (webhook_pk, event_id)
+);
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (webhook_pk, ordering_key, event_id)
+  WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+  WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
+  WHERE state <> 'pending';
+"#,
+  ),
 ];
 
 pub fn latest_version() -> i64 {
