@@ -1,7 +1,7 @@
 /** @type {import('jest').Config} */
 module.exports = {
   testEnvironment: 'node',
-  testMatch: ['<rootDir>/__test__/**/*.test.js'],
+  testMatch: ['<rootDir>/__test__/**/*.test.js', '<rootDir>/server/__test__/**/*.test.js'],
   testTimeout: 60000,
   // A throwaway PostgreSQL for the suites that run on both stores (__test__/pg-keeper.js).
   globalSetup: '<rootDir>/__test__/pg-setup.js',

@@ -98,7 +98,7 @@ describe('linked accounts', () => {
     })
     expect(credsAgain.__v).toBe(2)
     // A sent your_app replaces the stored one as a whole.
-    const replaced = await client.upsertLinkedAccount({ linked_account_id: id, your_app: { app_id: 'app_9' } })
+    const replaced = await client.upsertLinkedAccount({ linked_account_id: id, your_app: { app_id: 'app_9', auth_credentials: {} } })
     expect(replaced.__v).toBe(3)
     expect(await client.getLinkedAccountCredentials(id)).toEqual({ app_id: 'app_9', auth_credentials: {} })
     // null clears.
@@ -187,7 +187,9 @@ describe('validation', () => {
     ['numeric id', { linked_account_id: 42 }, 'linked_account_id'],
     ['object id', { linked_account_id: {} }, 'linked_account_id'],
     ['id over 256 chars', { linked_account_id: 'x'.repeat(257) }, 'linked_account_id'],
-    ['empty your_app', { linked_account_id: 'v', your_app: {} }, 'your_app'],
+    ['empty your_app', { linked_account_id: 'v', your_app: {} }, 'your_app.auth_credentials'],
+    ['your_app without auth_credentials (Cobalt refuses it)', { linked_account_id: 'v', your_app: { app_id: 'app_1' } }, 'your_app.auth_credentials'],
+    ['a header directly in your_app', { linked_account_id: 'v', your_app: { auth_credentials: {}, Authorization: 'Bearer x' } }, 'your_app.Authorization'],
     ['your_app not an object', { linked_account_id: 'v', your_app: 'x' }, 'your_app'],
     ['non-string app_id', { linked_account_id: 'v', your_app: { app_id: 7 } }, 'your_app.app_id'],
     ['credentials not an object', { linked_account_id: 'v', your_app: { auth_credentials: 'Bearer x' } }, 'your_app.auth_credentials'],

@@ -73,7 +73,8 @@ describe('auth sessions', () => {
     const s = await client.createAuthSession({ linked_account_id: user, ...URIS })
     expect(s).toMatchObject({
       status: 'pending',
-      auth_url: null,
+      // Without authUrlBase or publicUrl: the linkvault server's consent page, relative.
+      auth_url: `/link/session/${s.session_id}`,
       linked_account_id: user,
       end_user_id: user,
       redirect_uri: URIS.redirect_uri,

@@ -41,10 +41,11 @@ async function allAccounts(client) {
   return out
 }
 
-/** Runs the crash child once and SIGKILLs it after `delayMs`; returns its complete stdout lines. */
-/** Kills the writer `delayMs` after spawning it, or (`afterReady`) after it opened the file:
- * a loaded machine can take longer than the whole window just to start node. */
-function runAndKill(file, tag, delayMs, afterReady = false) {
+/**
+ * Runs the crash child once and SIGKILLs it `delayMs` after spawn, or after it printed READY
+ * (its client is open) when `fromReady`; returns its complete stdout lines.
+ */
+function runAndKill(file, tag, delayMs, fromReady = false) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(FIX, 'crash-writer.js'), file, KEY, tag], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -52,19 +53,22 @@ function runAndKill(file, tag, delayMs, afterReady = false) {
     let out = ''
     let err = ''
     let killed = false
-    let timer = null
-    const arm = () => {
-      timer = setTimeout(() => {
-        killed = true
-        child.kill('SIGKILL')
-      }, delayMs)
+    const kill = () => {
+      killed = true
+      child.kill('SIGKILL')
     }
+    // From READY: a loaded machine may take longer than any fixed delay to start Node and open
+    // the file; the 60 s bound only stops a child that never gets there.
+    let timer = setTimeout(kill, fromReady ? 60_000 : delayMs)
     child.stdout.on('data', (d) => {
       out += d
-      if (afterReady && !timer && out.startsWith('READY\n')) arm()
+      if (fromReady && out.startsWith('READY\n')) {
+        fromReady = false
+        clearTimeout(timer)
+        timer = setTimeout(kill, delayMs)
+      }
     })
     child.stderr.on('data', (d) => (err += d))
-    if (!afterReady) arm()
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
@@ -76,6 +80,25 @@ function runAndKill(file, tag, delayMs, afterReady = false) {
       lines.pop() // an incomplete last line (or the empty string after the last newline)
       resolve(lines.filter((l) => l && l !== 'READY'))
     })
+  })
+}
+
+/** Milliseconds from spawn until the crash child has opened the file (its READY line). */
+function startupTime(file) {
+  return new Promise((resolve, reject) => {
+    const start = Date.now()
+    const child = spawn(process.execPath, [path.join(FIX, 'crash-writer.js'), file, KEY, 'calibrate'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    let ready = null
+    child.stdout.on('data', (d) => {
+      if (ready === null && String(d).includes('READY')) {
+        ready = Date.now() - start
+        child.kill('SIGKILL')
+      }
+    })
+    child.on('error', reject)
+    child.on('close', () => (ready === null ? reject(new Error('the crash child never got ready')) : resolve(ready)))
   })
 }
 
@@ -153,11 +176,16 @@ describe('crash safety', () => {
     let writesChecked = 0
     let kills = 0
     const allAcks = []
+    // How long a child takes to start and open the file on this machine now (a loaded machine
+    // can take most of a second), so that most kills land while it writes.
+    const startup = await startupTime(path.join(dir, 'calibrate.db'))
     for (let round = 0; round < KILLS; round++) {
-      // 30–900 ms: every third kill counts from the spawn (it may land while the child is
-      // still opening the file), the others from the moment the file is open.
-      const delay = 30 + Math.floor(random() * 870)
-      const acks = await runAndKill(file, `r${round}`, delay, round % 3 !== 0)
+      // Even rounds: 30 ms to 870 ms past the startup time after spawn, so some kills land while
+      // the child is still opening the file. Odd rounds: 0–500 ms after it is open, so kills land
+      // among acknowledged writes however slow the machine is.
+      const fromReady = round % 2 === 1
+      const delay = fromReady ? Math.floor(random() * 500) : 30 + Math.floor(random() * (870 + startup))
+      const acks = await runAndKill(file, `r${round}`, delay, fromReady)
       kills++
       allAcks.push(...acks)
       const client = await Client.open({ path: file, orgId: 'org_crash', encryptionKey: KEY })

@@ -93,6 +93,8 @@ const session = async (ctx) =>
   (await ctx.client.createAuthSession({ linked_account_id: 'base', ...REDIRECT, permissions: ['accounts', 'balances'] })).session_id
 
 /** A fresh session token (or its refresh token) for the base account. */
+/** A new webhook of the main scope; resolves with its id. */
+const webhook = async (ctx) => (await ctx.client.createWebhook({ url: 'https://hooks.example/h' })).id
 const mint = async (ctx, which) =>
   (await ctx.client.getTokenForLinkedAccount({ linked_account_id: 'base', force_refresh: true }))[which]
 
@@ -205,6 +207,9 @@ const TABLE = {
           { name: 'encryptionKey' },
           { name: 'durability' },
           { name: 'authUrlBase' },
+          { name: 'publicUrl' },
+          { name: 'appName' },
+          { name: 'appLogo' },
           { name: 'previousEncryptionKeys' },
           { name: 'previous key', inject: (b, h) => ({ ...b, previousEncryptionKeys: [h] }), names: ['previousEncryptionKeys'] },
         ],
@@ -260,6 +265,11 @@ const TABLE = {
           },
           { name: 'permissions' },
           { name: 'duration_seconds' },
+          { name: 'institution_logo' },
+          {
+            name: 'institution_type',
+            check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getConsent(r.arrangement_id)).institution_type).toBe(h),
+          },
         ],
       },
     ],
@@ -300,6 +310,7 @@ const TABLE = {
             check: (ctx, h, r) => expect(r.some((x) => x.provider === 'hp' && x.user_id === String(asJson(h)))).toBe(true),
           },
           { name: 'connection', check: (ctx, h, r, [, i]) => isStr(h) && expect(r.find((x) => x.user_id === i.user_id).connection).toBe(h) },
+          { name: 'connection_id' },
           { name: 'isSocial' },
           { name: 'email', check: (ctx, h, r, [, i]) => isStr(h) && expect(r.find((x) => x.user_id === i.user_id).email).toBe(h) },
           { name: 'email_verified' },
@@ -336,7 +347,21 @@ const TABLE = {
   },
   getLinkedAccountsByEmail: { args: [{ name: 'email', valid: () => 'ann@example.com' }] },
   getLinkSuggestions: { args: [{ name: 'linked_account_id', valid: () => 'base' }] },
-  checkIntegrity: { args: [], after: (r) => expect(r).toEqual({ ok: true, details: [] }) },
+  checkIntegrity: {
+    args: [{ name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] }],
+    after: (r) => expect(r).toEqual({ ok: true, details: [] }),
+  },
+  backup: {
+    // Each accepted destination is a new file in the test's directory.
+    args: [
+      {
+        name: 'destPath',
+        valid: (ctx) => path.join(ctx.dir, `${uid('backup')}.db`),
+      },
+    ],
+  },
+  stats: { args: [] },
+  listSigningKeys: { args: [] },
   getTokenForLinkedAccount: {
     mutates: true,
     args: [
@@ -378,7 +403,137 @@ const TABLE = {
       },
     ],
   },
-  rotateEncryptionKey: { mutates: true, args: [{ name: 'newKey', valid: () => undefined }] },
+  rotateEncryptionKey: {
+    mutates: true,
+    args: [
+      { name: 'newKey', valid: () => undefined },
+      { name: 'options', valid: () => undefined, fields: [{ name: 'onProgress' }] },
+      ],
+    },
+  // Fiskil end users (linked accounts with email, name, phone, abn).
+  createEndUser: {
+    mutates: true,
+    args: [
+      {
+        name: 'end_user',
+        valid: () => ({ email: 'eu@example.com' }),
+        fields: [
+          { name: 'email', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).email).toBe(h.trim()) },
+          { name: 'name', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).name).toBe(h) },
+          { name: 'phone', check: async (ctx, h, r) => isStr(h) && expect((await ctx.client.getEndUser(r.end_user_id)).phone).toBe(h) },
+          { name: 'abn' },
+        ],
+      },
+    ],
+  },
+  getEndUser: { args: [{ name: 'end_user_id', valid: () => 'base' }] },
+  getEndUsers: { args: [{ name: 'query', valid: () => ({ email: 'eu@example.com' }), fields: [{ name: 'email' }] }] },
+  updateEndUser: {
+    mutates: true,
+    args: [
+      { name: 'end_user_id', valid: (ctx) => account(ctx) },
+      {
+        name: 'end_user',
+        valid: () => ({ name: 'Eu' }),
+        fields: [
+          { name: 'email', check: async (ctx, h, r, [id]) => isStr(h) && expect((await ctx.client.getEndUser(id)).email).toBe(h.trim()) },
+          { name: 'name', check: async (ctx, h, r, [id]) => isStr(h) && expect((await ctx.client.getEndUser(id)).name).toBe(h) },
+          { name: 'phone' },
+          { name: 'abn' },
+        ],
+      },
+    ],
+  },
+  deleteEndUser: { mutates: true, args: [{ name: 'end_user_id', valid: (ctx) => account(ctx) }] },
+  // Auth0 users.
+  getUser: { args: [{ name: 'id', valid: () => 'base' }] },
+  getUsersByEmail: { args: [{ name: 'email', valid: () => 'ann@example.com' }] },
+  // Its own active consent each time (revokeConsent above ends ctx.consent).
+  recordConsentAccess: {
+    mutates: true,
+    args: [
+      {
+        name: 'arrangement_id',
+        valid: async (ctx) =>
+          (await ctx.client.completeAuthSession(await session(ctx), { institution_id: 'bank', account_ids: ['a'], duration_seconds: 3600 }))
+            .arrangement_id,
+      },
+    ],
+  },
+  // API keys and client credentials (the server's `linkvault keys`), and forScope.
+  createApiKey: {
+    mutates: true,
+    args: [{ name: 'options', valid: () => ({ name: 'k' }), fields: [{ name: 'name', check: async (ctx, h, r) => isStr(h) && expect(r.name).toBe(h) }] }],
+    check: async (ctx, args, r) => expect(await ctx.client.resolveApiKey(r.api_key)).toMatchObject({ client_id: r.client_id, org_id: 'org_h' }),
+  },
+  listApiKeys: {
+    args: [{ name: 'options', valid: () => undefined, fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'limit' }] }],
+    check: (ctx, args, keys) => expect(Array.isArray(keys)).toBe(true),
+  },
+  revokeApiKey: {
+    mutates: true,
+    args: [{ name: 'client_id', valid: async (ctx) => (await ctx.client.createApiKey()).client_id }],
+    check: (ctx, [id], r) => expect(r).toMatchObject({ client_id: id, revoked_at: expect.any(String) }),
+  },
+  resolveApiKey: {
+    args: [{ name: 'api_key', valid: async (ctx) => (await ctx.client.createApiKey()).api_key }],
+    // A live key resolves to its scope; anything else (hostile values included) to null.
+    check: (ctx, [key], r) => expect(r).toEqual(typeof key === 'string' && /^tk_[0-9a-f]{64}$/.test(key) ? expect.objectContaining({ org_id: 'org_h' }) : null),
+  },
+  issueAccessToken: {
+    mutates: true,
+    args: [
+      {
+        name: 'request',
+        valid: async (ctx) => {
+          const k = await ctx.client.createApiKey()
+          return { client_id: k.client_id, client_secret: k.client_secret, audience: 'aud' }
+        },
+        fields: [{ name: 'client_id' }, { name: 'client_secret' }, { name: 'audience' }, { name: 'ttl_seconds' }],
+      },
+    ],
+  },
+  resolveAccessToken: {
+    args: [
+      {
+        name: 'access_token',
+        valid: async (ctx) => {
+          const k = await ctx.client.createApiKey()
+          return (await ctx.client.issueAccessToken({ client_id: k.client_id, client_secret: k.client_secret, audience: 'aud' })).access_token
+        },
+      },
+      { name: 'audience', valid: () => 'aud' },
+    ],
+  },
+  forScope: {
+    args: [{ name: 'options', valid: () => ({ orgId: 'org_h_scoped' }), fields: [{ name: 'orgId' }, { name: 'environment' }, { name: 'create' }] }],
+    after: (scoped) => scoped.close(),
+  },
+  createWebhook: {
+    args: [
+      {
+        name: 'options',
+        valid: () => ({ url: 'https://hooks.example/h', events: ['consent.received'] }),
+        fields: [{ name: 'url' }, { name: 'events' }, { name: 'event type', inject: (b, h) => ({ ...b, events: ['consent.received', h] }), names: ['events'] }],
+      },
+    ],
+  },
+  listWebhooks: { args: [{ name: 'options', valid: () => ({}), fields: [{ name: 'orgId' }, { name: 'environment' }] }] },
+  deleteWebhook: { args: [{ name: 'id', valid: (ctx) => webhook(ctx) }] },
+  listWebhookDeliveries: {
+    args: [
+      { name: 'id', valid: (ctx) => webhook(ctx) },
+      { name: 'options', valid: () => ({}), fields: [{ name: 'state' }, { name: 'before' }, { name: 'limit' }] },
+    ],
+  },
+  claimWebhookDeliveries: { args: [{ name: 'options', valid: () => ({ limit: 1 }), fields: [{ name: 'limit' }, { name: 'lease_ms' }] }] },
+  recordWebhookAttempt: {
+    args: [
+      { name: 'id', valid: () => 1 },
+      { name: 'outcome', valid: () => ({ attempt: 1, status: 500 }), fields: [{ name: 'attempt' }, { name: 'status' }, { name: 'error' }, { name: 'retry_base_ms' }] },
+    ],
+  },
+  locateAuthSession: { args: [{ name: 'session_id', valid: (ctx) => session(ctx) }] },
   signWebhook: {
     module: true,
     sync: true,
@@ -421,7 +576,7 @@ function splitParams(list) {
 }
 
 function publicApi() {
-  const dts = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8')
+  const dts = fs.readFileSync(path.join(__dirname, '..', 'binding.d.ts'), 'utf8')
   const cls = dts.slice(dts.indexOf('export declare class Client {'))
   const body = cls.slice(0, cls.indexOf('\n}\n'))
   const methods = {}

@@ -68,13 +68,16 @@ describe('model', () => {
     expect(found.identities).toEqual(identities)
   })
 
-  test('defaults: isSocial and email_verified false, optional fields absent', async () => {
+  test('defaults: isSocial and email_verified false, connection the provider, optional fields absent', async () => {
     const id = await account()
-    const [identity] = await client.linkIdentity(id, { provider: provider(), user_id: 'x' })
+    const p = provider()
+    const [identity] = await client.linkIdentity(id, { provider: p, user_id: 'x' })
     expect(identity.isSocial).toBe(false)
     expect(identity.email_verified).toBe(false)
+    // Every identity carries `connection`, as Auth0's do: the provider's name unless one was sent.
+    expect(identity.connection).toBe(p)
     expect(identity).not.toHaveProperty('email')
-    expect(identity).not.toHaveProperty('connection')
+    expect(identity).not.toHaveProperty('connection_id')
     expect(identity).not.toHaveProperty('profileData')
   })
 })
@@ -196,12 +199,15 @@ describe('linkAccounts', () => {
     const merged = await client.linkAccounts(a, b)
     expect(merged.account_id).toBe(a)
     expect(merged.name).toBe('Primary')
-    expect(merged.identities.map((i) => `${i.provider}|${i.user_id}`)).toEqual([`${pa}|a`, `${pb}|b`])
+    // B's identity and B's own identity (unlinking that one would undo the whole merge).
+    expect(merged.identities.map((i) => `${i.provider}|${i.user_id}`)).toEqual([`${pa}|a`, `${pb}|b`, `linkvault|${b}`])
     const udf = Object.fromEntries(merged.udf.map((u) => [u.key_name, u.key_value]))
     expect(udf).toEqual({ plan: 'pro', only_a: 1, only_b: secondaryUdf.only_b, n: 0 })
     await expect(client.getLinkedAccountById(b)).rejects.toMatchObject({ code: 'NOT_FOUND', status: 404 })
     await expect(client.getLinkedAccountCredentials(b)).rejects.toMatchObject({ code: 'NOT_FOUND' })
 
+    // Unlinking one of B's identities brings B back with it (B's own identity goes too: B's id
+    // implies it).
     const remaining = await client.unlinkIdentity(a, pb, 'b')
     expect(remaining.map((i) => i.provider)).toEqual([pa])
     const restored = await client.getLinkedAccountById(b)
@@ -300,7 +306,7 @@ describe('linkAccounts with link_with (a session token minted for the secondary)
     const { token } = await c.getTokenForLinkedAccount({ linked_account_id: b })
     const merged = await c.linkAccounts(a, { link_with: token })
     expect(merged.account_id).toBe(a)
-    expect(merged.identities.map((i) => i.provider)).toEqual(['github'])
+    expect(merged.identities.map((i) => i.provider)).toEqual(['github', 'linkvault'])
     expect(merged.udf.map((u) => [u.key_name, u.key_value])).toEqual([['from', 'b']])
     await expect(c.getLinkedAccountById(b)).rejects.toMatchObject({ code: 'NOT_FOUND' })
     // Re-create the secondary id: the used token still cannot link again.
@@ -510,7 +516,8 @@ describe('races on one file (two clients)', () => {
     )
     await c2.upsertLinkedAccount({ linked_account_id: 'race2-B', udf: { from_b: true } })
     for (let k = 0; k < 3; k++) await c2.linkIdentity('race2-B', { provider: 'google-oauth2', user_id: `b${k}` })
-    const expected = [...primaries.map((_, i) => `auth0|a${i}`), 'google-oauth2|b0', 'google-oauth2|b1', 'google-oauth2|b2']
+    // The merge also puts B's own identity on the winner.
+    const expected = [...primaries.map((_, i) => `auth0|a${i}`), 'google-oauth2|b0', 'google-oauth2|b1', 'google-oauth2|b2', 'linkvault|race2-B']
 
     const results = await Promise.allSettled(primaries.map((id, i) => (i % 2 ? c1 : c2).linkAccounts(id, 'race2-B')))
     const ok = results.filter((r) => r.status === 'fulfilled')
@@ -519,7 +526,7 @@ describe('races on one file (two clients)', () => {
     expect(failed).toHaveLength(49)
     for (const f of failed) expect(f.reason).toMatchObject({ code: 'NOT_FOUND', status: 404 })
     const winner = ok[0].value
-    expect(winner.identities).toHaveLength(4)
+    expect(winner.identities).toHaveLength(5)
     expect(winner.udf.map((u) => u.key_name)).toContain('from_b')
     await expect(c1.getLinkedAccountById('race2-B')).rejects.toMatchObject({ code: 'NOT_FOUND' })
 

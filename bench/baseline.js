@@ -217,8 +217,8 @@ class Baseline {
       updatedAt: iso(row.updated_at),
       __v: row.version,
       identities: this.q.identities.all(row.pk).map((i) => {
-        const out = { provider: i.provider, user_id: i.user_id, isSocial: !!i.is_social, email_verified: !!i.email_verified, linkedAt: iso(i.linked_at) }
-        if (i.connection !== null) out.connection = i.connection
+        // Every identity carries `connection`: the one sent, else the provider's name.
+        const out = { provider: i.provider, user_id: i.user_id, connection: i.connection ?? i.provider, isSocial: !!i.is_social, email_verified: !!i.email_verified, linkedAt: iso(i.linked_at) }
         if (i.email !== null) out.email = i.email
         if (i.profile_data !== null) out.profileData = JSON.parse(i.profile_data)
         return out

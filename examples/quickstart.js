@@ -2,7 +2,7 @@
 // account, read it back, list accounts, and read its credentials.
 //   npm run quickstart
 const path = require('node:path')
-const { Client } = require('..')
+const { Client } = require('linkvault')
 
 async function main() {
   const file = process.argv[2] ?? path.join(__dirname, 'quickstart.db')

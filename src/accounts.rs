@@ -90,6 +90,15 @@ pub struct UdfRow {
   pub updated_at: i64,
 }
 
+/// Fiskil's end-user fields of an account (`crate::end_users`), each set or not. Validated on
+/// the way in: `email` with one `@`, `phone` in E.164, `abn` 11 digits with a valid checksum.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndUserFields {
+  pub email: Option<String>,
+  pub phone: Option<String>,
+  pub abn: Option<String>,
+}
+
 /// A linked account as returned to users (never with credentials).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Account {
@@ -106,6 +115,8 @@ pub struct Account {
   pub version: i64,
   /// Identities linked to the account (`crate::identities`), in the order they joined it.
   pub identities: Vec<Identity>,
+  /// Fiskil's end-user fields (`name` is the account's own `name`).
+  pub end_user: EndUserFields,
 }
 
 #[derive(Clone, Debug)]
@@ -250,7 +261,23 @@ fn parse_udf(m: &Map<String, Value>) -> Result<Vec<(String, Option<Value>)>> {
     .collect()
 }
 
+/// The keys `your_app` may have.
+pub const YOUR_APP_FIELDS: &[&str] = &["app_id", "auth_credentials"];
+
+/// `your_app`: `auth_credentials` is required, as Cobalt requires it; any other key than
+/// `app_id` is refused, naming it, because it is usually a header meant for `auth_credentials`
+/// (one of Cobalt's own examples puts `Authorization` directly in `your_app`) that dropping
+/// would silently lose.
 fn parse_your_app(m: &Map<String, Value>) -> Result<YourApp> {
+  if let Some(k) = m.keys().find(|k| !YOUR_APP_FIELDS.contains(&k.as_str())) {
+    return Err(Error::validation(
+      format!("your_app.{k}"),
+      format!(
+        "your_app.{k} is not a your_app field (allowed: app_id, auth_credentials); headers such as \
+         Authorization belong in your_app.auth_credentials"
+      ),
+    ));
+  }
   let app_id = match m.get("app_id") {
     None | Some(Value::Null) => None,
     Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_CHARS => Some(s.clone()),
@@ -262,7 +289,12 @@ fn parse_your_app(m: &Map<String, Value>) -> Result<YourApp> {
     }
   };
   let auth_credentials = match m.get("auth_credentials") {
-    None | Some(Value::Null) => None,
+    None | Some(Value::Null) => {
+      return Err(Error::validation(
+        "your_app.auth_credentials",
+        "your_app.auth_credentials is required (send your_app complete, or omit it)",
+      ))
+    }
     Some(Value::Object(c)) => Some(c.clone()),
     Some(_) => {
       return Err(Error::validation(
@@ -271,12 +303,6 @@ fn parse_your_app(m: &Map<String, Value>) -> Result<YourApp> {
       ))
     }
   };
-  if app_id.is_none() && auth_credentials.is_none() {
-    return Err(Error::validation(
-      "your_app",
-      "your_app needs app_id or auth_credentials (or omit it)",
-    ));
-  }
   Ok(YourApp {
     app_id,
     auth_credentials,
@@ -439,10 +465,18 @@ mod tests {
       ),
       (
         json!({"linked_account_id": "a", "your_app": {}}),
-        "your_app",
+        "your_app.auth_credentials",
       ),
       (
-        json!({"linked_account_id": "a", "your_app": {"app_id": 3}}),
+        json!({"linked_account_id": "a", "your_app": {"app_id": "app_1"}}),
+        "your_app.auth_credentials",
+      ),
+      (
+        json!({"linked_account_id": "a", "your_app": {"app_id": "app_1", "Authorization": "Bearer x", "auth_credentials": {}}}),
+        "your_app.Authorization",
+      ),
+      (
+        json!({"linked_account_id": "a", "your_app": {"app_id": 3, "auth_credentials": {}}}),
         "your_app.app_id",
       ),
       (

@@ -174,6 +174,37 @@ pub struct Consent {
   pub expires_at: i64,
   pub active: bool,
   pub termination_reason: Option<Termination>,
+  pub institution_logo: Option<String>,
+  pub institution_type: InstitutionType,
+  /// When data was last accessed under the consent (`recordConsentAccess`), ms.
+  pub last_accessed: Option<i64>,
+  /// The end user's email (`createEndUser` / `updateEndUser`), as it is now.
+  pub end_user_email: Option<String>,
+}
+
+/// Fiskil's `institution_type`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InstitutionType {
+  #[default]
+  Banking,
+  Energy,
+}
+
+impl InstitutionType {
+  pub fn as_str(self) -> &'static str {
+    match self {
+      InstitutionType::Banking => "banking",
+      InstitutionType::Energy => "energy",
+    }
+  }
+
+  pub fn parse(s: &str) -> Option<Self> {
+    match s {
+      "banking" => Some(InstitutionType::Banking),
+      "energy" => Some(InstitutionType::Energy),
+      _ => None,
+    }
+  }
 }
 
 impl Consent {
@@ -218,6 +249,21 @@ pub fn termination(active: bool, expires_at: i64, ending: Ending, now: i64) -> O
     Ending::Revoke => Some(Termination::Revoked),
     Ending::Sweep => None,
     Ending::AccountDeleted => Some(Termination::AccountDeleted),
+  }
+}
+
+/// Data may be accessed (`recordConsentAccess`) only under an active consent: `c` as seen now.
+pub fn check_accessible(c: &Consent) -> Result<()> {
+  match c.termination_reason.filter(|_| !c.active) {
+    None => Ok(()),
+    Some(reason) => Err(Error::validation(
+      "arrangement_id",
+      format!(
+        "consent {} is not active ({}): no data may be accessed under it",
+        c.arrangement_id,
+        reason.as_str()
+      ),
+    )),
   }
 }
 
@@ -269,8 +315,9 @@ pub struct AuthSession {
   pub id: String,
   pub session_id: String,
   pub linked_account_id: String,
-  pub redirect_uri: String,
-  pub cancel_uri: String,
+  /// Both or neither: the Link SDK flow sends none.
+  pub redirect_uri: Option<String>,
+  pub cancel_uri: Option<String>,
   pub institution_id: Option<String>,
   pub permissions: Option<Vec<String>>,
   /// Renewal target, if this is a renewal session.
@@ -305,8 +352,8 @@ impl fmt::Debug for AuthSession {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionInput {
   pub linked_account_id: String,
-  pub redirect_uri: String,
-  pub cancel_uri: String,
+  pub redirect_uri: Option<String>,
+  pub cancel_uri: Option<String>,
   pub institution_id: Option<String>,
   pub permissions: Option<Vec<String>>,
   pub arrangement_id: Option<String>,
@@ -318,6 +365,8 @@ pub struct SessionInput {
 pub struct Completion {
   pub institution_id: Option<String>,
   pub institution_name: Option<String>,
+  pub institution_logo: Option<String>,
+  pub institution_type: Option<InstitutionType>,
   pub account_ids: Vec<String>,
   pub permissions: Option<Vec<String>>,
   pub duration_seconds: Option<i64>,
@@ -438,12 +487,28 @@ pub fn validate_http_url(field: &str, url: &str) -> Result<()> {
   Ok(())
 }
 
-fn uri(f: &Fields<'_>, key: &str) -> Result<String> {
-  let value = f
-    .str(key)?
-    .ok_or_else(|| Error::validation(key, format!("{key} is required")))?;
+fn uri(f: &Fields<'_>, key: &str) -> Result<Option<String>> {
+  let Some(value) = f.str(key)? else {
+    return Ok(None);
+  };
   validate_http_url(key, value)?;
-  Ok(value.to_string())
+  Ok(Some(value.to_string()))
+}
+
+/// `redirect_uri` and `cancel_uri`: both (the redirect flow) or neither (Fiskil's Link SDK flow,
+/// where the SDK's promise carries the result).
+fn uris(f: &Fields<'_>) -> Result<(Option<String>, Option<String>)> {
+  match (uri(f, "redirect_uri")?, uri(f, "cancel_uri")?) {
+    (Some(_), None) => Err(Error::validation(
+      "cancel_uri",
+      "cancel_uri is required with redirect_uri (the redirect flow needs both)",
+    )),
+    (None, Some(_)) => Err(Error::validation(
+      "redirect_uri",
+      "redirect_uri is required with cancel_uri (the redirect flow needs both)",
+    )),
+    both => Ok(both),
+  }
 }
 
 /// Parses `createAuthSession`'s input.
@@ -453,8 +518,7 @@ pub fn parse_session_input(v: &Value) -> Result<SessionInput> {
   }
   let f = Fields::new(Some(v), "options")?;
   let linked_account_id = end_user(&f, true)?.unwrap_or_default();
-  let redirect_uri = uri(&f, "redirect_uri")?;
-  let cancel_uri = uri(&f, "cancel_uri")?;
+  let (redirect_uri, cancel_uri) = uris(&f)?;
   let institution_id = opt_id(&f, "institution_id")?;
   let permissions = string_list(&f, "permissions", MAX_PERMISSION_CHARS)?;
   let arrangement_id = opt_id(&f, "arrangement_id")?;
@@ -489,6 +553,22 @@ pub fn parse_completion(v: &Value) -> Result<Completion> {
     }
     other => other.map(str::to_string),
   };
+  let institution_logo = match f.str("institution_logo")? {
+    Some(url) => {
+      validate_http_url("institution_logo", url)?;
+      Some(url.to_string())
+    }
+    None => None,
+  };
+  let institution_type = match f.str("institution_type")? {
+    None => None,
+    Some(t) => Some(InstitutionType::parse(t).ok_or_else(|| {
+      Error::validation(
+        "institution_type",
+        "institution_type must be 'banking' or 'energy'",
+      )
+    })?),
+  };
   let account_ids = string_list(&f, "account_ids", MAX_ID_CHARS)?
     .ok_or_else(|| Error::validation("account_ids", "account_ids is required"))?;
   let permissions = string_list(&f, "permissions", MAX_PERMISSION_CHARS)?;
@@ -496,6 +576,8 @@ pub fn parse_completion(v: &Value) -> Result<Completion> {
   Ok(Completion {
     institution_id,
     institution_name,
+    institution_logo,
+    institution_type,
     account_ids,
     permissions,
     duration_seconds,
@@ -529,6 +611,8 @@ pub fn parse_filter(v: Option<&Value>) -> Result<ConsentFilter> {
 pub struct Grant {
   pub institution_id: String,
   pub institution_name: Option<String>,
+  pub institution_logo: Option<String>,
+  pub institution_type: InstitutionType,
   pub account_ids: Vec<String>,
   pub permissions: Vec<String>,
   pub duration: i64,
@@ -597,9 +681,18 @@ pub fn resolve_completion(
   let institution_name = c
     .institution_name
     .or_else(|| renewing.and_then(|r| r.institution_name.clone()));
+  let institution_logo = c
+    .institution_logo
+    .or_else(|| renewing.and_then(|r| r.institution_logo.clone()));
+  let institution_type = c
+    .institution_type
+    .or(renewing.map(|r| r.institution_type))
+    .unwrap_or_default();
   Ok(Grant {
     institution_id,
     institution_name,
+    institution_logo,
+    institution_type,
     account_ids: c.account_ids,
     permissions,
     duration,
@@ -628,6 +721,28 @@ pub fn auth_url(base: &str, session_id: &str) -> String {
   format!("{base}{sep}session_id={session_id}")
 }
 
+/// Path of the HTTP server's consent page for a session (`linkvault serve`), under the client's
+/// `publicUrl`.
+pub const CONSENT_PAGE_PATH: &str = "/link/session/";
+
+/// Where an end user goes to consent: `${authUrlBase}?session_id=…` when the client has an
+/// `authUrlBase` (your own consent UI), else the linkvault server's consent page
+/// `${publicUrl}/link/session/<session_id>` (a path relative to the server when `publicUrl` is
+/// not set).
+pub fn session_url(
+  auth_url_base: Option<&str>,
+  public_url: Option<&str>,
+  session_id: &str,
+) -> String {
+  match auth_url_base {
+    Some(base) => auth_url(base, session_id),
+    None => format!(
+      "{}{CONSENT_PAGE_PATH}{session_id}",
+      public_url.unwrap_or("").trim_end_matches('/')
+    ),
+  }
+}
+
 fn arrangement(v: &Value) -> Result<String> {
   input::id(Some(v), "arrangement_id", MAX_ID_CHARS)
 }
@@ -642,12 +757,18 @@ fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
 
 /// Auth-session and consent calls of a client.
 impl Vault {
-  /// The `auth_url` of a session id, when the client has an `authUrlBase`.
-  pub fn auth_url(&self, session_id: &str) -> Option<String> {
-    self
-      .auth_url_base
-      .as_deref()
-      .map(|base| auth_url(base, session_id))
+  /// The `auth_url` of a session id (`session_url`).
+  pub fn auth_url(&self, session_id: &str) -> String {
+    session_url(
+      self.auth_url_base.as_deref(),
+      self.public_url.as_deref(),
+      session_id,
+    )
+  }
+
+  /// `recordConsentAccess(arrangement_id)`: stamps `last_accessed` on an active consent.
+  pub fn record_consent_access(&self, arrangement_id: &Value) -> Pending<Consent> {
+    pending(arrangement(arrangement_id).map(|a| self.store.record_consent_access(&self.scope, a)))
   }
 
   /// `createAuthSession(options)`.
@@ -713,8 +834,8 @@ mod tests {
       id: "s".into(),
       session_id: "secret-session".into(),
       linked_account_id: "u1".into(),
-      redirect_uri: "https://app.example/ok".into(),
-      cancel_uri: "https://app.example/cancel".into(),
+      redirect_uri: Some("https://app.example/ok".into()),
+      cancel_uri: Some("https://app.example/cancel".into()),
       institution_id: None,
       permissions: None,
       arrangement_id: None,
@@ -742,6 +863,10 @@ mod tests {
       expires_at,
       active,
       termination_reason: None,
+      institution_logo: Some("https://bank.example/logo.png".into()),
+      institution_type: InstitutionType::Energy,
+      last_accessed: None,
+      end_user_email: None,
     }
   }
 
@@ -863,12 +988,17 @@ mod tests {
     .unwrap();
     assert_eq!(i.linked_account_id, "u1");
     assert_eq!(i.ttl_seconds, DEFAULT_SESSION_TTL_SECS);
+    // The Link SDK flow: no URIs at all.
+    let i =
+      parse_session_input(&json!({"end_user_id": "482c0e2b-5866-46b1-b795-220b7bba45b5"})).unwrap();
+    assert_eq!((i.redirect_uri, i.cancel_uri), (None, None));
     let base = json!({"linked_account_id": "u1", "redirect_uri": "https://a.example/ok", "cancel_uri": "https://a.example/no"});
     for (patch, field) in [
       (json!({"end_user_id": "u2"}), "linked_account_id"),
       (json!({"linked_account_id": null}), "linked_account_id"),
       (json!({"redirect_uri": "nope"}), "redirect_uri"),
       (json!({"cancel_uri": null}), "cancel_uri"),
+      (json!({"redirect_uri": null}), "redirect_uri"),
       (json!({"permissions": []}), "permissions"),
       (json!({"permissions": "accounts"}), "permissions"),
       (json!({"ttl_seconds": 0}), "ttl_seconds"),
@@ -911,6 +1041,14 @@ mod tests {
         json!({"account_ids": ["a"], "institution_name": 1}),
         "institution_name",
       ),
+      (
+        json!({"account_ids": ["a"], "institution_type": "telco"}),
+        "institution_type",
+      ),
+      (
+        json!({"account_ids": ["a"], "institution_logo": "logo.png"}),
+        "institution_logo",
+      ),
     ] {
       assert_eq!(
         parse_completion(&v).unwrap_err().field.as_deref(),
@@ -937,6 +1075,8 @@ mod tests {
     let c = |inst: Option<&str>, perms: Option<Vec<&str>>, d: Option<i64>| Completion {
       institution_id: inst.map(String::from),
       institution_name: None,
+      institution_logo: None,
+      institution_type: None,
       account_ids: vec!["acc".into()],
       permissions: perms.map(|p| p.into_iter().map(String::from).collect()),
       duration_seconds: d,
@@ -966,6 +1106,12 @@ mod tests {
     assert_eq!(g.permissions, r.permissions);
     assert_eq!(g.duration, 90);
     assert_eq!(g.institution_name.as_deref(), Some("Bank"));
+    // ... and its logo and type.
+    assert_eq!(
+      g.institution_logo.as_deref(),
+      Some("https://bank.example/logo.png")
+    );
+    assert_eq!(g.institution_type, InstitutionType::Energy);
     let e = resolve_completion(&s, Some(&r), c(Some("other"), None, None)).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("institution_id"));
   }
@@ -978,6 +1124,19 @@ mod tests {
     assert_ne!(u, new_uuid().unwrap());
     assert_eq!(
       auth_url("https://link.example/start", "abc"),
+      "https://link.example/start?session_id=abc"
+    );
+    assert_eq!(
+      session_url(None, Some("https://lv.example/base/"), "abc"),
+      "https://lv.example/base/link/session/abc"
+    );
+    assert_eq!(session_url(None, None, "abc"), "/link/session/abc");
+    assert_eq!(
+      session_url(
+        Some("https://link.example/start"),
+        Some("https://lv.example"),
+        "abc"
+      ),
       "https://link.example/start?session_id=abc"
     );
     assert_eq!(

@@ -21,6 +21,7 @@ use crate::client::Vault;
 use crate::error::{Error, Result};
 use crate::input;
 use crate::store::Pending;
+use crate::users;
 
 pub const MAX_PROVIDER_CHARS: usize = 64;
 pub const MAX_USER_ID_CHARS: usize = 256;
@@ -41,6 +42,8 @@ pub struct Identity {
   /// Without the `provider|` prefix, always a string.
   pub user_id: String,
   pub connection: Option<String>,
+  /// Auth0's `connection_id` (`con_` + 16 alphanumerics), when the link named one.
+  pub connection_id: Option<String>,
   pub is_social: bool,
   pub email: Option<String>,
   pub email_verified: bool,
@@ -56,6 +59,7 @@ pub struct IdentityInput {
   pub provider: String,
   pub user_id: String,
   pub connection: Patch<String>,
+  pub connection_id: Patch<String>,
   pub is_social: Option<bool>,
   pub email: Patch<String>,
   pub email_verified: Option<bool>,
@@ -87,6 +91,7 @@ impl IdentityInput {
       provider: self.provider.clone(),
       user_id: self.user_id.clone(),
       connection: patch(&self.connection, existing.map(|e| &e.connection)),
+      connection_id: patch(&self.connection_id, existing.map(|e| &e.connection_id)),
       is_social: self
         .is_social
         .or(existing.map(|e| e.is_social))
@@ -97,6 +102,16 @@ impl IdentityInput {
       linked_at: existing.map(|e| e.linked_at).unwrap_or(now),
     }
   }
+}
+
+/// Length of an Auth0 `connection_id`: `con_` and 16 alphanumerics.
+pub const CONNECTION_ID_CHARS: usize = 20;
+
+/// Auth0's `connection_id` pattern, `^con_[A-Za-z0-9]{16}$`.
+pub fn is_connection_id(s: &str) -> bool {
+  s.len() == CONNECTION_ID_CHARS
+    && s.starts_with("con_")
+    && s.bytes().skip(4).all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Who is merged into the primary by `linkAccounts`.
@@ -299,6 +314,7 @@ pub fn parse_identity(v: &Value) -> Result<IdentityInput> {
       "provider",
       "user_id",
       "connection",
+      "connection_id",
       "isSocial",
       "email",
       "email_verified",
@@ -313,6 +329,13 @@ pub fn parse_identity(v: &Value) -> Result<IdentityInput> {
     _ => Err(Error::validation(
       "connection",
       "connection must be a non-empty string",
+    )),
+  })?;
+  let connection_id = optional_string(m, "connection_id", CONNECTION_ID_CHARS, |v| match v {
+    Value::String(s) if is_connection_id(s) => Ok(s.clone()),
+    _ => Err(Error::validation(
+      "connection_id",
+      "connection_id must be 'con_' followed by 16 letters or digits (Auth0's form)",
     )),
   })?;
   let email = optional_string(m, "email", MAX_EMAIL_CHARS, |v| parse_email(v, "email"))?;
@@ -342,6 +365,7 @@ pub fn parse_identity(v: &Value) -> Result<IdentityInput> {
     provider,
     user_id,
     connection,
+    connection_id,
     is_social: optional_bool(m, "isSocial")?,
     email,
     email_verified: optional_bool(m, "email_verified")?,
@@ -449,6 +473,190 @@ pub fn merge_udf_by_policy(
     }
   }
   Ok(changed)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Link, merge and unlink decisions (Auth0 semantics on own identities, `crate::users`). The
+// store looks the facts up and carries the decision out in its transaction.
+
+/// Which account holds an identity now, as seen from the account being linked to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+  Nobody,
+  ThisAccount,
+  Another,
+}
+
+/// What `linkIdentity(account_id, { provider, user_id })` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkAction {
+  /// Attach it to the account.
+  Insert,
+  /// It is already on the account: refresh its profile fields.
+  Refresh,
+  /// It is the own identity of this other existing account: merge that account in, as Auth0
+  /// does when linking an existing user.
+  Merge(String),
+}
+
+/// Decides a link. `owner_exists` says whether the account this identity is the own identity
+/// of (`users::account_of_identity`) exists.
+pub fn link_action(
+  account_id: &str,
+  provider: &str,
+  user_id: &str,
+  holder: Holder,
+  owner_exists: bool,
+) -> Result<LinkAction> {
+  match holder {
+    Holder::ThisAccount => return Ok(LinkAction::Refresh),
+    Holder::Another => {
+      return Err(Error::new(
+        crate::error::ErrorKind::IdentityAlreadyLinked,
+        format!("identity {provider}|{user_id} is already linked to another account"),
+      ))
+    }
+    Holder::Nobody => {}
+  }
+  let owner = users::account_of_identity(provider, user_id);
+  if !users::is_own(&owner, provider, user_id) {
+    return Ok(LinkAction::Insert);
+  }
+  if owner == account_id {
+    return Err(Error::validation(
+      "user_id",
+      "this is the account's own identity: an account cannot be linked to itself",
+    ));
+  }
+  Ok(if owner_exists {
+    LinkAction::Merge(owner)
+  } else {
+    LinkAction::Insert
+  })
+}
+
+/// Where a merged secondary's own identity goes. Every merge puts it on the primary, so that
+/// unlinking it undoes the merge: no merge leaves data that unlink cannot bring back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnIdentityPlan {
+  /// The secondary holds it as a linked identity already: it moves with the others.
+  MovesWithSecondary,
+  /// Nobody holds it: the merge adds it to the primary.
+  AddToPrimary,
+}
+
+/// `holder` is seen from the secondary (`ThisAccount` = the secondary holds it).
+pub fn own_identity_plan(secondary_id: &str, holder: Holder) -> Result<OwnIdentityPlan> {
+  match holder {
+    Holder::ThisAccount => Ok(OwnIdentityPlan::MovesWithSecondary),
+    Holder::Nobody => Ok(OwnIdentityPlan::AddToPrimary),
+    Holder::Another => {
+      let (p, u) = users::own_identity(secondary_id);
+      Err(Error::new(
+        crate::error::ErrorKind::IdentityAlreadyLinked,
+        format!(
+          "cannot merge {secondary_id}: its own identity {p}|{u} is linked to another account \
+           (unlink it first), and without it the merge could not be undone"
+        ),
+      ))
+    }
+  }
+}
+
+/// What happens to the secondary's own identity row when its merge is restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnRow {
+  /// The merge added it: it goes (the restored account's id implies it).
+  Drop,
+  /// The secondary held it before the merge: it goes back with the account.
+  MoveBack,
+  /// The account comes back under another id: the row stays where it is.
+  Keep,
+}
+
+/// How `unlinkIdentity` restores a merged account from its merge record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePlan {
+  /// The restored account's id.
+  pub id: String,
+  /// Whether it is the secondary's original id (then with its `_id` and `createdAt` too).
+  pub original: bool,
+  /// Unlinking the secondary's own identity undoes the whole merge: every identity and merge
+  /// record it brought that is still on the primary goes back with it. Unlinking another of its
+  /// identities brings the account back with that identity only.
+  pub whole: bool,
+  pub own_row: OwnRow,
+}
+
+/// Decides a restore. `secondary_id` and `held` (the identities it had) come from the merge
+/// record; `(provider, user_id)` is the identity unlinked; `free` says whether an id is unused.
+pub fn restore_plan(
+  secondary_id: &str,
+  held: &[(String, String)],
+  provider: &str,
+  user_id: &str,
+  free: impl Fn(&str) -> Result<bool>,
+) -> Result<RestorePlan> {
+  let own = users::own_identity(secondary_id);
+  let whole = own.0 == provider && own.1 == user_id;
+  let own_held = held.contains(&own);
+  let (id, original) = if free(secondary_id)? {
+    (secondary_id.to_string(), true)
+  } else {
+    let fallback = users::account_of_identity(provider, user_id);
+    if !free(&fallback)? {
+      return Err(taken(&fallback, Some(secondary_id)));
+    }
+    (fallback, false)
+  };
+  let own_row = match (original, own_held) {
+    (false, _) if !whole => OwnRow::Keep,
+    (_, true) => OwnRow::MoveBack,
+    (_, false) => OwnRow::Drop,
+  };
+  Ok(RestorePlan {
+    id,
+    original,
+    whole,
+    own_row,
+  })
+}
+
+/// `ALREADY_EXISTS` for an unlink whose standalone account id is taken.
+pub fn taken(id: &str, restored: Option<&str>) -> Error {
+  Error::new(
+    crate::error::ErrorKind::AlreadyExists,
+    format!(
+      "cannot unlink into {id}: linked account {id} already exists{}",
+      restored
+        .filter(|r| *r != id)
+        .map(|r| format!(" and so does {r}"))
+        .unwrap_or_default()
+    ),
+  )
+}
+
+/// The standalone account of an unlinked identity that came by no merge: the account whose own
+/// identity it is. The account's own identity itself cannot be unlinked (Auth0 refuses to remove
+/// the main identity).
+pub fn standalone_id(account_id: &str, provider: &str, user_id: &str) -> Result<String> {
+  if users::is_own(account_id, provider, user_id) {
+    return Err(Error::validation(
+      "user_id",
+      format!("{provider}|{user_id} is the own identity of {account_id} and cannot be unlinked"),
+    ));
+  }
+  let id = users::account_of_identity(provider, user_id);
+  if id.chars().count() > accounts::MAX_ID_CHARS {
+    return Err(Error::validation(
+      "user_id",
+      format!(
+        "the standalone account id {provider}|user_id would exceed {} characters",
+        accounts::MAX_ID_CHARS
+      ),
+    ));
+  }
+  Ok(id)
 }
 
 fn account_id(v: &Value) -> Result<String> {
@@ -600,6 +808,14 @@ mod tests {
         "connection",
       ),
       (
+        json!({"provider": "github", "user_id": 1, "connection_id": "con_short"}),
+        "connection_id",
+      ),
+      (
+        json!({"provider": "github", "user_id": 1, "connection_id": "con_0123456789abcde!"}),
+        "connection_id",
+      ),
+      (
         json!({"provider": "github", "user_id": 1, "userId": 1}),
         "userId",
       ),
@@ -696,6 +912,96 @@ mod tests {
         .field
         .as_deref(),
       Some("udf")
+    );
+  }
+
+  #[test]
+  fn link_actions_follow_auth0() {
+    use Holder::*;
+    let act =
+      |acc: &str, p: &str, u: &str, h: Holder, owner: bool| link_action(acc, p, u, h, owner);
+    assert_eq!(
+      act("a", "github", "9", Nobody, false).unwrap(),
+      LinkAction::Insert
+    );
+    assert_eq!(
+      act("a", "github", "9", ThisAccount, true).unwrap(),
+      LinkAction::Refresh
+    );
+    assert_eq!(
+      act("a", "github", "9", Another, true).unwrap_err().code(),
+      "IDENTITY_ALREADY_LINKED"
+    );
+    assert_eq!(
+      act("a", "github", "9", Nobody, true).unwrap(),
+      LinkAction::Merge("github|9".into())
+    );
+    assert_eq!(
+      act("a", "linkvault", "b", Nobody, true).unwrap(),
+      LinkAction::Merge("b".into())
+    );
+    // ('linkvault', 'github|9') is nobody's own identity: a plain link.
+    assert_eq!(
+      act("a", "linkvault", "github|9", Nobody, true).unwrap(),
+      LinkAction::Insert
+    );
+    assert_eq!(
+      act("github|9", "github", "9", Nobody, false)
+        .unwrap_err()
+        .field
+        .as_deref(),
+      Some("user_id")
+    );
+    assert_eq!(
+      own_identity_plan("b", Nobody).unwrap(),
+      OwnIdentityPlan::AddToPrimary
+    );
+    assert_eq!(
+      own_identity_plan("github|9", ThisAccount).unwrap(),
+      OwnIdentityPlan::MovesWithSecondary
+    );
+    assert_eq!(
+      own_identity_plan("b", Another).unwrap_err().code(),
+      "IDENTITY_ALREADY_LINKED"
+    );
+  }
+
+  #[test]
+  fn restore_plans() {
+    let held = vec![("github".to_string(), "9".to_string())];
+    let free = |taken: &'static [&'static str]| move |id: &str| Ok(!taken.contains(&id));
+    // The own identity: the whole merge, its synthetic own row dropped.
+    let p = restore_plan("B", &held, "linkvault", "B", free(&[])).unwrap();
+    assert_eq!(
+      (p.id.as_str(), p.original, p.whole, p.own_row),
+      ("B", true, true, OwnRow::Drop)
+    );
+    assert_eq!(
+      restore_plan("B", &held, "linkvault", "B", free(&["B"]))
+        .unwrap_err()
+        .code(),
+      "ALREADY_EXISTS"
+    );
+    // Another identity: back with it alone; under a fallback id the own row stays.
+    let p = restore_plan("B", &held, "github", "9", free(&[])).unwrap();
+    assert_eq!((p.whole, p.own_row), (false, OwnRow::Drop));
+    let p = restore_plan("B", &held, "github", "9", free(&["B"])).unwrap();
+    assert_eq!(
+      (p.id.as_str(), p.original, p.own_row),
+      ("github|9", false, OwnRow::Keep)
+    );
+    assert!(restore_plan("B", &held, "github", "9", free(&["B", "github|9"])).is_err());
+    // A secondary that held its own identity gets it back.
+    let p = restore_plan("github|9", &held, "github", "9", free(&[])).unwrap();
+    assert_eq!((p.whole, p.own_row), (true, OwnRow::MoveBack));
+    assert_eq!(standalone_id("a", "github", "9").unwrap(), "github|9");
+    assert_eq!(standalone_id("a", "linkvault", "x").unwrap(), "x");
+    assert_eq!(
+      standalone_id("github|9", "github", "9")
+        .unwrap_err()
+        .field
+        .as_deref(),
+      Some("user_id")
     );
   }
 

@@ -13,15 +13,21 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
+pub mod admin;
+pub mod apikeys;
 pub mod client;
 pub mod clock;
 pub mod consents;
 pub mod crypto;
 pub mod domain;
+pub mod end_users;
 pub mod error;
 pub mod identities;
 pub mod input;
+pub mod scoped;
 pub mod store;
+pub mod users;
+pub mod webhooks;
 
 mod binding;
 #[cfg(test)]

@@ -20,10 +20,12 @@ pub struct YourAppInput {
   /// Your app's id (required by Cobalt's older docs, optional here).
   #[napi(js_name = "app_id")]
   pub app_id: Option<String>,
-  /// Header-like pairs used to call your API for this account. Sealed at rest; only
-  /// `getLinkedAccountCredentials` returns them.
+  /// Header-like pairs used to call your API for this account. Required, as Cobalt requires
+  /// it (`VALIDATION_ERROR`, `field: 'your_app.auth_credentials'`). Sealed at rest; only
+  /// `getLinkedAccountCredentials` returns them. No other key is accepted in `your_app`: one
+  /// would be a header meant for here (`VALIDATION_ERROR` naming it).
   #[napi(js_name = "auth_credentials", ts_type = "Record<string, unknown>")]
-  pub auth_credentials: Option<Map<String, Value>>,
+  pub auth_credentials: Map<String, Value>,
 }
 
 /// Payload of `createLinkedAccount` / `upsertLinkedAccount` (Cobalt's `createLinkedAccountPayload`).
@@ -131,6 +133,15 @@ pub struct LinkedAccount {
   /// Identities linked to the account (`linkIdentity`, `linkAccounts`), in the order they
   /// joined it.
   pub identities: Vec<LinkedIdentity>,
+  /// Fiskil end-user email (`createEndUser` / `updateEndUser`), when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub email: Option<String>,
+  /// Fiskil end-user phone in E.164, when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub phone: Option<String>,
+  /// Fiskil end-user ABN (11 digits), when set.
+  #[serde(skip_serializing_if = "Option::is_none")]
+  pub abn: Option<String>,
 }
 
 /// Options of `getAllLinkedAccounts`.
@@ -213,9 +224,10 @@ pub struct LinkedAccountCredentials {
   pub auth_credentials: Map<String, Value>,
 }
 
-/// `{ message }` of `deleteLinkedAccount`.
+/// `{ message }` of `deleteLinkedAccount` (Cobalt's response).
 #[napi(object)]
 pub struct DeleteResult {
+  #[napi(ts_type = "'User deleted successfully'")]
   pub message: String,
 }
 
@@ -243,6 +255,9 @@ pub(crate) fn to_js_account(a: Account) -> LinkedAccount {
     version: a.version,
     new_account: None,
     identities: a.identities.into_iter().map(to_js_identity).collect(),
+    email: a.end_user.email,
+    phone: a.end_user.phone,
+    abn: a.end_user.abn,
   }
 }
 
@@ -337,7 +352,7 @@ impl Client {
   /// Deletes a linked account and everything attached to it; `NOT_FOUND` if unknown.
   #[napi(
     ts_args_type = "linked_account_id: string",
-    ts_return_type = "Promise<{ message: 'User deleted successfully' }>"
+    ts_return_type = "Promise<DeleteResult>"
   )]
   pub fn delete_linked_account<'e>(
     &self,

@@ -45,9 +45,19 @@ pub struct ClientOptions {
   /// never corrupts) or `'full'` (every commit fsynced before it resolves).
   #[napi(ts_type = "'normal' | 'full'")]
   pub durability: Option<String>,
-  /// Base URL of your hosted consent flow (absolute http(s)). Auth sessions then get
-  /// `auth_url = ${authUrlBase}?session_id=…`; without it `auth_url` is null.
+  /// Base URL of your own hosted consent flow (absolute http(s)). Auth sessions then get
+  /// `auth_url = ${authUrlBase}?session_id=…`; without it, the linkvault server's consent page
+  /// (see `publicUrl`).
   pub auth_url_base: Option<String>,
+  /// Absolute http(s) URL the linkvault HTTP server (`linkvault serve`) is reached at, without a
+  /// query; a trailing `/` is dropped. Without `authUrlBase`, auth sessions get
+  /// `auth_url = ${publicUrl}/link/session/<session_id>` (the server's consent page), or the
+  /// relative `/link/session/<session_id>` without `publicUrl`.
+  pub public_url: Option<String>,
+  /// Your app's name, returned as `app_name` on consents (Fiskil's field); 1–256 characters.
+  pub app_name: Option<String>,
+  /// Your app's logo (absolute http(s) URL), returned as `app_logo` on consents.
+  pub app_logo: Option<String>,
   /// HS256 secret for session tokens (a string of at least 32 bytes; its UTF-8 bytes are the
   /// HMAC key, as JWT libraries use a string secret). Registered as the signing key when new to
   /// the file. Default: a random secret generated once per (orgId, environment), stored sealed.
@@ -66,10 +76,11 @@ pub struct ClientOptions {
   pub previous_encryption_keys: Option<Vec<String>>,
 }
 
-/// A linkvault client on one SQLite file or PostgreSQL schema, scoped to one
-/// (orgId, environment).
-/// Every method returns a Promise and never blocks the event loop; rejections are `Error`s with
-/// a stable `code`, an HTTP-like `status` and, for `VALIDATION_ERROR`, the offending `field`.
+/// A linkvault client on one SQLite file or PostgreSQL schema, scoped to one (orgId,
+/// environment). Open one with `await Client.open(options)`; `await using client = await
+/// Client.open(...)` closes it. Every method returns a Promise and never blocks the event loop;
+/// rejections are `LinkvaultError`s with a stable `code`, an HTTP-like `status` and, for
+/// `VALIDATION_ERROR`, the offending `field`.
 #[napi]
 pub struct Client {
   pub(crate) vault: Arc<Vault>,

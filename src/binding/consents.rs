@@ -7,6 +7,7 @@ use napi_derive::napi;
 
 use super::client::Client;
 use super::js::{json_arg, promise, with_json};
+use crate::client::AppInfo;
 use crate::clock::rfc3339_secs;
 use crate::consents::{AuthSession as CoreSession, Consent as CoreConsent, Termination};
 use crate::store::Pending;
@@ -23,12 +24,14 @@ pub struct AuthSessionInput {
   /// Alias of `linked_account_id` (Fiskil's name).
   #[napi(js_name = "end_user_id")]
   pub end_user_id: Option<String>,
-  /// Where the end user returns after consenting: an absolute http(s) URL without fragment.
+  /// Where the end user returns after consenting (the redirect flow): an absolute http(s) URL
+  /// without fragment. Omit both URIs for the Link SDK flow; send both or neither.
   #[napi(js_name = "redirect_uri")]
-  pub redirect_uri: String,
-  /// Where the end user returns after cancelling or failing: an absolute http(s) URL.
+  pub redirect_uri: Option<String>,
+  /// Where the end user returns after cancelling or failing (the redirect flow): an absolute
+  /// http(s) URL. Required with `redirect_uri`.
   #[napi(js_name = "cancel_uri")]
-  pub cancel_uri: String,
+  pub cancel_uri: Option<String>,
   /// Locks the institution (the completion must be for it).
   #[napi(js_name = "institution_id")]
   pub institution_id: Option<String>,
@@ -52,6 +55,12 @@ pub struct AuthSessionResult {
   pub institution_id: Option<String>,
   #[napi(js_name = "institution_name")]
   pub institution_name: Option<String>,
+  /// The institution's logo, an absolute http(s) URL (a renewal keeps the consent's).
+  #[napi(js_name = "institution_logo")]
+  pub institution_logo: Option<String>,
+  /// `'banking'` (default) or `'energy'` (a renewal keeps the consent's).
+  #[napi(js_name = "institution_type", ts_type = "'banking' | 'energy'")]
+  pub institution_type: Option<String>,
   /// The accounts shared: 1 to 1000 ids (duplicates dropped).
   #[napi(js_name = "account_ids")]
   pub account_ids: Vec<String>,
@@ -100,9 +109,11 @@ pub struct AuthSession {
   pub id: String,
   #[napi(js_name = "session_id")]
   pub session_id: String,
-  /// `${authUrlBase}?session_id=…` when the client has `authUrlBase`, else null.
+  /// Where the end user consents: `${authUrlBase}?session_id=…` when the client has
+  /// `authUrlBase`, else the linkvault server's consent page `${publicUrl}/link/session/<session_id>`
+  /// (relative, `/link/session/<session_id>`, without `publicUrl`).
   #[napi(js_name = "auth_url")]
-  pub auth_url: Option<String>,
+  pub auth_url: String,
   /// Unix seconds.
   #[napi(js_name = "expires_at")]
   pub expires_at: i64,
@@ -114,10 +125,11 @@ pub struct AuthSession {
   /// Same as `linked_account_id` (Fiskil's name).
   #[napi(js_name = "end_user_id")]
   pub end_user_id: String,
+  /// Null for a Link SDK session (created without URIs).
   #[napi(js_name = "redirect_uri")]
-  pub redirect_uri: String,
+  pub redirect_uri: Option<String>,
   #[napi(js_name = "cancel_uri")]
-  pub cancel_uri: String,
+  pub cancel_uri: Option<String>,
   #[napi(js_name = "institution_id")]
   pub institution_id: Option<String>,
   pub permissions: Option<Vec<String>>,
@@ -163,9 +175,27 @@ pub struct Consent {
   /// Null while active.
   #[napi(
     js_name = "termination_reason",
-    ts_type = "'revoked' | 'expired' | 'account_deleted' | null"
+    ts_type = "'revoked' | 'expired' | 'account_deleted'"
   )]
   pub termination_reason: Option<String>,
+  /// The client's `appName` (null without it).
+  #[napi(js_name = "app_name")]
+  pub app_name: Option<String>,
+  /// The client's `appLogo` (null without it).
+  #[napi(js_name = "app_logo")]
+  pub app_logo: Option<String>,
+  /// The end user's email as it is now (`createEndUser` / `updateEndUser`), else null.
+  #[napi(js_name = "end_user_email")]
+  pub end_user_email: Option<String>,
+  /// From the completion (`institution_logo`), else null.
+  #[napi(js_name = "institution_logo")]
+  pub institution_logo: Option<String>,
+  /// From the completion (`institution_type`, default `'banking'`).
+  #[napi(js_name = "institution_type", ts_type = "'banking' | 'energy'")]
+  pub institution_type: String,
+  /// When data was last accessed under the consent (`recordConsentAccess`); null until then.
+  #[napi(js_name = "last_accessed")]
+  pub last_accessed: Option<String>,
 }
 
 /// What `expireConsents` recorded.
@@ -181,7 +211,7 @@ fn secs(ms: i64) -> i64 {
   ms.div_euclid(1000)
 }
 
-fn to_js_session(s: CoreSession, auth_url: Option<String>) -> AuthSession {
+fn to_js_session(s: CoreSession, auth_url: String) -> AuthSession {
   AuthSession {
     id: s.id,
     session_id: s.session_id,
@@ -201,7 +231,7 @@ fn to_js_session(s: CoreSession, auth_url: Option<String>) -> AuthSession {
   }
 }
 
-pub(crate) fn to_js_consent(c: CoreConsent) -> Consent {
+pub(crate) fn to_js_consent(c: CoreConsent, app: &AppInfo) -> Consent {
   Consent {
     arrangement_id: c.arrangement_id,
     active: c.active,
@@ -217,10 +247,26 @@ pub(crate) fn to_js_consent(c: CoreConsent) -> Consent {
     termination_reason: c
       .termination_reason
       .map(|t: Termination| t.as_str().to_string()),
+    app_name: app.name.clone(),
+    app_logo: app.logo.clone(),
+    end_user_email: c.end_user_email,
+    institution_logo: c.institution_logo,
+    institution_type: c.institution_type.as_str().to_string(),
+    last_accessed: c.last_accessed.map(|t| rfc3339_secs(secs(t))),
   }
 }
 
 impl Client {
+  /// A promise for a consent, with this client's app fields.
+  fn consent_promise<'e>(
+    &self,
+    env: &'e Env,
+    p: Pending<CoreConsent>,
+  ) -> napi::Result<PromiseRaw<'e, Consent>> {
+    let vault = self.vault.clone();
+    promise(env, p, move |c| to_js_consent(c, &vault.app))
+  }
+
   fn session_promise<'e>(
     &self,
     env: &'e Env,
@@ -289,7 +335,7 @@ impl Client {
       (Ok(s), Ok(r)) => self.vault.complete_auth_session(&s, &r),
       (Err(e), _) | (_, Err(e)) => Pending::ready(Err(e)),
     };
-    promise(env, p, to_js_consent)
+    self.consent_promise(env, p)
   }
 
   /// Ends a pending session without consent, with a Fiskil error type
@@ -325,7 +371,13 @@ impl Client {
     options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, Vec<Consent>>> {
     let p = with_json(options, "options", |v| self.vault.list_consents(Some(v)));
-    promise(env, p, |list| list.into_iter().map(to_js_consent).collect())
+    let vault = self.vault.clone();
+    promise(env, p, move |list| {
+      list
+        .into_iter()
+        .map(|c| to_js_consent(c, &vault.app))
+        .collect()
+    })
   }
 
   /// Gets one consent; `NOT_FOUND` if unknown.
@@ -341,7 +393,7 @@ impl Client {
     let p = with_json(arrangement_id, "arrangement_id", |v| {
       self.vault.get_consent(v)
     });
-    promise(env, p, to_js_consent)
+    self.consent_promise(env, p)
   }
 
   /// Revokes a consent (`termination_reason: 'revoked'`, `consent.revoked`). Revoking an ended
@@ -358,7 +410,7 @@ impl Client {
     let p = with_json(arrangement_id, "arrangement_id", |v| {
       self.vault.revoke_consent(v)
     });
-    promise(env, p, to_js_consent)
+    self.consent_promise(env, p)
   }
 
   /// Records every consent past its `expires_at` as expired, each with one `consent.revoked`
@@ -370,5 +422,27 @@ impl Client {
       expired: ids.len() as u32,
       arrangement_ids: ids,
     })
+  }
+}
+
+#[napi]
+impl Client {
+  /// Records that data was accessed under a consent: stamps its `last_accessed` (Fiskil's
+  /// field) and appends `consent.accessed`. An ended consent (revoked, expired, account
+  /// deleted) is refused with `VALIDATION_ERROR` (`field: 'arrangement_id'`); unknown:
+  /// `NOT_FOUND`.
+  #[napi(
+    ts_args_type = "arrangement_id: string",
+    ts_return_type = "Promise<Consent>"
+  )]
+  pub fn record_consent_access<'e>(
+    &self,
+    env: &'e Env,
+    arrangement_id: Option<Unknown<'_>>,
+  ) -> napi::Result<PromiseRaw<'e, Consent>> {
+    let p = with_json(arrangement_id, "arrangement_id", |v| {
+      self.vault.record_consent_access(v)
+    });
+    self.consent_promise(env, p)
   }
 }

@@ -21,7 +21,7 @@ use napi_derive::napi;
 use serde_json::Value;
 
 use super::client::Client;
-use super::js::{js_error, json_arg, promise, with_json};
+use super::js::{js_error, json_arg, promise, with_json, Json};
 use crate::client::Vault;
 use crate::clock::{iso8601, now_ms};
 use crate::domain::events::{Event as CoreEvent, EventPage};
@@ -39,8 +39,8 @@ pub struct EventQuery {
   pub after: Option<i64>,
   /// Page size, 1–1000 (default 100).
   pub limit: Option<u32>,
-  /// Only these event types.
-  #[napi(ts_type = "string[] | string")]
+  /// Only these event types (an array, or one type).
+  #[napi(ts_type = "LinkvaultEventType[] | LinkvaultEventType")]
   pub types: Option<Vec<String>>,
   /// Only events of this linked account (`end_user_id` is accepted as an alias).
   #[napi(js_name = "linked_account_id")]
@@ -56,34 +56,39 @@ pub struct PruneEventsInput {
   /// drops everything already processed); a `Date` or ISO-8601 string deletes events created
   /// before that instant.
   #[napi(ts_type = "number | Date | string")]
-  pub before: Option<Value>,
+  pub before: Value,
 }
 
-/// One event of the log. `id` is strictly increasing across the whole file (all processes).
-#[napi(object, use_nullable = true)]
-pub struct LinkvaultEvent {
-  pub id: i64,
-  /// e.g. `'linked_account.created'`, `'auth_session.completed'`, `'consent.received'`,
-  /// `'consent.updated'`, `'consent.revoked'`.
-  #[napi(js_name = "type")]
-  pub kind: String,
-  #[napi(js_name = "linked_account_id")]
-  pub linked_account_id: Option<String>,
-  /// Event-specific details (never secrets).
-  #[napi(ts_type = "Record<string, unknown>")]
-  pub data: Value,
+/// One event of the log, as JavaScript receives it (JSON text, parsed on Node's thread). Its
+/// TypeScript type is the union `LinkvaultEvent` written by hand in `index.d.ts` (one member per
+/// event type, with its `data`), so none is generated here.
+#[derive(serde::Serialize)]
+pub struct JsEvent {
+  id: i64,
+  #[serde(rename = "type")]
+  kind: String,
+  linked_account_id: Option<String>,
+  data: Value,
   /// ISO-8601 UTC with milliseconds.
-  #[napi(js_name = "created_at")]
-  pub created_at: String,
+  created_at: String,
 }
 
 /// A page of `listEvents`.
+// Type-only: documents the result in index.d.ts; the page itself crosses as JSON (`JsPage`).
+#[allow(dead_code)]
 #[napi(object, use_nullable = true)]
 pub struct EventList {
-  pub events: Vec<LinkvaultEvent>,
+  #[napi(ts_type = "Array<LinkvaultEvent>")]
+  pub events: Vec<Value>,
   /// Pass as `after` for the next page; null when nothing more matched (then resume from the
   /// last event's id).
   pub next: Option<i64>,
+}
+
+#[derive(serde::Serialize)]
+struct JsPage {
+  events: Vec<JsEvent>,
+  next: Option<i64>,
 }
 
 /// What `pruneEvents` deleted.
@@ -92,8 +97,8 @@ pub struct PruneResult {
   pub deleted: i64,
 }
 
-pub(crate) fn to_js_event(e: CoreEvent) -> LinkvaultEvent {
-  LinkvaultEvent {
+pub(crate) fn to_js_event(e: CoreEvent) -> JsEvent {
+  JsEvent {
     id: e.id,
     kind: e.kind,
     linked_account_id: e.linked_account_id,
@@ -102,11 +107,11 @@ pub(crate) fn to_js_event(e: CoreEvent) -> LinkvaultEvent {
   }
 }
 
-fn to_js_page(p: EventPage) -> EventList {
-  EventList {
+fn to_js_page(p: EventPage) -> Json {
+  Json::of(&JsPage {
     events: p.events.into_iter().map(to_js_event).collect(),
     next: p.next,
-  }
+  })
 }
 
 /// `pruneEvents`' options as JSON, with a JS `Date` in `before` turned into its ISO string.
@@ -161,7 +166,7 @@ impl Client {
     &self,
     env: &'e Env,
     options: Option<Unknown<'_>>,
-  ) -> napi::Result<PromiseRaw<'e, EventList>> {
+  ) -> napi::Result<PromiseRaw<'e, Json>> {
     let p = with_json(options, "options", |v| self.vault.list_events(Some(v)));
     promise(env, p, to_js_page)
   }
@@ -214,23 +219,21 @@ impl Client {
     let user = user.create_ref()?;
     let active = Arc::new(AtomicBool::new(true));
     let gate = active.clone();
-    let dispatch = env.create_function_from_closure::<LinkvaultEvent, (), _>(
-      "linkvaultOnEvent",
-      move |ctx| {
+    let dispatch =
+      env.create_function_from_closure::<Json, (), _>("linkvaultOnEvent", move |ctx| {
         if gate.load(Ordering::SeqCst) {
           let f = user.borrow_back(ctx.env)?;
           let event: Unknown<'_> = ctx.get(0)?;
           f.call(event)?;
         }
         Ok(())
-      },
-    )?;
+      })?;
     let tsfn = Arc::new(
       dispatch
         .build_threadsafe_function::<CoreEvent>()
         .weak::<true>()
         .callee_handled::<false>()
-        .build_callback(|ctx| Ok(to_js_event(ctx.value)))?,
+        .build_callback(|ctx| Ok(Json::of(&to_js_event(ctx.value))))?,
     );
     let listener: Listener = Arc::new(move |events: &[CoreEvent]| {
       for e in events {

@@ -21,8 +21,13 @@ pub struct LinkedIdentity {
   /// The id at the provider, without the `provider|` prefix; always a string.
   #[napi(js_name = "user_id")]
   pub user_id: String,
+  /// The connection it was linked with, else the provider's name (Auth0's connection names
+  /// for social providers).
+  pub connection: String,
+  /// Auth0's `connection_id`, when the link named one.
+  #[napi(js_name = "connection_id")]
   #[serde(skip_serializing_if = "Option::is_none")]
-  pub connection: Option<String>,
+  pub connection_id: Option<String>,
   #[napi(js_name = "isSocial")]
   #[serde(rename = "isSocial")]
   pub is_social: bool,
@@ -51,9 +56,14 @@ pub struct IdentityInput {
   /// String or number (stringified: `9` and `'9'` are the same identity); 1–256 characters.
   #[napi(js_name = "user_id", ts_type = "string | number")]
   pub user_id: String,
-  /// Connection name. `null` clears it; omitted keeps the stored one.
+  /// Connection name. `null` clears it (reads then report the provider); omitted keeps the
+  /// stored one.
   #[napi(ts_type = "string | null")]
   pub connection: Option<String>,
+  /// Auth0's connection id, `con_` + 16 letters or digits; stored on the identity. `null`
+  /// clears it.
+  #[napi(js_name = "connection_id", ts_type = "string | null")]
+  pub connection_id: Option<String>,
   /// Default false.
   #[napi(js_name = "isSocial")]
   pub is_social: Option<bool>,
@@ -103,9 +113,10 @@ pub struct LinkSuggestion {
 
 pub(crate) fn to_js_identity(i: Identity) -> LinkedIdentity {
   LinkedIdentity {
+    connection: crate::users::connection_of(&i),
+    connection_id: i.connection_id,
     provider: i.provider,
     user_id: i.user_id,
-    connection: i.connection,
     is_social: i.is_social,
     email: i.email,
     email_verified: i.email_verified,
@@ -128,9 +139,13 @@ fn suggestion(s: CoreSuggestion) -> LinkSuggestion {
 
 #[napi]
 impl Client {
-  /// Attaches an identity to a linked account and returns the account's `identities`.
+  /// Attaches an identity to a linked account and returns the account's linked `identities`
+  /// (`getUser(id).identities` adds the account's own identity first, as Auth0 lists it).
   /// Attaching one already on this account refreshes its profile fields (idempotent); one held
-  /// by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing.
+  /// by another account rejects with `IDENTITY_ALREADY_LINKED` (409) and changes nothing. The
+  /// own identity of another existing account (`{ provider: 'google-oauth2', user_id: 1034 }`
+  /// for `google-oauth2|1034`) merges that account in, as Auth0's link of an existing user;
+  /// unlinking it undoes the merge. The account's own identity: `VALIDATION_ERROR`.
   #[napi(
     ts_args_type = "linked_account_id: string, identity: IdentityInput",
     ts_return_type = "Promise<LinkedIdentity[]>"
@@ -152,8 +167,10 @@ impl Client {
   }
 
   /// Merges the secondary account into the primary in one transaction and returns the merged
-  /// primary: every identity moves, UDF keys merge by `options.udf`, the secondary disappears
-  /// (`NOT_FOUND` afterwards) and a merge record keeps its full state for `unlinkIdentity`.
+  /// primary: every identity moves (the secondary's own identity too, so that unlinking it
+  /// undoes the merge), UDF keys merge by `options.udf`, the secondary disappears (`NOT_FOUND`
+  /// afterwards) and a merge record keeps its full state for `unlinkIdentity`. A secondary whose
+  /// own identity another account holds: `IDENTITY_ALREADY_LINKED`.
   /// The secondary is a `linked_account_id`, or `{ link_with: <session token of the secondary> }`.
   /// Linking an account to itself rejects with `VALIDATION_ERROR`.
   #[napi(
@@ -178,10 +195,12 @@ impl Client {
     promise(env, p, |a| Json::of(&to_js_account(a)))
   }
 
-  /// Detaches an identity and returns the account's remaining `identities`. The identity
-  /// leaves as a standalone linked account: the account it came from by a merge is restored
-  /// (original id when free, name, udf, your_app), else it is `${provider}|${user_id}`. If both
-  /// ids are taken: `ALREADY_EXISTS`, nothing changes. Unknown identity: `NOT_FOUND`.
+  /// Detaches an identity and returns the account's remaining linked `identities`. The
+  /// identity leaves as a standalone linked account: the account it came from by a merge is
+  /// restored (original id when free, name, udf, your_app, consents; unlinking its own identity
+  /// brings back everything the merge brought), else it is the account whose own identity it is
+  /// (`${provider}|${user_id}`). If the ids are taken: `ALREADY_EXISTS`, nothing changes. The
+  /// account's own identity: `VALIDATION_ERROR`. Unknown identity: `NOT_FOUND`.
   #[napi(
     ts_args_type = "linked_account_id: string, provider: string, user_id: string | number",
     ts_return_type = "Promise<LinkedIdentity[]>"
@@ -204,8 +223,9 @@ impl Client {
     promise(env, p, identities)
   }
 
-  /// Accounts with an identity of this email, compared after trimming and Unicode lowercasing
-  /// (`Ann@X.com` finds `ann@x.com`); consistent immediately after writes.
+  /// Accounts with an identity of this email, or this end-user email, compared after trimming
+  /// and Unicode lowercasing (`Ann@X.com` finds `ann@x.com`); consistent immediately after
+  /// writes.
   #[napi(
     ts_args_type = "email: string",
     ts_return_type = "Promise<LinkedAccount[]>"

@@ -64,7 +64,8 @@ unsafe impl Send for RawDeferred {}
 /// that forgets `close()` still exits.
 struct Bridge {
   tsfn: OnceLock<RawTsfn>,
-  queue: Mutex<Vec<Completion>>,
+  /// Completions to run, each marked whether it settles a promise counted in `inflight`.
+  queue: Mutex<Vec<(bool, Completion)>>,
   /// Set by the threadsafe function's finalizer when the JS environment goes away; from then on
   /// results are dropped (there is nobody left to receive them).
   closed: RwLock<bool>,
@@ -178,8 +179,17 @@ impl Bridge {
     }
   }
 
-  /// Queues a completion (any thread) and wakes the JS thread if the queue was empty.
+  /// Queues a promise's completion (any thread) and wakes the JS thread if the queue was empty.
   fn push(&self, c: Completion) {
+    self.enqueue(true, c)
+  }
+
+  /// Queues work that settles no promise (a progress callback), in order with the completions.
+  fn push_untracked(&self, c: Completion) {
+    self.enqueue(false, c)
+  }
+
+  fn enqueue(&self, settles: bool, c: Completion) {
     let Ok(closed) = self.closed.read() else {
       return;
     };
@@ -189,7 +199,7 @@ impl Bridge {
     let was_empty = match self.queue.lock() {
       Ok(mut q) => {
         let empty = q.is_empty();
-        q.push(c);
+        q.push((settles, c));
         empty
       }
       Err(_) => return,
@@ -212,8 +222,8 @@ impl Bridge {
       Ok(mut q) => std::mem::take(&mut *q),
       Err(_) => return,
     };
-    let n = batch.len();
-    for completion in batch {
+    let n = batch.iter().filter(|(settles, _)| *settles).count();
+    for (_, completion) in batch {
       let mut scope = ptr::null_mut();
       unsafe { sys::napi_open_handle_scope(env, &mut scope) };
       // A panic must not unwind into Node.
@@ -374,4 +384,78 @@ pub fn rejected<'e, V: ToNapiValue + Send + 'static>(
 /// than silently changed. The conversion itself is in `binding::json`.
 pub fn json_arg(arg: Option<Unknown<'_>>, field: &str) -> Result<Value, Error> {
   super::json::arg(arg, field)
+}
+
+struct RawRef(sys::napi_ref);
+// SAFETY: the reference is only moved through other threads; it is used on its JS thread only.
+unsafe impl Send for RawRef {}
+unsafe impl Sync for RawRef {}
+
+/// A reference to a JS function that is deleted on its JS thread once the last handle to it is
+/// dropped (on any thread).
+struct FunctionRef {
+  bridge: Arc<Bridge>,
+  raw: Option<RawRef>,
+}
+
+impl Drop for FunctionRef {
+  fn drop(&mut self) {
+    if let Some(r) = self.raw.take() {
+      self.bridge.push_untracked(Box::new(move |env| {
+        let r = r;
+        unsafe { sys::napi_delete_reference(env, r.0) };
+      }));
+    }
+  }
+}
+
+/// A JS function that other threads call with `{ done, total }` (an `onProgress` option). Calls
+/// go through the same queue as promise results, so every call made before an operation answers
+/// runs before its promise settles. An exception thrown by the function is an uncaught
+/// exception, as with an `EventEmitter` listener.
+#[derive(Clone)]
+pub struct ProgressCallback(Arc<FunctionRef>);
+
+impl ProgressCallback {
+  /// `value` must be a function (checked by the caller).
+  pub fn new(env: &Env, value: &Unknown<'_>) -> napi::Result<Self> {
+    let bridge = Bridge::current(env.raw())?;
+    let mut raw = ptr::null_mut();
+    check_status!(unsafe { sys::napi_create_reference(env.raw(), value.raw(), 1, &mut raw) })?;
+    Ok(ProgressCallback(Arc::new(FunctionRef {
+      bridge,
+      raw: Some(RawRef(raw)),
+    })))
+  }
+
+  /// Queues a call `f({ done, total })` (any thread).
+  pub fn report(&self, done: u64, total: u64) {
+    let handle = self.0.clone();
+    self.0.bridge.push_untracked(Box::new(move |env| {
+      let Some(r) = handle.raw.as_ref() else { return };
+      let js_env = Env::from_raw(env);
+      let call = || -> napi::Result<()> {
+        let mut func = ptr::null_mut();
+        check_status!(unsafe { sys::napi_get_reference_value(env, r.0, &mut func) })?;
+        let mut arg = Object::new(&js_env)?;
+        arg.set_named_property("done", done as f64)?;
+        arg.set_named_property("total", total as f64)?;
+        let mut undefined = ptr::null_mut();
+        check_status!(unsafe { sys::napi_get_undefined(env, &mut undefined) })?;
+        let mut out = ptr::null_mut();
+        let argv = [arg.raw()];
+        let status =
+          unsafe { sys::napi_call_function(env, undefined, func, 1, argv.as_ptr(), &mut out) };
+        if status == sys::Status::napi_pending_exception {
+          let mut exception = ptr::null_mut();
+          unsafe {
+            sys::napi_get_and_clear_last_exception(env, &mut exception);
+            sys::napi_fatal_exception(env, exception);
+          }
+        }
+        Ok(())
+      };
+      let _ = call();
+    }));
+  }
 }

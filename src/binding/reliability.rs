@@ -4,6 +4,7 @@ use napi::bindgen_prelude::{PromiseRaw, Unknown};
 use napi::Env;
 use napi_derive::napi;
 
+use super::admin::progress_option;
 use super::client::Client;
 use super::js::{json_arg, promise};
 use crate::client::Rotation;
@@ -58,10 +59,22 @@ impl Client {
   /// matches its table), `PRAGMA foreign_key_check` (no orphan rows: identities, UDF rows,
   /// merge records and sessions all belong to an existing account) and that every sealed value
   /// is under the file's encryption key. Runs on a reader (writes go on meanwhile); it reads the
-  /// whole file, so it takes time on a large one.
-  #[napi(ts_return_type = "Promise<IntegrityReport>")]
-  pub fn check_integrity<'e>(&self, env: &'e Env) -> napi::Result<PromiseRaw<'e, IntegrityReport>> {
-    promise(env, self.vault.check_integrity(), report)
+  /// whole file, so it takes time on a large one. `options.onProgress` is called with
+  /// `{ done, total }` in steps (integrity check, foreign keys, sealed values: `total` 3).
+  #[napi(
+    ts_args_type = "options?: ProgressOptions",
+    ts_return_type = "Promise<IntegrityReport>"
+  )]
+  pub fn check_integrity<'e>(
+    &self,
+    env: &'e Env,
+    options: Option<Unknown<'_>>,
+  ) -> napi::Result<PromiseRaw<'e, IntegrityReport>> {
+    let p = match progress_option(env, options) {
+      Ok(progress) => self.vault.check_integrity_with(progress),
+      Err(e) => Pending::ready(Err(e)),
+    };
+    promise(env, p, report)
   }
 
   /// Re-encrypts every stored secret (account credentials, credentials kept in merge records)
@@ -73,18 +86,24 @@ impl Client {
   /// or in `LINKVAULT_ENCRYPTION_KEY` must be changed by you (to `newKey`) before the next open.
   /// `VALIDATION_ERROR` (`field: 'newKey'`) for a malformed key or while a rotation to another
   /// key is unfinished; `DECRYPTION_FAILED` if a stored value cannot be opened.
+  /// `options.onProgress` is called with `{ done, total }`: sealed values resealed so far out of
+  /// those under another key when the call started.
   #[napi(
-    ts_args_type = "newKey: string",
+    ts_args_type = "newKey: string, options?: ProgressOptions",
     ts_return_type = "Promise<KeyRotation>"
   )]
   pub fn rotate_encryption_key<'e>(
     &self,
     env: &'e Env,
     new_key: Option<Unknown<'_>>,
+    options: Option<Unknown<'_>>,
   ) -> napi::Result<PromiseRaw<'e, KeyRotation>> {
     let p = match json_arg(new_key, "newKey") {
       Ok(mut v) => {
-        let p = self.vault.rotate_encryption_key(&v);
+        let p = match progress_option(env, options) {
+          Ok(progress) => self.vault.rotate_encryption_key_with(&v, progress),
+          Err(e) => Pending::ready(Err(e)),
+        };
         scrub_key_strings(&mut v);
         p
       }

@@ -52,6 +52,16 @@ impl Vault {
   /// `rotateEncryptionKey(newKey)`: re-seals every stored secret under `newKey`, online, in
   /// batches of [`ROTATION_BATCH`] rows; resumable by calling it again with the same key.
   pub fn rotate_encryption_key(&self, new_key: &Value) -> Pending<Rotation> {
+    self.rotate_encryption_key_with(new_key, None)
+  }
+
+  /// `rotateEncryptionKey(newKey, { onProgress })`: progress counts the sealed values resealed
+  /// by this call out of those under another key when it started.
+  pub fn rotate_encryption_key_with(
+    &self,
+    new_key: &Value,
+    on_progress: Option<crate::admin::ProgressFn>,
+  ) -> Pending<Rotation> {
     let key = match new_key {
       Value::String(s) => match Key::parse(s, "newKey") {
         Ok(k) => k,
@@ -74,7 +84,13 @@ impl Vault {
     let spawned = std::thread::Builder::new()
       .name("linkvault-rotate".into())
       .spawn(move || {
-        let _ = answer.send(rotate_blocking(&*store, &sealer, key_file.as_deref(), key));
+        let _ = answer.send(rotate_blocking(
+          &*store,
+          &sealer,
+          key_file.as_deref(),
+          key,
+          on_progress.as_ref(),
+        ));
       });
     match spawned {
       Ok(_) => pending,
@@ -103,7 +119,9 @@ fn rotate_blocking(
   sealer: &Arc<Sealer>,
   key_file: Option<&Path>,
   key: Key,
+  on_progress: Option<&crate::admin::ProgressFn>,
 ) -> Result<Rotation> {
+  let report = |done, total| crate::admin::report(on_progress, done, total);
   let key_id = hex_encode(&key.id());
   let begun = begin(store, sealer, key.clone()).wait()?;
   let mut out = Rotation {
@@ -112,8 +130,14 @@ fn rotate_blocking(
     ..Rotation::default()
   };
   if begun == Begin::AlreadyCurrent {
+    report(0, 0);
     return Ok(out);
   }
+  let total = match on_progress {
+    Some(_) => store::read(store, |tx| keys::leftovers(tx)).wait()?.max(0) as u64,
+    None => 0,
+  };
+  report(0, total);
   // A key kept in `<path>.key` follows the file: written once the rotation is recorded
   // (a crash before or after this point leaves a key that opens the file either way).
   if let Some(path) = key_file {
@@ -125,6 +149,7 @@ fn rotate_blocking(
       let done = step(store, sealer, ROTATION_BATCH).wait()?;
       out.batches += 1;
       out.resealed += done.resealed as u64;
+      report(out.resealed, total);
       if done.done {
         break;
       }
@@ -133,6 +158,7 @@ fn rotate_blocking(
     let sealer = sealer.clone();
     let finished = store::write(store, move |tx| keys::finish(tx, &sealer, leftovers)).wait()?;
     if finished {
+      report(total, total);
       return Ok(out);
     }
   }

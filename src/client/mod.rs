@@ -6,11 +6,15 @@
 //! identities and consents are still `impl Vault` blocks in `crate::accounts`,
 //! `crate::identities` and `crate::consents`.
 
+// Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
+mod end_users;
 mod events;
 mod keys;
 mod tokens;
+mod users;
 
 pub use keys::Rotation;
+pub(crate) use tokens::open_runtime as open_token_runtime;
 pub use tokens::TokenRuntime;
 
 use std::sync::Arc;
@@ -43,8 +47,13 @@ pub struct OpenOptions {
   pub environment: String,
   pub encryption_key: Option<Key>,
   pub durability: Durability,
-  /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…` (else null).
+  /// `authUrlBase`: auth sessions get `auth_url = ${authUrlBase}?session_id=…`.
   pub auth_url_base: Option<String>,
+  /// `publicUrl`: where the linkvault HTTP server is reached; without `authUrlBase`, sessions get
+  /// `auth_url = ${publicUrl}/link/session/<session_id>` (its consent page).
+  pub public_url: Option<String>,
+  /// `appName` / `appLogo`: Fiskil's `app_name` / `app_logo` on consents.
+  pub app: AppInfo,
   /// Session-token options (`signingSecret`, TTLs, skew).
   pub tokens: TokenOptions,
   /// `previousEncryptionKeys` (reliability, key rotation): older keys this client can open
@@ -165,6 +174,20 @@ impl OpenOptions {
         Some(base.to_string())
       }
     };
+    let public_url = match f.str("publicUrl")? {
+      None => None,
+      Some(url) => {
+        crate::consents::validate_http_url("publicUrl", url)?;
+        if url.contains('?') {
+          return Err(Error::validation(
+            "publicUrl",
+            "publicUrl must not have a query (paths are appended to it)",
+          ));
+        }
+        Some(url.trim_end_matches('/').to_string())
+      }
+    };
+    let app = AppInfo::parse(&f)?;
     let tokens = TokenOptions::parse(&f)?;
     let previous_keys = crate::domain::keys::parse_previous_keys(f.get("previousEncryptionKeys"))?;
     Ok(OpenOptions {
@@ -174,6 +197,8 @@ impl OpenOptions {
       encryption_key,
       durability,
       auth_url_base,
+      public_url,
+      app,
       tokens,
       previous_keys,
       key_file: None,
@@ -185,13 +210,20 @@ impl OpenOptions {
     self.path == ":memory:"
   }
 
-  /// The key from the option, else `LINKVAULT_ENCRYPTION_KEY`, else `<path>.key` (created on
-  /// first use); a private in-memory database gets a random key.
+  /// The key from the option, else `LINKVAULT_ENCRYPTION_KEY`, else (in the `test` environment
+  /// only) `<path>.key`, created on first use; a private in-memory database gets a random key.
+  /// Outside `test` a key file beside the database is refused: it would end up in the same
+  /// backups and disk images as the data it protects.
   fn resolve_key(&mut self) -> Result<Key> {
+    self.resolve_key_with(std::env::var(ENV_ENCRYPTION_KEY).ok())
+  }
+
+  /// [`Self::resolve_key`] with the environment variable's value given.
+  fn resolve_key_with(&mut self, env_key: Option<String>) -> Result<Key> {
     if let Some(k) = self.encryption_key.take() {
       return Ok(k);
     }
-    if let Ok(text) = std::env::var(ENV_ENCRYPTION_KEY) {
+    if let Some(text) = env_key {
       if !text.trim().is_empty() {
         return Key::parse(&text, ENV_ENCRYPTION_KEY);
       }
@@ -205,10 +237,51 @@ impl OpenOptions {
     if self.is_memory() {
       return Key::random();
     }
+    if self.environment != "test" {
+      return Err(Error::validation(
+        "encryptionKey",
+        format!(
+          "encryptionKey is required outside the 'test' environment: pass it or set \
+           {ENV_ENCRYPTION_KEY} (a key file beside the database is only generated in 'test')"
+        ),
+      ));
+    }
     let file = std::path::PathBuf::from(format!("{}.key", self.path));
     let key = Key::load_or_create_file(&file)?;
     self.key_file = Some(file);
     Ok(key)
+  }
+}
+
+/// Your app as consents name it (Fiskil's `app_name`, `app_logo`): client options, not stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppInfo {
+  pub name: Option<String>,
+  pub logo: Option<String>,
+}
+
+/// Longest `appName`.
+pub const MAX_APP_NAME_CHARS: usize = 256;
+
+impl AppInfo {
+  fn parse(f: &Fields<'_>) -> Result<Self> {
+    let name = match f.str("appName")? {
+      Some(n) if n.is_empty() || n.chars().count() > MAX_APP_NAME_CHARS => {
+        return Err(Error::validation(
+          "appName",
+          format!("appName must be 1 to {MAX_APP_NAME_CHARS} characters"),
+        ))
+      }
+      other => other.map(str::to_string),
+    };
+    let logo = match f.str("appLogo")? {
+      Some(url) => {
+        crate::consents::validate_http_url("appLogo", url)?;
+        Some(url.to_string())
+      }
+      None => None,
+    };
+    Ok(AppInfo { name, logo })
   }
 }
 
@@ -219,9 +292,14 @@ pub struct Vault {
   pub(crate) sealer: Arc<Sealer>,
   pub(crate) scope: Scope,
   pub(crate) auth_url_base: Option<String>,
+  pub(crate) public_url: Option<String>,
+  pub(crate) app: AppInfo,
   pub(crate) tokens: TokenRuntime,
   /// Where the key came from when it is `<path>.key` (a rotation replaces that file).
   pub(crate) key_file: Option<std::path::PathBuf>,
+  /// Set for a client made by `forScope`: the store belongs to the client it came from, so
+  /// `close` leaves it open.
+  pub(crate) shares_store: bool,
 }
 
 impl std::fmt::Debug for Vault {
@@ -297,8 +375,11 @@ impl Vault {
       sealer,
       scope,
       auth_url_base: options.auth_url_base.clone(),
+      public_url: options.public_url.clone(),
+      app: options.app.clone(),
       tokens: runtime,
       key_file: options.key_file.clone(),
+      shares_store: false,
     })
   }
 
@@ -308,6 +389,9 @@ impl Vault {
 
   pub fn close(&self) -> Pending<()> {
     self.tokens.verifier.close();
+    if self.shares_store {
+      return Pending::ready(Ok(()));
+    }
     self.store.close()
   }
 
@@ -365,7 +449,7 @@ impl Vault {
 
 /// Checks the encryption key against the database and resolves the scope (see
 /// `domain::scope::open`); nothing is written to a read-only database.
-fn open_scope(
+pub(crate) fn open_scope(
   store: &dyn Store,
   sealer: &Arc<Sealer>,
   org_id: Option<String>,
@@ -496,6 +580,26 @@ mod tests {
       let bytes = std::fs::read(entry.unwrap().path()).unwrap();
       assert!(!bytes.windows(10).any(|w| w == b"zzz-secret"));
     }
+  }
+
+  #[test]
+  fn production_requires_an_encryption_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db").to_string_lossy().to_string();
+    let open =
+      |env: &str| OpenOptions::parse(Some(&json!({"path": path, "environment": env}))).unwrap();
+    let e = open("production").resolve_key_with(None).unwrap_err();
+    assert_eq!(
+      (e.code(), e.field.as_deref()),
+      ("VALIDATION_ERROR", Some("encryptionKey"))
+    );
+    assert!(!std::path::Path::new(&format!("{path}.key")).exists());
+    // The environment variable, or the test environment's key file, still work.
+    assert!(open("production")
+      .resolve_key_with(Some("22".repeat(32)))
+      .is_ok());
+    assert!(open("test").resolve_key_with(None).is_ok());
+    assert!(std::path::Path::new(&format!("{path}.key")).exists());
   }
 
   #[test]

@@ -36,7 +36,7 @@ impl fmt::Debug for TokenRuntime {
 /// At open: makes sure the scope has a live signing key (registering `signingSecret` when
 /// given and new), then builds the verifier. Asked in a read first, so opening a database that
 /// has its key writes nothing. Blocking: call it off Node's thread.
-pub(super) fn open_runtime(
+pub(crate) fn open_runtime(
   store: &dyn Store,
   sealer: &Arc<Sealer>,
   scope: &Scope,

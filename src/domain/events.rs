@@ -29,6 +29,9 @@ pub mod types {
   pub const CONSENT_UPDATED: &str = "consent.updated";
   /// A consent ended: revoked, expired or its account deleted (`data.termination_reason`).
   pub const CONSENT_REVOKED: &str = "consent.revoked";
+  /// Data was accessed under a consent (`recordConsentAccess`); data `{ consent_id,
+  /// arrangement_id, end_user_id, last_accessed }`.
+  pub const CONSENT_ACCESSED: &str = "consent.accessed";
 
   /// An identity was attached to an account, or its profile fields changed.
   pub const IDENTITY_LINKED: &str = "identity.linked";

@@ -55,13 +55,16 @@ pub enum SealedColumn {
   MergeCredentials,
   /// Session-token signing secrets, bound to (scope, kid).
   SigningKeySecret,
+  /// Webhook signing secrets, bound to (scope, webhook id).
+  WebhookSecret,
 }
 
 impl SealedColumn {
-  pub const ALL: [SealedColumn; 3] = [
+  pub const ALL: [SealedColumn; 4] = [
     SealedColumn::AccountCredentials,
     SealedColumn::MergeCredentials,
     SealedColumn::SigningKeySecret,
+    SealedColumn::WebhookSecret,
   ];
 
   /// The associated data a value of this column is sealed with, from its row's scope and the
@@ -71,6 +74,7 @@ impl SealedColumn {
       SealedColumn::AccountCredentials => credentials_aad(scope_id, bound),
       SealedColumn::MergeCredentials => merge_aad(scope_id, bound),
       SealedColumn::SigningKeySecret => signing_key_aad(scope_id, bound),
+      SealedColumn::WebhookSecret => webhook_secret_aad(scope_id, bound),
     }
   }
 }
@@ -88,6 +92,11 @@ pub fn merge_aad(scope_id: i64, merge_oid: &str) -> Vec<u8> {
 /// Binds a sealed signing secret to its scope and kid.
 pub fn signing_key_aad(scope_id: i64, kid: &str) -> Vec<u8> {
   format!("linkvault/signing-key/v1/{scope_id}/{kid}").into_bytes()
+}
+
+/// Binds a webhook's sealed signing secret to its scope and id.
+pub fn webhook_secret_aad(scope_id: i64, webhook_id: &str) -> Vec<u8> {
+  format!("linkvault/webhook-secret/v1/{scope_id}/{webhook_id}").into_bytes()
 }
 
 /// One sealed value and where it is.
@@ -413,8 +422,22 @@ pub struct Integrity {
 /// The engine's own checks (SQLite: `PRAGMA integrity_check` and `foreign_key_check`), and the
 /// sealed values: outside a rotation, every one is under the database's key.
 pub fn integrity(tx: &mut (impl KeyTx + ?Sized)) -> Result<Integrity> {
+  integrity_reporting(tx, None)
+}
+
+/// [`integrity`], reporting progress in three steps: the engine's structure checks, the
+/// rotation record, the sealed values.
+pub fn integrity_reporting(
+  tx: &mut (impl KeyTx + ?Sized),
+  on_progress: Option<&crate::admin::ProgressFn>,
+) -> Result<Integrity> {
+  const STEPS: u64 = 3;
+  crate::admin::report(on_progress, 0, STEPS);
   let mut details = tx.structure_problems()?;
-  match progress(tx)? {
+  crate::admin::report(on_progress, 1, STEPS);
+  let rotation = progress(tx)?;
+  crate::admin::report(on_progress, 2, STEPS);
+  match rotation {
     Some(p) => details.push(format!(
       "note: a key rotation is in progress (to key {}); call rotateEncryptionKey to finish it",
       p.to
@@ -428,6 +451,7 @@ pub fn integrity(tx: &mut (impl KeyTx + ?Sized)) -> Result<Integrity> {
       }
     }
   }
+  crate::admin::report(on_progress, STEPS, STEPS);
   let ok = details.iter().all(|d| d.starts_with("note:"));
   Ok(Integrity { ok, details })
 }

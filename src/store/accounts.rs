@@ -6,8 +6,8 @@ use serde_json::{json, Map, Value};
 use super::sqlite::{events, SqliteTx};
 use super::Scope;
 use crate::accounts::{
-  self, Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, Patch, UdfRow,
-  UpsertOutcome, WriteMode,
+  self, Account, AccountInput, Credentials, EndUserFields, KeysetPage, ListFilter, OffsetPage,
+  Patch, UdfRow, UpsertOutcome, WriteMode,
 };
 use crate::crypto::{self, Sealer};
 use crate::domain::events::types;
@@ -26,10 +26,12 @@ pub(super) struct AccountRow {
   pub(super) updated_at: i64,
   pub(super) version: i64,
   pub(super) account_id: String,
+  pub(super) end_user: EndUserFields,
 }
 
 pub(super) const ROW_COLUMNS: &str =
-  "a.pk, a.oid, a.name, a.has_app, a.app_id, a.credentials, a.created_at, a.updated_at, a.version, a.account_id";
+  "a.pk, a.oid, a.name, a.has_app, a.app_id, a.credentials, a.created_at, a.updated_at, a.version, a.account_id,
+   a.email, a.phone, a.abn";
 
 pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
   Ok(AccountRow {
@@ -43,6 +45,11 @@ pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     updated_at: r.get(7)?,
     version: r.get(8)?,
     account_id: r.get(9)?,
+    end_user: EndUserFields {
+      email: r.get(10)?,
+      phone: r.get(11)?,
+      abn: r.get(12)?,
+    },
   })
 }
 
@@ -93,6 +100,7 @@ pub(super) fn to_account(
     updated_at: row.updated_at,
     version: row.version,
     identities,
+    end_user: row.end_user,
   }
 }
 
@@ -222,6 +230,7 @@ fn insert(
     updated_at: now,
     version: 0,
     identities: Vec::new(),
+    end_user: EndUserFields::default(),
   };
   events::append(
     conn,

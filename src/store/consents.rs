@@ -12,7 +12,7 @@ use crate::clock::{now_ms, rfc3339_secs};
 use crate::consents::{
   self, check_finishable, consent_expiry, event_data, renewable, resolve_completion,
   session_status, termination, AuthSession, Completion, Consent, ConsentFilter, Ending, Grant,
-  SessionInput, SessionState, Termination,
+  InstitutionType, SessionInput, SessionState, Termination,
 };
 use crate::crypto;
 use crate::domain::events::types;
@@ -39,6 +39,8 @@ pub trait ConsentStore: Send + Sync {
   fn revoke_consent(&self, scope: &Scope, arrangement_id: String) -> Pending<Consent>;
   /// Records every lapsed consent of the scope; returns their arrangement ids.
   fn expire_consents(&self, scope: &Scope) -> Pending<Vec<String>>;
+  /// Stamps `last_accessed` on an active consent; returns it.
+  fn record_consent_access(&self, scope: &Scope, arrangement_id: String) -> Pending<Consent>;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,7 +353,8 @@ pub fn cancel_session(
 const CONSENT_COLUMNS: &str =
   "c.account_pk, c.arrangement_id, c.end_user_id, c.institution_id, c.institution_name,
    c.account_ids, c.permissions, c.duration, c.created_at, c.last_consent, c.expires_at, c.active,
-   c.termination_reason";
+   c.termination_reason, c.institution_logo, c.institution_type, c.last_accessed,
+   (SELECT e.email FROM accounts e WHERE e.pk = c.account_pk)";
 
 /// (account_pk, consent as stored).
 fn read_consent(r: &Row<'_>) -> rusqlite::Result<(Option<i64>, Consent)> {
@@ -371,6 +374,15 @@ fn read_consent(r: &Row<'_>) -> rusqlite::Result<(Option<i64>, Consent)> {
       expires_at: r.get(10)?,
       active: r.get(11)?,
       termination_reason: reason.as_deref().and_then(Termination::parse),
+      institution_logo: r.get(13)?,
+      institution_type: r
+        .get::<_, String>(14)
+        .ok()
+        .as_deref()
+        .and_then(InstitutionType::parse)
+        .unwrap_or_default(),
+      last_accessed: r.get(15)?,
+      end_user_email: r.get(16)?,
     },
   ))
 }
@@ -417,8 +429,8 @@ fn insert_consent(
     .prepare_cached(
       "INSERT INTO consents (scope_id, arrangement_id, account_pk, end_user_id, institution_id,
          institution_name, account_ids, permissions, duration, created_at, last_consent, expires_at,
-         active, updated_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, 1, ?10)",
+         active, updated_at, institution_logo, institution_type)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, 1, ?10, ?12, ?13)",
     )?
     .execute(params![
       scope.id,
@@ -431,8 +443,15 @@ fn insert_consent(
       to_json_text(&g.permissions),
       g.duration,
       now,
-      expires_at
+      expires_at,
+      g.institution_logo,
+      g.institution_type.as_str(),
     ])?;
+  let end_user_email: Option<String> = conn
+    .prepare_cached("SELECT email FROM accounts WHERE pk = ?1")?
+    .query_row([account_pk], |r| r.get(0))
+    .optional()?
+    .flatten();
   Ok(Consent {
     arrangement_id,
     end_user_id: end_user_id.to_string(),
@@ -446,6 +465,10 @@ fn insert_consent(
     expires_at,
     active: true,
     termination_reason: None,
+    institution_logo: g.institution_logo,
+    institution_type: g.institution_type,
+    last_accessed: None,
+    end_user_email,
   })
 }
 
@@ -454,7 +477,8 @@ fn renew(conn: &Connection, pk: i64, old: Consent, g: Grant, now: i64) -> Result
   let changed = conn
     .prepare_cached(
       "UPDATE consents SET institution_name = ?2, account_ids = ?3, permissions = ?4, duration = ?5,
-         last_consent = ?6, expires_at = ?7, updated_at = ?6
+         last_consent = ?6, expires_at = ?7, updated_at = ?6, institution_logo = ?8,
+         institution_type = ?9
        WHERE pk = ?1 AND active = 1",
     )?
     .execute(params![
@@ -464,13 +488,17 @@ fn renew(conn: &Connection, pk: i64, old: Consent, g: Grant, now: i64) -> Result
       to_json_text(&g.permissions),
       g.duration,
       now,
-      expires_at
+      expires_at,
+      g.institution_logo,
+      g.institution_type.as_str(),
     ])?;
   if changed != 1 {
     return Err(Error::storage("consent changed while it was being renewed"));
   }
   Ok(Consent {
     institution_name: g.institution_name,
+    institution_logo: g.institution_logo,
+    institution_type: g.institution_type,
     account_ids: g.account_ids,
     permissions: g.permissions,
     duration: g.duration,
@@ -687,6 +715,88 @@ pub fn move_consents(
   Ok(ids.len())
 }
 
+/// `recordConsentAccess`: stamps `last_accessed` (Fiskil's field) with `now`. Data may only be
+/// accessed under an active consent, so an ended one (revoked, expired, account deleted) is
+/// refused with `VALIDATION_ERROR` (`arrangement_id`) and nothing changes. Appends
+/// `consent.accessed`.
+pub fn record_access(
+  conn: &Connection,
+  scope: &Scope,
+  arrangement_id: &str,
+  now: i64,
+) -> Result<Consent> {
+  let (_, c) = find_consent(conn, scope, arrangement_id)?;
+  let mut c = c.seen_at(now);
+  consents::check_accessible(&c)?;
+  conn
+    .prepare_cached(
+      "UPDATE consents SET last_accessed = ?3 WHERE scope_id = ?1 AND arrangement_id = ?2",
+    )?
+    .execute(params![scope.id, arrangement_id, now])?;
+  c.last_accessed = Some(now);
+  events::append(
+    conn,
+    scope.id,
+    types::CONSENT_ACCESSED,
+    Some(&c.end_user_id),
+    &json!({
+      "consent_id": c.arrangement_id,
+      "arrangement_id": c.arrangement_id,
+      "end_user_id": c.end_user_id,
+      "last_accessed": rfc3339_secs(now.div_euclid(1000)),
+    }),
+    now,
+  )?;
+  Ok(c)
+}
+
+/// For unlinking (restoring a merged account): moves the listed consents that `from_pk` still
+/// holds to `to_pk`, each with a `consent.updated` event (`data.reason`, and
+/// `data.previous_end_user_id`). Returns how many moved.
+pub fn move_listed_consents(
+  conn: &Connection,
+  scope: &Scope,
+  arrangement_ids: &[String],
+  from_pk: i64,
+  to_pk: i64,
+  reason: &str,
+  now: i64,
+) -> Result<usize> {
+  let account_id = |pk: i64| -> Result<String> {
+    conn
+      .prepare_cached("SELECT account_id FROM accounts WHERE pk = ?1 AND scope_id = ?2")?
+      .query_row(params![pk, scope.id], |r| r.get(0))
+      .optional()?
+      .ok_or_else(|| Error::not_found(format!("linked account #{pk} not found")))
+  };
+  let (from_id, to_id) = (account_id(from_pk)?, account_id(to_pk)?);
+  let mut moved = 0;
+  for id in arrangement_ids {
+    let changed = conn
+      .prepare_cached(
+        "UPDATE consents SET account_pk = ?4, end_user_id = ?5, updated_at = ?6
+         WHERE scope_id = ?1 AND arrangement_id = ?2 AND account_pk = ?3",
+      )?
+      .execute(params![scope.id, id, from_pk, to_pk, to_id, now])?;
+    if changed == 1 {
+      let (_, c) = find_consent(conn, scope, id)?;
+      let mut data = event_data(&c);
+      data["reason"] = json!(reason);
+      data["previous_end_user_id"] = json!(from_id);
+      events::append(
+        conn,
+        scope.id,
+        types::CONSENT_UPDATED,
+        Some(&to_id),
+        &data,
+        now,
+      )?;
+      moved += 1;
+    }
+  }
+  Ok(moved)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The SQLite implementation
 
@@ -758,6 +868,11 @@ impl ConsentStore for SqliteStore {
   fn expire_consents(&self, scope: &Scope) -> Pending<Vec<String>> {
     let scope = scope.clone();
     self.write(move |conn| expire_due(conn, &scope, None, now_ms()))
+  }
+
+  fn record_consent_access(&self, scope: &Scope, arrangement_id: String) -> Pending<Consent> {
+    let scope = scope.clone();
+    self.write(move |conn| record_access(conn, &scope, &arrangement_id, now_ms()))
   }
 }
 

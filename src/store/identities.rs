@@ -15,10 +15,15 @@ use crate::clock::now_ms;
 use crate::crypto::{self, Sealer};
 use crate::domain::events::types;
 use crate::error::{Error, ErrorKind, Result};
-use crate::identities::{self, Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
+use crate::identities::{
+  self, Holder, Identity, IdentityInput, LinkAction, LinkSuggestion, LinkTarget, OwnIdentityPlan,
+  OwnRow, UdfPolicy,
+};
+use crate::users;
 
 const ID_COLUMNS: &str =
-  "i.provider, i.user_id, i.connection, i.is_social, i.email, i.email_verified, i.profile_data, i.linked_at";
+  "i.provider, i.user_id, i.connection, i.is_social, i.email, i.email_verified, i.profile_data, i.linked_at,
+   i.connection_id";
 
 /// Reads the `ID_COLUMNS` starting at column `at`.
 fn read_identity(r: &Row<'_>, at: usize) -> rusqlite::Result<Identity> {
@@ -35,6 +40,7 @@ fn read_identity(r: &Row<'_>, at: usize) -> rusqlite::Result<Identity> {
       _ => None,
     }),
     linked_at: r.get(at + 7)?,
+    connection_id: r.get(at + 8)?,
   })
 }
 
@@ -119,8 +125,8 @@ fn insert_identity(
   conn
     .prepare_cached(
       "INSERT INTO identities (scope_id, account_pk, provider, user_id, connection, is_social, email,
-         email_norm, email_verified, profile_data, linked_at, merge_pk)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         email_norm, email_verified, profile_data, linked_at, merge_pk, connection_id)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
       scope.id,
@@ -135,6 +141,7 @@ fn insert_identity(
       profile_text(identity),
       identity.linked_at,
       merge_pk,
+      identity.connection_id,
     ])
 }
 
@@ -163,49 +170,91 @@ fn find_account(conn: &Connection, scope: &Scope, id: &str) -> Result<AccountRow
   accounts::find_row(conn, scope, id)?.ok_or_else(|| accounts::not_found(scope, id))
 }
 
-/// `linkIdentity`. The UNIQUE index on (scope, provider, user_id) decides: the insert either
-/// succeeds or names the identity as taken, and then it is either this account's own (its profile
-/// is refreshed) or another's (`IDENTITY_ALREADY_LINKED`, nothing changed).
+/// Rewrites a stored identity's profile fields.
+fn update_identity(conn: &Connection, pk: i64, updated: &Identity) -> Result<()> {
+  conn
+    .prepare_cached(
+      "UPDATE identities SET connection = ?2, is_social = ?3, email = ?4, email_norm = ?5,
+         email_verified = ?6, profile_data = ?7, connection_id = ?8
+       WHERE pk = ?1",
+    )?
+    .execute(params![
+      pk,
+      updated.connection,
+      updated.is_social,
+      updated.email,
+      updated.email.as_deref().map(identities::normalize_email),
+      updated.email_verified,
+      profile_text(updated),
+      updated.connection_id,
+    ])?;
+  Ok(())
+}
+
+/// Who holds `(provider, user_id)`, seen from the account `pk`.
+fn holder(found: &Option<Found>, pk: i64) -> Holder {
+  match found {
+    None => Holder::Nobody,
+    Some(f) if f.account_pk == pk => Holder::ThisAccount,
+    Some(_) => Holder::Another,
+  }
+}
+
+/// `linkIdentity`: attaches the identity, refreshes it when the account holds it already, or,
+/// when it is the own identity of another existing account, merges that account in (Auth0's
+/// link of an existing user; `identities::link_action` decides). The UNIQUE index on (scope,
+/// provider, user_id) still guards the insert.
 pub(super) fn link(
   conn: &Connection,
+  sealer: &Sealer,
   scope: &Scope,
   account_id: &str,
   input: IdentityInput,
   now: i64,
 ) -> Result<Vec<Identity>> {
   let account = find_account(conn, scope, account_id)?;
-  let fresh = input.apply(None, now);
-  let changed = match insert_identity(conn, scope, account.pk, &fresh, None) {
-    Ok(_) => true,
-    Err(e) if is_unique_violation(&e) => {
-      let found = find(conn, scope, &input.provider, &input.user_id)?
-        .ok_or_else(|| already_linked(&input.provider, &input.user_id))?;
-      if found.account_pk != account.pk {
-        return Err(already_linked(&input.provider, &input.user_id));
-      }
-      let updated = input.apply(Some(&found.identity), now);
-      if updated == found.identity {
-        false
-      } else {
-        conn
-          .prepare_cached(
-            "UPDATE identities SET connection = ?2, is_social = ?3, email = ?4, email_norm = ?5,
-               email_verified = ?6, profile_data = ?7
-             WHERE pk = ?1",
-          )?
-          .execute(params![
-            found.pk,
-            updated.connection,
-            updated.is_social,
-            updated.email,
-            updated.email.as_deref().map(identities::normalize_email),
-            updated.email_verified,
-            profile_text(&updated),
-          ])?;
-        true
-      }
+  let found = find(conn, scope, &input.provider, &input.user_id)?;
+  let owner = users::account_of_identity(&input.provider, &input.user_id);
+  let owner_exists = owner != account_id && exists(conn, scope, &owner)?;
+  let action = identities::link_action(
+    account_id,
+    &input.provider,
+    &input.user_id,
+    holder(&found, account.pk),
+    owner_exists,
+  )?;
+  let changed = match (action, found) {
+    (LinkAction::Merge(secondary_id), _) => {
+      let secondary = find_account(conn, scope, &secondary_id)?;
+      merge_rows(
+        conn,
+        sealer,
+        scope,
+        &account,
+        &secondary,
+        UdfPolicy::default(),
+        Some(&input),
+        now,
+      )?;
+      return load(conn, account.pk);
     }
-    Err(e) => return Err(e.into()),
+    (LinkAction::Refresh, Some(found)) => {
+      let updated = input.apply(Some(&found.identity), now);
+      if updated != found.identity {
+        update_identity(conn, found.pk, &updated)?;
+      }
+      updated != found.identity
+    }
+    _ => {
+      match insert_identity(conn, scope, account.pk, &input.apply(None, now), None) {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+          return Err(already_linked(&input.provider, &input.user_id))
+        }
+        Err(e) => return Err(e.into()),
+      }
+      true
+    }
   };
   if changed {
     touch(conn, account.pk, now)?;
@@ -236,6 +285,20 @@ struct MergedState {
   #[serde(rename = "__v")]
   version: i64,
   identities: Vec<MergedIdentity>,
+  // Added in schema 6; absent from older records.
+  #[serde(default, skip_serializing_if = "Option::is_none")]
+  email: Option<String>,
+  #[serde(default, skip_serializing_if = "Option::is_none")]
+  phone: Option<String>,
+  #[serde(default, skip_serializing_if = "Option::is_none")]
+  abn: Option<String>,
+  /// Merge records the secondary held (earlier merges into it), by pk: a whole restore takes
+  /// them back.
+  #[serde(default)]
+  merges: Vec<i64>,
+  /// The secondary's consents (arrangement ids), which moved to the primary.
+  #[serde(default)]
+  consents: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -262,6 +325,8 @@ struct MergedIdentity {
   profile_data: Option<Map<String, Value>>,
   #[serde(rename = "linkedAt")]
   linked_at: i64,
+  #[serde(default, skip_serializing_if = "Option::is_none")]
+  connection_id: Option<String>,
 }
 
 impl From<&Identity> for MergedIdentity {
@@ -275,6 +340,7 @@ impl From<&Identity> for MergedIdentity {
       email_verified: i.email_verified,
       profile_data: i.profile_data.clone(),
       linked_at: i.linked_at,
+      connection_id: i.connection_id.clone(),
     }
   }
 }
@@ -372,6 +438,7 @@ fn write_udf(conn: &Connection, pk: i64, udf: &[UdfRow]) -> Result<()> {
 
 /// `linkAccounts`: every identity of the secondary moves to the primary, UDF merge by policy,
 /// the secondary's pre-merge state goes into a merge record and the secondary is deleted.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn merge(
   conn: &Connection,
   sealer: &Sealer,
@@ -397,8 +464,36 @@ pub(super) fn merge(
     ));
   }
   let secondary = find_account(conn, scope, &secondary_id)?;
+  merge_rows(conn, sealer, scope, &primary, &secondary, policy, None, now)?;
+  accounts::get(conn, scope, primary_id)
+}
+
+fn strings(conn: &Connection, sql: &str, pk: i64) -> Result<Vec<String>> {
+  let mut stmt = conn.prepare_cached(sql)?;
+  let rows = stmt.query_map([pk], |r| r.get(0))?;
+  Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Merges `secondary` into `primary` (both rows of `scope`). `own_input`: the `linkIdentity`
+/// body when the merge comes from linking the secondary's own identity; its profile fields go on
+/// that identity.
+#[allow(clippy::too_many_arguments)]
+fn merge_rows(
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  primary: &AccountRow,
+  secondary: &AccountRow,
+  policy: UdfPolicy,
+  own_input: Option<&IdentityInput>,
+  now: i64,
+) -> Result<()> {
   let secondary_udf = accounts::load_udf(conn, secondary.pk)?;
   let secondary_identities = load(conn, secondary.pk)?;
+  let (own_provider, own_user_id) = users::own_identity(&secondary.account_id);
+  let own_found = find(conn, scope, &own_provider, &own_user_id)?;
+  let own_plan =
+    identities::own_identity_plan(&secondary.account_id, holder(&own_found, secondary.pk))?;
 
   // The merge record: the secondary's whole state, credentials re-sealed to the record.
   let merge_oid = crypto::object_id(now)?;
@@ -414,6 +509,15 @@ pub(super) fn merge(
       )
     })
     .transpose()?;
+  let held_merges: Vec<i64> = conn
+    .prepare_cached("SELECT pk FROM account_merges WHERE primary_pk = ?1 ORDER BY pk")?
+    .query_map([secondary.pk], |r| r.get(0))?
+    .collect::<rusqlite::Result<_>>()?;
+  let consents = strings(
+    conn,
+    "SELECT arrangement_id FROM consents WHERE account_pk = ?1 ORDER BY pk",
+    secondary.pk,
+  )?;
   let state = MergedState {
     linked_account_id: secondary.account_id.clone(),
     oid: secondary.oid.clone(),
@@ -437,6 +541,11 @@ pub(super) fn merge(
       .iter()
       .map(MergedIdentity::from)
       .collect(),
+    email: secondary.end_user.email.clone(),
+    phone: secondary.end_user.phone.clone(),
+    abn: secondary.end_user.abn.clone(),
+    merges: held_merges,
+    consents,
   };
   let state_text =
     serde_json::to_string(&state).map_err(|e| Error::storage(format!("merge record: {e}")))?;
@@ -467,11 +576,36 @@ pub(super) fn merge(
       "UPDATE identities SET merge_pk = ?2 WHERE account_pk = ?1 AND merge_pk IS NULL",
     )?
     .execute(params![secondary.pk, merge_pk])?;
-  let moved = conn
+  let mut moved = conn
     .prepare_cached("UPDATE identities SET account_pk = ?2, linked_at = ?3 WHERE account_pk = ?1")?
     .execute(params![secondary.pk, primary.pk, now])?;
+  // The secondary's own identity joins the primary too (as Auth0 lists the linked user's
+  // identity), and unlinking it undoes this merge.
+  let own_now = |old: Option<&Identity>| -> Identity {
+    let bare = IdentityInput {
+      provider: own_provider.clone(),
+      user_id: own_user_id.clone(),
+      connection: crate::accounts::Patch::Keep,
+      connection_id: crate::accounts::Patch::Keep,
+      is_social: None,
+      email: crate::accounts::Patch::Keep,
+      email_verified: None,
+      profile_data: crate::accounts::Patch::Keep,
+    };
+    own_input.unwrap_or(&bare).apply(old, now)
+  };
+  match (own_plan, own_found) {
+    (OwnIdentityPlan::AddToPrimary, _) => {
+      insert_identity(conn, scope, primary.pk, &own_now(None), Some(merge_pk))?;
+      moved += 1;
+    }
+    (OwnIdentityPlan::MovesWithSecondary, Some(found)) if own_input.is_some() => {
+      update_identity(conn, found.pk, &own_now(Some(&found.identity)))?;
+    }
+    (OwnIdentityPlan::MovesWithSecondary, _) => {}
+  }
 
-  on_secondary_merged(conn, scope, &secondary, &primary, now)?;
+  on_secondary_merged(conn, scope, secondary, primary, now)?;
 
   let mut udf = accounts::load_udf(conn, primary.pk)?;
   let changed_keys = identities::merge_udf_by_policy(&mut udf, &secondary_udf, policy, now)?;
@@ -486,7 +620,7 @@ pub(super) fn merge(
     conn,
     scope.id,
     types::ACCOUNTS_MERGED,
-    Some(primary_id),
+    Some(&primary.account_id),
     &json!({
       "secondary_id": secondary.account_id,
       "identities_moved": moved,
@@ -496,7 +630,7 @@ pub(super) fn merge(
     }),
     now,
   )?;
-  accounts::get(conn, scope, primary_id)
+  Ok(())
 }
 
 fn exists(conn: &Connection, scope: &Scope, id: &str) -> Result<bool> {
@@ -509,9 +643,47 @@ fn exists(conn: &Connection, scope: &Scope, id: &str) -> Result<bool> {
   )
 }
 
+/// An unrestored merge record: (pk, oid, state, sealed credentials).
+type Record = (i64, String, MergedState, Option<Vec<u8>>);
+
+fn unrestored_record(conn: &Connection, merge_pk: Option<i64>) -> Result<Option<Record>> {
+  let Some(mpk) = merge_pk else {
+    return Ok(None);
+  };
+  conn
+    .prepare_cached(
+      "SELECT oid, state, credentials FROM account_merges WHERE pk = ?1 AND restored_at IS NULL",
+    )?
+    .query_row([mpk], |r| {
+      Ok((
+        r.get::<_, String>(0)?,
+        r.get::<_, String>(1)?,
+        r.get::<_, Option<Vec<u8>>>(2)?,
+      ))
+    })
+    .optional()?
+    .map(|(oid, text, creds)| {
+      serde_json::from_str::<MergedState>(&text)
+        .map(|state| (mpk, oid, state, creds))
+        .map_err(|e| Error::storage(format!("merge record is unreadable: {e}")))
+    })
+    .transpose()
+}
+
+/// Moves one identity row to `to_pk`, as a linked identity of that account.
+fn move_identity(conn: &Connection, pk: i64, to_pk: i64, linked_at: i64) -> Result<()> {
+  conn
+    .prepare_cached(
+      "UPDATE identities SET account_pk = ?2, merge_pk = NULL, linked_at = ?3 WHERE pk = ?1",
+    )?
+    .execute(params![pk, to_pk, linked_at])?;
+  Ok(())
+}
+
 /// `unlinkIdentity`: the identity leaves as a standalone account. If it arrived by a merge whose
-/// record was not restored yet, that account comes back from the record (its original id when
-/// free, else `provider|user_id`); otherwise a bare `provider|user_id` account is created.
+/// record was not restored yet, that account comes back from the record (`identities::
+/// restore_plan`: its original id when free; the whole merge undone when the identity is the
+/// merged account's own); otherwise the account whose own identity it is is created.
 pub(super) fn unlink(
   conn: &Connection,
   sealer: &Sealer,
@@ -522,6 +694,9 @@ pub(super) fn unlink(
   now: i64,
 ) -> Result<Vec<Identity>> {
   let account = find_account(conn, scope, account_id)?;
+  if users::is_own(account_id, provider, user_id) {
+    identities::standalone_id(account_id, provider, user_id)?;
+  }
   let found = find(conn, scope, provider, user_id)?
     .filter(|f| f.account_pk == account.pk)
     .ok_or_else(|| {
@@ -529,145 +704,28 @@ pub(super) fn unlink(
         "identity {provider}|{user_id} is not linked to linked account {account_id}"
       ))
     })?;
-  let record: Option<(i64, String, MergedState, Option<Vec<u8>>)> = match found.merge_pk {
-    None => None,
-    Some(mpk) => conn
-      .prepare_cached(
-        "SELECT oid, state, credentials FROM account_merges WHERE pk = ?1 AND restored_at IS NULL",
-      )?
-      .query_row([mpk], |r| {
-        Ok((
-          r.get::<_, String>(0)?,
-          r.get::<_, String>(1)?,
-          r.get::<_, Option<Vec<u8>>>(2)?,
-        ))
-      })
-      .optional()?
-      .map(|(oid, text, creds)| {
-        serde_json::from_str::<MergedState>(&text)
-          .map(|state| (mpk, oid, state, creds))
-          .map_err(|e| Error::storage(format!("merge record is unreadable: {e}")))
-      })
-      .transpose()?,
-  };
-  let fallback = format!("{provider}|{user_id}");
-  let original = match &record {
-    Some((_, _, s, _)) if !exists(conn, scope, &s.linked_account_id)? => {
-      Some(s.linked_account_id.clone())
-    }
-    _ => None,
-  };
-  let target = match original {
-    Some(id) => id,
+  let record = unrestored_record(conn, found.merge_pk)?;
+  let restored = match record {
     None => {
-      if exists(conn, scope, &fallback)? {
-        return Err(Error::new(
-          ErrorKind::AlreadyExists,
-          format!(
-            "cannot unlink {fallback}: linked account {fallback} already exists{}",
-            record
-              .as_ref()
-              .map(|(_, _, s, _)| format!(" and so does {}", s.linked_account_id))
-              .unwrap_or_default()
-          ),
-        ));
+      let target = identities::standalone_id(account_id, provider, user_id)?;
+      if exists(conn, scope, &target)? {
+        return Err(identities::taken(&target, None));
       }
-      if fallback.chars().count() > crate::accounts::MAX_ID_CHARS {
-        return Err(Error::validation(
-          "user_id",
-          format!(
-            "the standalone account id provider|user_id would exceed {} characters",
-            crate::accounts::MAX_ID_CHARS
-          ),
-        ));
-      }
-      fallback
+      conn
+        .prepare_cached(
+          "INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version)
+           VALUES (?1, ?2, ?3, NULL, 0, NULL, NULL, ?4, ?4, 0)",
+        )?
+        .execute(params![scope.id, target, crypto::object_id(now)?, now])?;
+      move_identity(conn, found.pk, conn.last_insert_rowid(), now)?;
+      (target, 0, None)
+    }
+    Some(record) => {
+      let (target, version) = restore(conn, sealer, scope, &account, &found, &record, now)?;
+      (target, version, Some(record.1))
     }
   };
-  let restored_original = record
-    .as_ref()
-    .map(|(_, _, s, _)| s.linked_account_id == target)
-    .unwrap_or(false);
-
-  // The standalone account.
-  let (oid, name, has_app, app_id, sealed, created_at, version, udf) = match &record {
-    Some((_, merge_oid, state, creds)) => {
-      let sealed = creds
-        .as_deref()
-        .map(|c| {
-          reseal(
-            sealer,
-            c,
-            &merge_aad(scope, merge_oid),
-            &accounts::credentials_aad(scope, &target),
-          )
-        })
-        .transpose()?;
-      let udf = state
-        .udf
-        .iter()
-        .map(|u| UdfRow {
-          key: u.key.clone(),
-          value: serde_json::from_str(&u.value).unwrap_or(Value::Null),
-          json: u.value.clone(),
-          oid: u.oid.clone(),
-          created_at: u.created_at,
-          updated_at: u.updated_at,
-        })
-        .collect::<Vec<_>>();
-      if restored_original {
-        (
-          state.oid.clone(),
-          state.name.clone(),
-          state.has_app,
-          state.app_id.clone(),
-          sealed,
-          state.created_at,
-          state.version + 1,
-          udf,
-        )
-      } else {
-        (
-          crypto::object_id(now)?,
-          state.name.clone(),
-          state.has_app,
-          state.app_id.clone(),
-          sealed,
-          now,
-          0,
-          udf,
-        )
-      }
-    }
-    None => (
-      crypto::object_id(now)?,
-      None,
-      false,
-      None,
-      None,
-      now,
-      0,
-      Vec::new(),
-    ),
-  };
-  conn
-    .prepare_cached(
-      "INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![scope.id, target, oid, name, has_app, app_id, sealed, created_at, now, version])?;
-  let new_pk = conn.last_insert_rowid();
-  write_udf(conn, new_pk, &udf)?;
-  if let Some((mpk, ..)) = &record {
-    conn
-      .prepare_cached("UPDATE account_merges SET restored_at = ?2, restored_as = ?3 WHERE pk = ?1")?
-      .execute(params![mpk, now, target])?;
-  }
-  conn
-    .prepare_cached(
-      "UPDATE identities SET account_pk = ?2, merge_pk = NULL, linked_at = ?3 WHERE pk = ?1",
-    )?
-    .execute(params![found.pk, new_pk, now])?;
+  let (target, version, merge_oid) = restored;
   touch(conn, account.pk, now)?;
   events::append(
     conn,
@@ -685,21 +743,182 @@ pub(super) fn unlink(
     &json!({
       "__v": version,
       "unlinked_from": account_id,
-      "restored_from_merge": record.as_ref().map(|(_, oid, ..)| oid.clone()),
+      "restored_from_merge": merge_oid,
     }),
     now,
   )?;
   load(conn, account.pk)
 }
 
-/// `getLinkedAccountsByEmail`: accounts with an identity whose normalized email matches.
+/// Restores the account of merge record `record` as `unlink` unlinks `found` from `primary`;
+/// returns the restored account's id and `__v`.
+fn restore(
+  conn: &Connection,
+  sealer: &Sealer,
+  scope: &Scope,
+  primary: &AccountRow,
+  found: &Found,
+  record: &Record,
+  now: i64,
+) -> Result<(String, i64)> {
+  let (mpk, merge_oid, state, creds) = (record.0, &record.1, &record.2, record.3.as_deref());
+  let held: Vec<(String, String)> = state
+    .identities
+    .iter()
+    .map(|i| (i.provider.clone(), i.user_id.clone()))
+    .collect();
+  let (provider, user_id) = (&found.identity.provider, &found.identity.user_id);
+  let plan = identities::restore_plan(&state.linked_account_id, &held, provider, user_id, |id| {
+    Ok(!exists(conn, scope, id)?)
+  })?;
+  let sealed = creds
+    .map(|c| {
+      reseal(
+        sealer,
+        c,
+        &merge_aad(scope, merge_oid),
+        &accounts::credentials_aad(scope, &plan.id),
+      )
+    })
+    .transpose()?;
+  let udf = state
+    .udf
+    .iter()
+    .map(|u| UdfRow {
+      key: u.key.clone(),
+      value: serde_json::from_str(&u.value).unwrap_or(Value::Null),
+      json: u.value.clone(),
+      oid: u.oid.clone(),
+      created_at: u.created_at,
+      updated_at: u.updated_at,
+    })
+    .collect::<Vec<_>>();
+  // Under its original id the account keeps its `_id`, `createdAt` and a `__v` one past the
+  // merged one (so an `ifVersion` writer notices); under another id it is a new record.
+  let (oid, created_at, version) = if plan.original {
+    (state.oid.clone(), state.created_at, state.version + 1)
+  } else {
+    (crypto::object_id(now)?, now, 0)
+  };
+  conn
+    .prepare_cached(
+      "INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at,
+         updated_at, version, email, email_norm, phone, abn)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?
+    .execute(params![
+      scope.id,
+      plan.id,
+      oid,
+      state.name,
+      state.has_app,
+      state.app_id,
+      sealed,
+      created_at,
+      now,
+      version,
+      state.email,
+      state.email.as_deref().map(identities::normalize_email),
+      state.phone,
+      state.abn
+    ])?;
+  let new_pk = conn.last_insert_rowid();
+  write_udf(conn, new_pk, &udf)?;
+
+  // Identities go back with their original `linkedAt`.
+  let linked_at = |p: &str, u: &str| {
+    state
+      .identities
+      .iter()
+      .find(|i| i.provider == p && i.user_id == u)
+      .map_or(now, |i| i.linked_at)
+  };
+  let (own_provider, own_user_id) = users::own_identity(&state.linked_account_id);
+  let rows_of = |merge_pk: i64| -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+      "SELECT pk, provider, user_id FROM identities WHERE account_pk = ?1 AND merge_pk = ?2 ORDER BY pk",
+    )?;
+    let rows = stmt.query_map(params![primary.pk, merge_pk], |r| {
+      Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+  };
+  let is_own_row = |p: &str, u: &str| p == own_provider && u == own_user_id;
+  if plan.whole {
+    for (pk, p, u) in rows_of(mpk)? {
+      if is_own_row(&p, &u) && plan.own_row == OwnRow::Drop {
+        conn
+          .prepare_cached("DELETE FROM identities WHERE pk = ?1")?
+          .execute([pk])?;
+      } else {
+        move_identity(conn, pk, new_pk, linked_at(&p, &u))?;
+      }
+    }
+    // Merges the secondary had absorbed go back with it, with their identities.
+    for held_merge in &state.merges {
+      let moved = conn
+        .prepare_cached(
+          "UPDATE account_merges SET primary_pk = ?3
+           WHERE pk = ?1 AND primary_pk = ?2 AND restored_at IS NULL",
+        )?
+        .execute(params![held_merge, primary.pk, new_pk])?;
+      if moved == 1 {
+        for (pk, p, u) in rows_of(*held_merge)? {
+          conn
+            .prepare_cached("UPDATE identities SET account_pk = ?2, linked_at = ?3 WHERE pk = ?1")?
+            .execute(params![pk, new_pk, linked_at(&p, &u)])?;
+        }
+      }
+    }
+  } else {
+    move_identity(conn, found.pk, new_pk, linked_at(provider, user_id))?;
+    if plan.own_row != OwnRow::Keep {
+      for (pk, p, u) in rows_of(mpk)? {
+        if !is_own_row(&p, &u) {
+          continue;
+        }
+        if plan.own_row == OwnRow::Drop {
+          conn
+            .prepare_cached("DELETE FROM identities WHERE pk = ?1")?
+            .execute([pk])?;
+        } else {
+          move_identity(conn, pk, new_pk, linked_at(&p, &u))?;
+        }
+      }
+    }
+  }
+  // The secondary's consents still on the primary follow it back.
+  super::consents::move_listed_consents(
+    conn,
+    scope,
+    &state.consents,
+    primary.pk,
+    new_pk,
+    "account_restored",
+    now,
+  )?;
+  conn
+    .prepare_cached("UPDATE account_merges SET restored_at = ?2, restored_as = ?3 WHERE pk = ?1")?
+    .execute(params![mpk, now, plan.id])?;
+  Ok((plan.id, version))
+}
+
+/// `getLinkedAccountsByEmail` / `getUsersByEmail`: accounts whose end-user email or one of whose
+/// identities' emails matches, normalized.
 pub(super) fn by_email(conn: &Connection, scope: &Scope, email_norm: &str) -> Result<Vec<Account>> {
   let sql = format!(
     "SELECT {ROW_COLUMNS} FROM accounts a
-     WHERE a.pk IN (SELECT i.account_pk FROM identities i WHERE i.scope_id = ? AND i.email_norm = ?)
+     WHERE a.pk IN (SELECT i.account_pk FROM identities i WHERE i.scope_id = ? AND i.email_norm = ?
+                    UNION SELECT e.pk FROM accounts e WHERE e.scope_id = ? AND e.email_norm = ?)
      ORDER BY a.pk"
   );
-  accounts::load_accounts(conn, scope, &sql, &[json!(scope.id), json!(email_norm)])
+  let (scope_id, email) = (json!(scope.id), json!(email_norm));
+  accounts::load_accounts(
+    conn,
+    scope,
+    &sql,
+    &[scope_id.clone(), email.clone(), scope_id, email],
+  )
 }
 
 /// `getLinkSuggestions`: other accounts sharing an email verified on both sides.
@@ -734,8 +953,12 @@ impl IdentityStore for SqliteStore {
     id: String,
     input: IdentityInput,
   ) -> Pending<Vec<Identity>> {
-    let scope = scope.clone();
-    self.write(move |conn| link(conn, &scope, &id, input, now_ms()))
+    let (scope, sealer) = (scope.clone(), self.sealer());
+    self.write(move |conn| {
+      // A link may merge an account (its credentials are re-sealed): see store::keys.
+      crate::domain::keys::sync(&mut SqliteTx::new(conn), &sealer)?;
+      link(conn, &sealer, &scope, &id, input, now_ms())
+    })
   }
 
   fn link_accounts(
@@ -965,7 +1188,12 @@ mod tests {
       .link_accounts(&json!("A"), &json!("B"), None)
       .wait()
       .unwrap();
-    assert_eq!(merged.identities.len(), 3);
+    // B's two identities and B's own identity (unlinking it would undo the whole merge).
+    assert_eq!(merged.identities.len(), 4);
+    assert!(merged
+      .identities
+      .iter()
+      .any(|i| (i.provider.as_str(), i.user_id.as_str()) == ("linkvault", "B")));
     let udf: BTreeMap<_, _> = merged
       .udf
       .iter()
@@ -1140,13 +1368,14 @@ mod tests {
     v.link_accounts(&json!("A"), &json!("B"), None)
       .wait()
       .unwrap();
+    // p|A, p|B, p|C and the own identities of B and C.
     assert_eq!(
       v.get_linked_account_by_id(&json!("A"))
         .wait()
         .unwrap()
         .identities
         .len(),
-      3
+      5
     );
     v.unlink_identity(&json!("A"), &json!("p"), &json!("C"))
       .wait()
@@ -1274,6 +1503,254 @@ mod tests {
     );
   }
 
+  fn ids_of(v: &Vault, id: &str) -> Vec<(String, String)> {
+    v.get_linked_account_by_id(&json!(id))
+      .wait()
+      .unwrap()
+      .identities
+      .into_iter()
+      .map(|i| (i.provider, i.user_id))
+      .collect()
+  }
+
+  fn pair(p: &str, u: &str) -> (String, String) {
+    (p.to_string(), u.to_string())
+  }
+
+  /// Auth0: linking `{ provider, user_id }` that is another existing account's own identity
+  /// merges that account; unlinking it brings the account back as it was.
+  #[test]
+  fn linking_an_own_identity_merges_and_unlinking_it_restores() {
+    let (_d, path) = temp();
+    let v = open(&path);
+    upsert(
+      &v,
+      json!({"linked_account_id": "auth0|primary", "name": "P"}),
+    );
+    upsert(
+      &v,
+      json!({"linked_account_id": "google-oauth2|1034", "name": "G", "udf": {"plan": "free"},
+             "your_app": {"auth_credentials": {"Authorization": "Bearer g-secret"}}}),
+    );
+    link(
+      &v,
+      "google-oauth2|1034",
+      json!({"provider": "github", "user_id": 9}),
+    )
+    .unwrap();
+    let before = v
+      .get_linked_account_by_id(&json!("google-oauth2|1034"))
+      .wait()
+      .unwrap();
+    // Linking its own identity (user_id as a number is the same identity) merges it.
+    let ids = link(
+      &v,
+      "auth0|primary",
+      json!({"provider": "google-oauth2", "user_id": 1034, "connection_id": "con_0123456789abcdef",
+             "profileData": {"given_name": "Gee"}}),
+    )
+    .unwrap();
+    let pairs: Vec<_> = ids
+      .iter()
+      .map(|i| (i.provider.clone(), i.user_id.clone()))
+      .collect();
+    assert_eq!(pairs.len(), 2);
+    assert!(pairs.contains(&pair("google-oauth2", "1034")));
+    assert!(pairs.contains(&pair("github", "9")));
+    let own = ids.iter().find(|i| i.provider == "google-oauth2").unwrap();
+    assert_eq!(own.connection_id.as_deref(), Some("con_0123456789abcdef"));
+    assert_eq!(own.profile_data.as_ref().unwrap()["given_name"], "Gee");
+    assert_eq!(
+      kind(
+        v.get_linked_account_by_id(&json!("google-oauth2|1034"))
+          .wait()
+      ),
+      ErrorKind::NotFound
+    );
+    let primary = v
+      .get_linked_account_by_id(&json!("auth0|primary"))
+      .wait()
+      .unwrap();
+    assert_eq!(primary.udf[0].value, json!("free"));
+    // Linking it again now refreshes it (it is on this account).
+    link(
+      &v,
+      "auth0|primary",
+      json!({"provider": "google-oauth2", "user_id": "1034"}),
+    )
+    .unwrap();
+    // Its own identity cannot be linked to itself, nor unlinked from itself.
+    assert_eq!(
+      kind(link(
+        &v,
+        "auth0|primary",
+        json!({"provider": "auth0", "user_id": "primary"})
+      )),
+      ErrorKind::Validation
+    );
+    assert_eq!(
+      kind(
+        v.unlink_identity(&json!("auth0|primary"), &json!("auth0"), &json!("primary"))
+          .wait()
+      ),
+      ErrorKind::Validation
+    );
+    // Unlinking the merged account's own identity undoes the whole merge.
+    let rest = v
+      .unlink_identity(
+        &json!("auth0|primary"),
+        &json!("google-oauth2"),
+        &json!("1034"),
+      )
+      .wait()
+      .unwrap();
+    assert!(rest.is_empty());
+    let after = v
+      .get_linked_account_by_id(&json!("google-oauth2|1034"))
+      .wait()
+      .unwrap();
+    assert_eq!(after.oid, before.oid);
+    assert_eq!(after.name, before.name);
+    assert_eq!(after.udf, before.udf);
+    assert_eq!(after.your_app, before.your_app);
+    assert_eq!(after.created_at, before.created_at);
+    assert_eq!(after.identities, before.identities);
+    assert_eq!(after.version, before.version + 1);
+    let creds = v
+      .get_linked_account_credentials(&json!("google-oauth2|1034"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["Authorization"], "Bearer g-secret");
+    // The primary has no identity left (its own is implied by its id).
+    assert_eq!(ids_of(&v, "auth0|primary"), Vec::<(String, String)>::new());
+    v.close().wait().unwrap();
+  }
+
+  /// No merge leaves data that unlink cannot bring back: a secondary without identities is
+  /// restored through its own identity, with its consents.
+  #[test]
+  fn a_merged_account_without_identities_is_restorable() {
+    let v = open(":memory:");
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(
+      &v,
+      json!({"linked_account_id": "B", "name": "Bee", "udf": {"b": 1}}),
+    );
+    let s = v
+      .create_auth_session(&json!({"end_user_id": "B"}))
+      .wait()
+      .unwrap();
+    let consent = v
+      .complete_auth_session(
+        &json!(s.session_id),
+        &json!({"institution_id": "bank", "account_ids": ["acc"], "permissions": ["accounts"],
+                "duration_seconds": 3600}),
+      )
+      .wait()
+      .unwrap();
+    let merged = v
+      .link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(
+      merged
+        .identities
+        .iter()
+        .map(|i| (i.provider.clone(), i.user_id.clone()))
+        .collect::<Vec<_>>(),
+      vec![pair("linkvault", "B")]
+    );
+    let moved = v
+      .get_consent(&json!(consent.arrangement_id))
+      .wait()
+      .unwrap();
+    assert_eq!(moved.end_user_id, "A");
+    v.unlink_identity(&json!("A"), &json!("linkvault"), &json!("B"))
+      .wait()
+      .unwrap();
+    let b = v.get_linked_account_by_id(&json!("B")).wait().unwrap();
+    assert_eq!(b.name.as_deref(), Some("Bee"));
+    assert!(b.identities.is_empty());
+    assert!(ids_of(&v, "A").is_empty());
+    let back = v
+      .get_consent(&json!(consent.arrangement_id))
+      .wait()
+      .unwrap();
+    assert_eq!(back.end_user_id, "B");
+    assert!(back.active);
+  }
+
+  /// Unlinking a merged account's own identity takes back everything it brought, merges it had
+  /// absorbed included; unlinking another of its identities brings it back with that one only.
+  #[test]
+  fn whole_and_partial_restores() {
+    let v = open(":memory:");
+    for id in ["A", "B", "C"] {
+      upsert(&v, json!({"linked_account_id": id, "name": id}));
+      link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
+    }
+    v.link_accounts(&json!("B"), &json!("C"), None)
+      .wait()
+      .unwrap();
+    let b_before = ids_of(&v, "B");
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    assert_eq!(ids_of(&v, "A").len(), 5);
+    v.unlink_identity(&json!("A"), &json!("linkvault"), &json!("B"))
+      .wait()
+      .unwrap();
+    assert_eq!(ids_of(&v, "A"), vec![pair("p", "A")]);
+    assert_eq!(ids_of(&v, "B"), b_before);
+    // C's merge went back with B: unlinking C's own identity from B restores C.
+    v.unlink_identity(&json!("B"), &json!("linkvault"), &json!("C"))
+      .wait()
+      .unwrap();
+    assert_eq!(ids_of(&v, "C"), vec![pair("p", "C")]);
+    assert_eq!(ids_of(&v, "B"), vec![pair("p", "B")]);
+    // Partial: B's other identity brings B back with it alone; B's own identity row goes.
+    link(&v, "B", json!({"provider": "q", "user_id": "1"})).unwrap();
+    v.link_accounts(&json!("A"), &json!("B"), None)
+      .wait()
+      .unwrap();
+    v.unlink_identity(&json!("A"), &json!("q"), &json!("1"))
+      .wait()
+      .unwrap();
+    assert_eq!(ids_of(&v, "B"), vec![pair("q", "1")]);
+    assert_eq!(ids_of(&v, "A"), vec![pair("p", "A"), pair("p", "B")]);
+    // The record is used: p|B now leaves as the account whose own identity it is.
+    v.unlink_identity(&json!("A"), &json!("p"), &json!("B"))
+      .wait()
+      .unwrap();
+    assert_eq!(ids_of(&v, "p|B"), vec![pair("p", "B")]);
+  }
+
+  /// A merge whose secondary's own identity is held by a third account is refused: without it
+  /// the merge could not be undone.
+  #[test]
+  fn a_merge_that_could_not_be_undone_is_refused() {
+    let v = open(":memory:");
+    upsert(&v, json!({"linked_account_id": "A"}));
+    upsert(&v, json!({"linked_account_id": "C"}));
+    // C holds github/9 before any account github|9 exists; then one is created.
+    link(&v, "C", json!({"provider": "github", "user_id": "9"})).unwrap();
+    upsert(&v, json!({"linked_account_id": "github|9"}));
+    let e = v
+      .link_accounts(&json!("A"), &json!("github|9"), None)
+      .wait()
+      .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::IdentityAlreadyLinked);
+    v.get_linked_account_by_id(&json!("github|9"))
+      .wait()
+      .unwrap();
+    // And linking that identity to A names it as taken.
+    assert_eq!(
+      kind(link(&v, "A", json!({"provider": "github", "user_id": 9}))),
+      ErrorKind::IdentityAlreadyLinked
+    );
+  }
+
   #[test]
   fn deleting_a_primary_deletes_its_identities_and_records() {
     let (_d, path) = temp();
@@ -1369,49 +1846,84 @@ mod tests {
             Err(e) => assert!(i == j && e.kind == ErrorKind::Validation, "{e:?}"),
           }
         }
-        IdOp::Unlink { acc } => {
-          let acc = accounts[acc % accounts.len()].clone();
+        IdOp::Unlink { acc: pick } => {
+          let acc = accounts[pick % accounts.len()].clone();
           let a = v.get_linked_account_by_id(&json!(acc)).wait().unwrap();
-          if let Some(ident) = a.identities.first() {
+          if !a.identities.is_empty() {
+            let ident = a.identities[(pick / 8) % a.identities.len()].clone();
             let r = v
               .unlink_identity(&json!(acc), &json!(ident.provider), &json!(ident.user_id))
               .wait();
             match r {
               Ok(rest) => {
-                assert_eq!(rest.len(), a.identities.len() - 1);
-                // The new standalone account is whichever account now holds it.
-                let page = v
-                  .get_all_linked_accounts(Some(&json!({"limit": 1000})))
-                  .wait()
-                  .unwrap();
-                let holder = page
-                  .docs
+                assert!(rest.len() < a.identities.len());
+                assert!(!rest
                   .iter()
-                  .find(|d| {
-                    d.identities
-                      .iter()
-                      .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
-                  })
-                  .unwrap();
-                assert_ne!(holder.account_id, acc);
-                accounts.push(holder.account_id.clone());
+                  .any(|x| x.user_id == ident.user_id && x.provider == ident.provider));
+                let restored = if ident.provider == crate::users::OWN_PROVIDER {
+                  // A merged account's own identity: the whole merge is undone.
+                  ident.user_id.clone()
+                } else {
+                  // The new standalone account is whichever account now holds it.
+                  let page = v
+                    .get_all_linked_accounts(Some(&json!({"limit": 1000})))
+                    .wait()
+                    .unwrap();
+                  page
+                    .docs
+                    .iter()
+                    .find(|d| {
+                      d.identities
+                        .iter()
+                        .any(|x| x.user_id == ident.user_id && x.provider == ident.provider)
+                    })
+                    .unwrap()
+                    .account_id
+                    .clone()
+                };
+                assert_ne!(restored, acc);
+                v.get_linked_account_by_id(&json!(restored)).wait().unwrap();
+                accounts.push(restored);
                 done[3] += 1;
+              }
+              // An account's own identity (`s1|5` holds `s1/5`) cannot be unlinked.
+              Err(e) if crate::users::is_own(&acc, &ident.provider, &ident.user_id) => {
+                assert_eq!(e.kind, ErrorKind::Validation)
               }
               Err(e) => assert_eq!(e.kind, ErrorKind::AlreadyExists),
             }
           }
         }
       }
-      // Invariants, through the API.
+      // Invariants, through the API: every identity of the workload's provider is on exactly
+      // one account, none lost or invented; every account of the workload either exists or is
+      // restorable, its own identity held by exactly one account.
       let mut seen: Vec<String> = Vec::new();
+      let mut own_held: Vec<String> = Vec::new();
       for id in &accounts {
         let a = v.get_linked_account_by_id(&json!(id)).wait().unwrap();
-        seen.extend(a.identities.iter().map(|x| x.user_id.clone()));
+        for x in &a.identities {
+          if x.provider == provider {
+            seen.push(x.user_id.clone());
+          } else if x.provider == crate::users::OWN_PROVIDER {
+            own_held.push(x.user_id.clone());
+          }
+        }
       }
       seen.sort();
       let unique: BTreeSet<String> = seen.iter().cloned().collect();
       assert_eq!(seen.len(), unique.len(), "an identity is on two accounts");
       assert_eq!(unique, linked, "identities lost or invented ({prefix})");
+      own_held.sort();
+      let mut gone: Vec<String> = (0..8)
+        .map(|i| format!("{prefix}acc{i}"))
+        .filter(|id| !accounts.contains(id))
+        .collect();
+      gone.sort();
+      assert_eq!(
+        own_held, gone,
+        "a merged account is not restorable ({prefix})"
+      );
     }
     // No orphan row, every index consistent.
     let integrity = v.check_integrity().wait().unwrap();

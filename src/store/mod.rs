@@ -14,12 +14,16 @@
 //! `accounts`, `identities` and `consents` here (SQLite only), behind the traits below.
 
 mod accounts;
+pub mod admin;
+pub mod apikeys;
 pub mod consents;
+pub mod end_users;
 mod identities;
 mod listeners;
 mod pending;
 pub mod postgres;
 pub mod sqlite;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -36,11 +40,15 @@ use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use crate::domain::Scope;
+pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
+pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
+pub use end_users::EndUserStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
 pub use sqlite::{Durability, SqliteStore, StoreConfig};
+pub use webhooks::WebhookStore;
 
 /// One transaction, as a job sees it: every row trait of the rules.
 pub trait Tx: TokenTx + KeyTx + ScopeTx + EventLog {}
@@ -223,4 +231,14 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store: Engine + AccountStore + ConsentStore + IdentityStore {}
+pub trait Store:
+  Engine
+  + AccountStore
+  + AdminStore
+  + ApiKeyStore
+  + ConsentStore
+  + EndUserStore
+  + IdentityStore
+  + WebhookStore
+{
+}

@@ -33,6 +33,7 @@ mod target;
 #[cfg(test)]
 pub(crate) mod tests;
 mod tokens;
+mod unported;
 
 pub use target::Target;
 
@@ -45,17 +46,10 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use self::conn::{Failure, Mode, PgConn, PgTx};
 use self::feed::Feeds;
-use super::{
-  AccountStore, ConsentStore, Engine, IdentityStore, Job, Listeners, Pending, Scope, Store,
-};
-use crate::accounts::{
-  Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
-};
-use crate::consents::{AuthSession, Completion, Consent, ConsentFilter, SessionInput};
+use super::{Engine, Job, Listeners, Pending, Scope, Store};
 use crate::crypto::Sealer;
 use crate::domain::tokens::verifier::Feed;
 use crate::error::{Error, Result};
-use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 /// Most runs of one write job (the first and the retries after conflicts).
 pub const MAX_ATTEMPTS: u32 = 50;
@@ -348,88 +342,6 @@ impl Engine for PgStore {
       });
     let _ = &self.inner.target;
     pending
-  }
-}
-
-fn not_yet<T>() -> Pending<T> {
-  Pending::ready(Err(Error::storage(
-    "storage error: linked accounts, identities and consents are not available on PostgreSQL \
-     in this build yet",
-  )))
-}
-
-// Linked accounts, identities and consents still hold their SQL in SQLite-only modules; they
-// move onto the row traits (and so onto this engine) next.
-impl AccountStore for PgStore {
-  fn write_account(&self, _: &Scope, _: AccountInput, _: WriteMode) -> Pending<UpsertOutcome> {
-    not_yet()
-  }
-  fn get_account(&self, _: &Scope, _: String) -> Pending<Account> {
-    not_yet()
-  }
-  fn delete_account(&self, _: &Scope, _: String) -> Pending<()> {
-    not_yet()
-  }
-  fn page_accounts(&self, _: &Scope, _: ListFilter, _: i64, _: i64) -> Pending<OffsetPage> {
-    not_yet()
-  }
-  fn list_accounts(&self, _: &Scope, _: ListFilter, _: Option<i64>, _: i64) -> Pending<KeysetPage> {
-    not_yet()
-  }
-  fn get_credentials(&self, _: &Scope, _: String) -> Pending<Option<Credentials>> {
-    not_yet()
-  }
-}
-
-impl IdentityStore for PgStore {
-  fn link_identity(&self, _: &Scope, _: String, _: IdentityInput) -> Pending<Vec<Identity>> {
-    not_yet()
-  }
-  fn link_accounts(
-    &self,
-    _: &Scope,
-    _: String,
-    _: LinkTarget,
-    _: UdfPolicy,
-    _: i64,
-  ) -> Pending<Account> {
-    not_yet()
-  }
-  fn unlink_identity(&self, _: &Scope, _: String, _: String, _: String) -> Pending<Vec<Identity>> {
-    not_yet()
-  }
-  fn accounts_by_email(&self, _: &Scope, _: String) -> Pending<Vec<Account>> {
-    not_yet()
-  }
-  fn link_suggestions(&self, _: &Scope, _: String) -> Pending<Vec<LinkSuggestion>> {
-    not_yet()
-  }
-}
-
-impl ConsentStore for PgStore {
-  fn create_auth_session(&self, _: &Scope, _: SessionInput) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn get_auth_session(&self, _: &Scope, _: String) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn complete_auth_session(&self, _: &Scope, _: String, _: Completion) -> Pending<Consent> {
-    not_yet()
-  }
-  fn cancel_auth_session(&self, _: &Scope, _: String, _: String) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn list_consents(&self, _: &Scope, _: ConsentFilter) -> Pending<Vec<Consent>> {
-    not_yet()
-  }
-  fn get_consent(&self, _: &Scope, _: String) -> Pending<Consent> {
-    not_yet()
-  }
-  fn revoke_consent(&self, _: &Scope, _: String) -> Pending<Consent> {
-    not_yet()
-  }
-  fn expire_consents(&self, _: &Scope) -> Pending<Vec<String>> {
-    not_yet()
   }
 }
 

@@ -66,6 +66,7 @@ fn place(col: SealedColumn) -> (&'static str, &'static str, &'static str, &'stat
     SealedColumn::AccountCredentials => ("accounts", "pk", "credentials", "account_id"),
     SealedColumn::MergeCredentials => ("account_merges", "pk", "credentials", "oid"),
     SealedColumn::SigningKeySecret => ("signing_keys", "pk", "secret", "kid"),
+    SealedColumn::WebhookSecret => ("webhooks", "pk", "secret", "id"),
   }
 }
 

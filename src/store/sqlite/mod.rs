@@ -286,6 +286,16 @@ impl Db {
     self.readers.read().ok().and_then(|g| g.clone())
   }
 
+  /// Writes queued and not yet taken by the writer thread (`stats().write_queue`).
+  pub fn write_queue_len(&self) -> usize {
+    self
+      .writer
+      .read()
+      .ok()
+      .and_then(|g| g.as_ref().map(|tx| tx.len()))
+      .unwrap_or(0)
+  }
+
   /// Whether `close` was called.
   pub fn is_closed(&self) -> bool {
     self.writer.read().map(|g| g.is_none()).unwrap_or(true)

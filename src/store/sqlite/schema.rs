@@ -262,6 +262,167 @@ CREATE INDEX events_account ON events (scope_id, linked_account_id, id);
 CREATE INDEX accounts_scope_pk ON accounts (scope_id, pk);
 "#,
   ),
+  (
+    6,
+    r#"
+-- Fiskil end-user fields on linked accounts (email_norm: trim + Unicode lowercase, for
+-- case-insensitive look-ups, as identities' emails).
+ALTER TABLE accounts ADD COLUMN email TEXT;
+ALTER TABLE accounts ADD COLUMN email_norm TEXT;
+ALTER TABLE accounts ADD COLUMN phone TEXT;
+ALTER TABLE accounts ADD COLUMN abn TEXT;
+CREATE INDEX accounts_email ON accounts (scope_id, email_norm) WHERE email_norm IS NOT NULL;
+
+-- Auth0's connection_id of a linked identity.
+ALTER TABLE identities ADD COLUMN connection_id TEXT;
+
+-- Fiskil's consent fields: the institution's logo and type (from the grant) and when data was
+-- last accessed under the consent (recordConsentAccess).
+ALTER TABLE consents ADD COLUMN institution_logo TEXT;
+ALTER TABLE consents ADD COLUMN institution_type TEXT NOT NULL DEFAULT 'banking'
+  CHECK (institution_type IN ('banking', 'energy'));
+ALTER TABLE consents ADD COLUMN last_accessed INTEGER;
+
+-- Auth sessions without redirect_uri / cancel_uri (Fiskil's Link SDK flow): the URIs become
+-- optional, and stay given together. SQLite cannot drop NOT NULL in place, so the table is
+-- rebuilt (nothing references it).
+CREATE TABLE auth_sessions_v6 (
+  pk             INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id       INTEGER NOT NULL REFERENCES scopes(id),
+  oid            TEXT NOT NULL,
+  session_hash   BLOB NOT NULL UNIQUE,
+  account_pk     INTEGER NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
+  redirect_uri   TEXT,
+  cancel_uri     TEXT,
+  institution_id TEXT,
+  permissions    TEXT,
+  arrangement_id TEXT,
+  state          TEXT NOT NULL DEFAULT 'pending'
+                 CHECK (state IN ('pending', 'completed', 'cancelled')),
+  error_type     TEXT,
+  consent_id     TEXT,
+  created_at     INTEGER NOT NULL,
+  expires_at     INTEGER NOT NULL,
+  finished_at    INTEGER,
+  CHECK ((redirect_uri IS NULL) = (cancel_uri IS NULL))
+);
+INSERT INTO auth_sessions_v6 (pk, scope_id, oid, session_hash, account_pk, redirect_uri, cancel_uri,
+    institution_id, permissions, arrangement_id, state, error_type, consent_id, created_at,
+    expires_at, finished_at)
+  SELECT pk, scope_id, oid, session_hash, account_pk, redirect_uri, cancel_uri, institution_id,
+    permissions, arrangement_id, state, error_type, consent_id, created_at, expires_at, finished_at
+  FROM auth_sessions;
+DROP TABLE auth_sessions;
+ALTER TABLE auth_sessions_v6 RENAME TO auth_sessions;
+CREATE INDEX auth_sessions_account ON auth_sessions (account_pk);
+
+-- Every merge is now restorable through the secondary's own identity (src/users.rs), which the
+-- merge puts on the primary. Merges recorded before this version whose secondary had no
+-- identity left nothing to unlink: give each its own identity now (when free), so that no merge
+-- record is beyond reach. Own identity: `provider|user_id` ids (provider of [A-Za-z0-9._-],
+-- 1–64 characters, not 'linkvault') split at the first '|'; any other id is
+-- ('linkvault', id).
+INSERT OR IGNORE INTO identities (scope_id, account_pk, provider, user_id, connection, is_social,
+    email, email_norm, email_verified, profile_data, linked_at, merge_pk)
+  SELECT m.scope_id, m.primary_pk, o.provider, o.user_id, NULL, 0, NULL, NULL, 0, NULL,
+    m.merged_at, m.pk
+  FROM account_merges m
+  JOIN (
+    SELECT pk,
+      CASE WHEN split_ok THEN substr(secondary_id, 1, bar - 1) ELSE 'linkvault' END AS provider,
+      CASE WHEN split_ok THEN substr(secondary_id, bar + 1) ELSE secondary_id END AS user_id
+    FROM (
+      SELECT pk, secondary_id, instr(secondary_id, '|') AS bar,
+        ((instr(secondary_id, '|') BETWEEN 2 AND 65)
+          AND length(secondary_id) > instr(secondary_id, '|')
+          AND substr(secondary_id, 1, instr(secondary_id, '|') - 1) NOT GLOB '*[^A-Za-z0-9._-]*'
+          AND substr(secondary_id, 1, instr(secondary_id, '|') - 1) <> 'linkvault') AS split_ok
+      FROM account_merges
+    )
+  ) o ON o.pk = m.pk
+  WHERE m.restored_at IS NULL
+    AND NOT EXISTS (SELECT 1 FROM identities i WHERE i.merge_pk = m.pk);
+"#,
+  ),
+  (
+    7,
+    r#"
+-- API keys of the HTTP server (src/apikeys.rs). Not read within a scope: a key's look-up
+-- decides the scope. Only SHA-256 digests of the secrets are stored.
+CREATE TABLE api_keys (
+  pk          INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id    INTEGER NOT NULL REFERENCES scopes(id),
+  client_id   TEXT NOT NULL UNIQUE,
+  key_hash    BLOB NOT NULL UNIQUE,
+  secret_hash BLOB NOT NULL,
+  -- prefix and last 4 characters of the API key, to recognise it in a list
+  key_hint    TEXT NOT NULL,
+  name        TEXT,
+  created_at  INTEGER NOT NULL,
+  revoked_at  INTEGER
+);
+CREATE INDEX api_keys_scope ON api_keys (scope_id);
+
+-- Access tokens issued for client credentials (digests only; expires_at in seconds).
+CREATE TABLE api_access_tokens (
+  hash       BLOB PRIMARY KEY,
+  key_pk     INTEGER NOT NULL REFERENCES api_keys(pk) ON DELETE CASCADE,
+  audience   TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX api_access_tokens_key ON api_access_tokens (key_pk);
+CREATE INDEX api_access_tokens_expiry ON api_access_tokens (expires_at);
+"#,
+  ),
+  (
+    8,
+    r#"
+-- Webhooks (src/store/webhooks.rs). secret: sealed (AAD: scope + id). cursor: the last event id
+-- of the scope turned into delivery records. Times in ms.
+CREATE TABLE webhooks (
+  pk         INTEGER PRIMARY KEY AUTOINCREMENT,
+  scope_id   INTEGER NOT NULL REFERENCES scopes(id),
+  id         TEXT NOT NULL UNIQUE,
+  url        TEXT NOT NULL,
+  events     TEXT,
+  secret     BLOB NOT NULL,
+  cursor     INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX webhooks_scope ON webhooks (scope_id);
+
+-- One row per (webhook, event). ordering_key: the end user ('' for events without one); only
+-- the oldest pending row of a (webhook, ordering_key) line is handed out. lease_until: an
+-- attempt is in flight until then.
+CREATE TABLE webhook_deliveries (
+  pk              INTEGER PRIMARY KEY AUTOINCREMENT,
+  webhook_pk      INTEGER NOT NULL REFERENCES webhooks(pk) ON DELETE CASCADE,
+  event_id        INTEGER NOT NULL,
+  event_type      TEXT NOT NULL,
+  end_user_id     TEXT,
+  ordering_key    TEXT NOT NULL,
+  body            TEXT NOT NULL,
+  state           TEXT NOT NULL DEFAULT 'pending'
+                  CHECK (state IN ('pending', 'delivered', 'failed')),
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  lease_until     INTEGER NOT NULL DEFAULT 0,
+  last_attempt_at INTEGER,
+  last_status     INTEGER,
+  last_error      TEXT,
+  finished_at     INTEGER,
+  created_at      INTEGER NOT NULL,
+  UNIQUE (webhook_pk, event_id)
+);
+CREATE INDEX webhook_deliveries_line ON webhook_deliveries (webhook_pk, ordering_key, event_id)
+  WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+  WHERE state = 'pending';
+CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
+  WHERE state <> 'pending';
+"#,
+  ),
 ];
 
 pub fn latest_version() -> i64 {
@@ -298,4 +459,79 @@ pub fn check_current(conn: &Connection) -> Result<()> {
     )));
   }
   Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  /// Migration 6 on a file of version 5: accounts, identities and sessions keep their data; an
+  /// unrestored merge record without identities (left by an earlier linkvault) gets its
+  /// secondary's own identity, so unlink can reach it.
+  #[test]
+  fn migration_6_keeps_data_and_reaches_old_merge_records() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 <= 5) {
+      conn.execute_batch(sql).unwrap();
+      conn.pragma_update(None, "user_version", version).unwrap();
+    }
+    conn
+      .execute_batch(
+        "INSERT INTO scopes (id, org_id, environment) VALUES (1, 'o', 'test');
+         INSERT INTO accounts (pk, scope_id, account_id, oid, created_at, updated_at)
+           VALUES (1, 1, 'A', 'oa', 0, 0);
+         INSERT INTO auth_sessions (scope_id, oid, session_hash, account_pk, redirect_uri, cancel_uri,
+           created_at, expires_at) VALUES (1, 's', x'00', 1, 'https://a/ok', 'https://a/no', 0, 1);
+         INSERT INTO account_merges (pk, scope_id, primary_pk, oid, secondary_id, state, policy, merged_at)
+           VALUES (1, 1, 1, 'm1', 'B', '{}', 'primary_wins', 5),
+                  (2, 1, 1, 'm2', 'github|9', '{}', 'primary_wins', 6),
+                  (3, 1, 1, 'm3', 'linkvault|x', '{}', 'primary_wins', 7),
+                  (4, 1, 1, 'm4', 'C', '{}', 'primary_wins', 8);
+         INSERT INTO identities (scope_id, account_pk, provider, user_id, linked_at, merge_pk)
+           VALUES (1, 1, 'p', 'c', 8, 4);",
+      )
+      .unwrap();
+    migrate(&mut conn).unwrap();
+    let rows: Vec<(String, String, i64, i64)> = conn
+      .prepare("SELECT provider, user_id, merge_pk, linked_at FROM identities ORDER BY merge_pk")
+      .unwrap()
+      .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+      .unwrap()
+      .collect::<rusqlite::Result<_>>()
+      .unwrap();
+    let expect = |p: &str, u: &str, m: i64, t: i64| (p.to_string(), u.to_string(), m, t);
+    assert_eq!(
+      rows,
+      vec![
+        expect("linkvault", "B", 1, 5),
+        expect("github", "9", 2, 6),
+        expect("linkvault", "linkvault|x", 3, 7),
+        expect("p", "c", 4, 8),
+      ]
+    );
+    // Sessions survived the rebuild; URIs are now optional but given together.
+    let uri: String = conn
+      .query_row("SELECT redirect_uri FROM auth_sessions", [], |r| r.get(0))
+      .unwrap();
+    assert_eq!(uri, "https://a/ok");
+    assert!(conn
+      .execute(
+        "INSERT INTO auth_sessions (scope_id, oid, session_hash, account_pk, redirect_uri,
+           created_at, expires_at) VALUES (1, 't', x'01', 1, 'https://a/ok', 0, 1)",
+        [],
+      )
+      .is_err());
+    conn
+      .execute(
+        "INSERT INTO auth_sessions (scope_id, oid, session_hash, account_pk, created_at, expires_at)
+         VALUES (1, 't', x'01', 1, 0, 1)",
+        [],
+      )
+      .unwrap();
+    let version: i64 = conn
+      .query_row("PRAGMA user_version", [], |r| r.get(0))
+      .unwrap();
+    assert_eq!(version, latest_version());
+  }
 }

@@ -1,0 +1,135 @@
+//! Operations tooling on a client (`backup`, `stats`, `listSigningKeys`) and progress reports
+//! for long operations (`onProgress` of `rotateEncryptionKey` and `checkIntegrity`). The SQL is
+//! in `store::admin`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::client::Vault;
+use crate::domain::keys::Integrity;
+use crate::error::{Error, Result};
+use crate::store::{BackupInfo, Pending, SigningKeyInfo, Stats};
+
+/// `{ done, total }` of a long operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+  pub done: u64,
+  pub total: u64,
+}
+
+/// Receives progress reports, on the thread doing the work (it must not block).
+pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+
+/// Calls `f` (if any) with `done` (capped at `total`) of `total`.
+pub(crate) fn report(f: Option<&ProgressFn>, done: u64, total: u64) {
+  if let Some(f) = f {
+    f(Progress {
+      done: done.min(total),
+      total,
+    });
+  }
+}
+
+/// Longest accepted `destPath` (Linux's PATH_MAX), and longest file name: the copy is first
+/// written as `.<name>.partial-<12 hex>`, which must fit the usual 255-byte limit.
+const MAX_PATH_BYTES: usize = 4096;
+const MAX_NAME_BYTES: usize = 200;
+
+/// `backup(destPath)`'s argument: a non-empty path without NUL.
+fn dest_path(v: &Value) -> Result<PathBuf> {
+  match v {
+    Value::String(s) if s.len() > MAX_PATH_BYTES => Err(Error::validation(
+      "destPath",
+      format!("destPath must be at most {MAX_PATH_BYTES} bytes"),
+    )),
+    Value::String(s) if !s.is_empty() && !s.contains('\0') => {
+      let p = PathBuf::from(s);
+      match p.file_name() {
+        Some(name) if name.len() <= MAX_NAME_BYTES => Ok(p),
+        Some(_) => Err(Error::validation(
+          "destPath",
+          format!("destPath's file name must be at most {MAX_NAME_BYTES} bytes"),
+        )),
+        None => Err(Error::validation("destPath", "destPath must name a file")),
+      }
+    }
+    Value::Null => Err(Error::validation("destPath", "destPath is required")),
+    _ => Err(Error::validation(
+      "destPath",
+      "destPath must be a non-empty file path",
+    )),
+  }
+}
+
+impl Vault {
+  /// `backup(destPath)`: a consistent copy of the whole database file, taken online.
+  pub fn backup(&self, dest: &Value) -> Pending<BackupInfo> {
+    match dest_path(dest) {
+      Ok(p) => self.store.backup(p),
+      Err(e) => Pending::ready(Err(e)),
+    }
+  }
+
+  /// `stats()`: this scope's counts and the engine's state.
+  pub fn stats(&self) -> Pending<Stats> {
+    self.store.stats(&self.scope)
+  }
+
+  /// `listSigningKeys()`: this scope's session-token signing keys, oldest first.
+  pub fn list_signing_keys(&self) -> Pending<Vec<SigningKeyInfo>> {
+    self.store.signing_keys(&self.scope)
+  }
+
+  /// `checkIntegrity({ onProgress })`.
+  pub fn check_integrity_with(&self, progress: Option<ProgressFn>) -> Pending<Integrity> {
+    crate::store::read(&*self.store, move |tx| {
+      crate::domain::keys::integrity_reporting(tx, progress.as_ref())
+    })
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::client::OpenOptions;
+  use serde_json::json;
+  use std::sync::Mutex;
+
+  #[test]
+  fn stats_signing_keys_and_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db").to_string_lossy().to_string();
+    let o = OpenOptions::parse(Some(&json!({
+      "path": path, "orgId": "org_s", "encryptionKey": "11".repeat(32),
+    })))
+    .unwrap();
+    let v = Vault::open(o).wait().unwrap();
+    for i in 0..3 {
+      v.upsert_linked_account(&json!({"linked_account_id": format!("u{i}")}), None)
+        .wait()
+        .unwrap();
+    }
+    v.get_token_for_linked_account(&json!({"linked_account_id": "u1"}))
+      .wait()
+      .unwrap();
+    let s = v.stats().wait().unwrap();
+    assert_eq!((s.accounts, s.tokens, s.identities), (3, 1, 0));
+    assert!(s.events >= 4 && s.database_bytes > 0);
+
+    let keys = v.list_signing_keys().wait().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].current && keys[0].retired_at.is_none());
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let f: ProgressFn = Arc::new(move |p| sink.lock().unwrap().push(p));
+    let report = v.check_integrity_with(Some(f)).wait().unwrap();
+    assert!(report.ok, "{:?}", report.details);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.first(), Some(&Progress { done: 0, total: 3 }));
+    assert_eq!(seen.last(), Some(&Progress { done: 3, total: 3 }));
+    v.close().wait().unwrap();
+  }
+}
