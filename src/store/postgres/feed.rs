@@ -212,11 +212,6 @@ impl Feeds {
       let Some((conn, rx)) = session.as_mut() else {
         continue;
       };
-      let wanted: HashSet<String> = self
-        .feeds(None)
-        .iter()
-        .map(|s| notify_payload(target.schema(), s.scope_id))
-        .collect();
       match conn.wait_notification(rx, EPOCH_CHECK) {
         Some(payload) => {
           // Coalesce a burst: one read per scope that changed.
@@ -224,10 +219,10 @@ impl Feeds {
           while let Ok(p) = rx.try_recv() {
             changed.insert(p);
           }
+          // The verifiers as they are now, not as they were when the wait began: one opened
+          // meanwhile (a client opened just before a revocation) must see it at once too.
           for s in self.feeds(None) {
-            if changed.contains(&notify_payload(target.schema(), s.scope_id))
-              && wanted.contains(&notify_payload(target.schema(), s.scope_id))
-            {
+            if changed.contains(&notify_payload(target.schema(), s.scope_id)) {
               s.load(conn);
             }
           }
