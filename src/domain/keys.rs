@@ -391,16 +391,18 @@ pub fn leftovers(tx: &mut (impl KeyTx + ?Sized)) -> Result<i64> {
 }
 
 /// Ends a rotation: `leftovers` is what a read ([`leftovers`]) found after the last batch. With
-/// none, the wrapped keys and the cursor are deleted and true is returned (also when no
-/// rotation was in progress). Otherwise the cursor restarts for another pass and false is
-/// returned. (Every writer seals under the database's key once the rotation began, so nothing
-/// can add a value under the old key between that read and this write.)
-pub fn finish(tx: &mut (impl MetaRows + ?Sized), sealer: &Sealer, leftovers: i64) -> Result<bool> {
+/// none, the count is taken again inside this write transaction (a writer that began before
+/// the rotation and commits late may have sealed under the old key after that read: on SQLite
+/// this transaction excludes every writer, on PostgreSQL it runs serializable, so such a writer
+/// and this count cannot both commit unseen by each other); still none, the wrapped keys and
+/// the cursor are deleted and true is returned (also when no rotation was in progress).
+/// Otherwise the cursor restarts for another pass and false is returned.
+pub fn finish(tx: &mut (impl KeyTx + ?Sized), sealer: &Sealer, leftovers: i64) -> Result<bool> {
   sync(tx, sealer)?;
   let Some(mut p) = progress(tx)? else {
     return Ok(true);
   };
-  if leftovers > 0 {
+  if leftovers > 0 || self::leftovers(tx)? > 0 {
     p.column = 0;
     p.after = 0;
     save_progress(tx, &p)?;
