@@ -106,6 +106,8 @@ async function openImpl(impl, url, schema, keyHex) {
 /** A child of `processes()`: opens, says ready, upserts distinct ids for the given time on "go". */
 async function worker([impl, url, schema, keyHex, prefix]) {
   const target = await openImpl(impl, url, schema, keyHex)
+  // Warm up (a pool opens its connections on first use); a failure shows in the timed run.
+  await Promise.all(Array.from({ length: INFLIGHT }, (_, i) => target.upsert(payload(`${prefix}-warm-${i}`, 0)).catch(() => {})))
   process.on('message', async ({ ms }) => {
     let n = 0
     let error = null
