@@ -198,7 +198,8 @@ async function main() {
   try {
     await base.init()
     process.stderr.write(`seeding ${ACCOUNTS} accounts\n`)
-    await rate(ACCOUNTS, INFLIGHT, (i) => base.upsertLinkedAccount(payload(`user-${i}`, 0)))
+    const baseSeed = await rate(ACCOUNTS, INFLIGHT, (i) => base.upsertLinkedAccount(payload(`user-${i}`, 0)))
+    if (baseSeed.error) throw new Error(`the pg baseline failed to seed: ${baseSeed.error}`)
     const lvSeed = await rate(ACCOUNTS, INFLIGHT, (i) => lv.upsertLinkedAccount(payload(`user-${i}`, 0)))
 
     // Mint needs linked accounts; verify does not, so its tokens are signed with signingSecret.
