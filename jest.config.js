@@ -7,7 +7,8 @@
 // nothing is left out of the PostgreSQL run without a stated reason.
 //
 //   npx jest                                 both projects (what `npm test` runs)
-//   npx jest --selectProjects sqlite  FILE   one store
+//   npx jest FILE --selectProjects sqlite    one suite on one store (FILE first: the option takes
+//                                            several project names)
 const fs = require('node:fs')
 const path = require('node:path')
 
