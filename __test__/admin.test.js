@@ -4,9 +4,9 @@ const fs = require('node:fs')
 const path = require('node:path')
 const { spawnSync } = require('node:child_process')
 const { Client, LinkvaultError } = require('..')
-const { tmpDir, newKey, KEY } = require('./helpers')
+const { tmpDir, newKey, openClient, storeOptions, isPostgres, describeSqlite, KEY } = require('./helpers')
 
-describe('backup(destPath)', () => {
+describeSqlite('backup(destPath)', 'backup copies the SQLite file; on PostgreSQL use pg_dump', () => {
   test('a copy taken while writes are in flight opens, passes the integrity check and holds every write acknowledged before it', async () => {
     const dir = tmpDir()
     const client = await Client.open({ path: path.join(dir, 'live.db'), orgId: 'org_b', encryptionKey: KEY })
@@ -79,7 +79,7 @@ describe('backup(destPath)', () => {
   })
 })
 
-describe('encryptionKey outside the test environment', () => {
+describeSqlite('encryptionKey outside the test environment', 'the <path>.key default; with url a key is always required (postgres.test.js)', () => {
   // The key comes from the real process environment, which Jest's sandbox does not change:
   // each case runs in a child process with the environment it needs.
   function run(script, env = {}) {
@@ -125,10 +125,9 @@ describe('encryptionKey outside the test environment', () => {
 
 describe('stats()', () => {
   test("counts this scope's accounts, identities, consents, live tokens and events, with file sizes and the write queue", async () => {
-    const dir = tmpDir()
-    const file = path.join(dir, 's.db')
-    const client = await Client.open({ path: file, orgId: 'org_s', encryptionKey: KEY })
-    const other = await Client.open({ path: file, orgId: 'org_other', encryptionKey: KEY })
+    const db = storeOptions()
+    const client = await openClient({ ...db, orgId: 'org_s' })
+    const other = await openClient({ ...db, orgId: 'org_other' })
     await other.upsertLinkedAccount({ linked_account_id: 'not-counted' })
     for (const id of ['a', 'b', 'c']) await client.upsertLinkedAccount({ linked_account_id: id })
     await client.linkIdentity('a', { provider: 'github', user_id: 1 })
@@ -152,8 +151,9 @@ describe('stats()', () => {
       active_consents: 1,
       tokens: 1,
       events: events.length,
-      database_bytes: fs.statSync(file).size,
-      wal_bytes: fs.statSync(`${file}-wal`).size,
+      // The SQLite file and its WAL; on PostgreSQL the schema's size.
+      database_bytes: isPostgres ? expect.any(Number) : fs.statSync(db.path).size,
+      wal_bytes: isPostgres ? expect.any(Number) : fs.statSync(`${db.path}-wal`).size,
       write_queue: expect.any(Number),
     })
     expect(stats.write_queue).toBe(0)
@@ -171,7 +171,7 @@ describe('stats()', () => {
 describe('listSigningKeys()', () => {
   test('lists kid, created_at, retired_at and the current key, never a secret', async () => {
     const secret = 'a-signing-secret-of-at-least-32-bytes!!'
-    const client = await Client.open({ path: ':memory:', encryptionKey: KEY, signingSecret: secret })
+    const client = await openClient({ signingSecret: secret })
     const [first] = await client.listSigningKeys()
     expect(first).toEqual({ kid: expect.any(String), created_at: expect.stringMatching(/Z$/), retired_at: null, current: true })
     const { kid: second } = await client.rotateSigningKey()
@@ -189,8 +189,7 @@ describe('listSigningKeys()', () => {
 
 describe('onProgress', () => {
   test('rotateEncryptionKey reports { done, total } on Node\'s thread, all before it resolves, ending at done === total', async () => {
-    const dir = tmpDir()
-    const client = await Client.open({ path: path.join(dir, 'r.db'), encryptionKey: KEY })
+    const client = await openClient()
     for (let i = 0; i < 1200; i++) {
       await client.upsertLinkedAccount({ linked_account_id: `u${i}`, your_app: { auth_credentials: { t: i } } })
     }
@@ -220,7 +219,7 @@ describe('onProgress', () => {
   })
 
   test('checkIntegrity reports its three steps', async () => {
-    const client = await Client.open({ path: path.join(tmpDir(), 'c.db'), encryptionKey: KEY })
+    const client = await openClient()
     const seen = []
     expect(await client.checkIntegrity({ onProgress: (p) => seen.push(p) })).toEqual({ ok: true, details: [] })
     expect(seen).toEqual([0, 1, 2, 3].map((done) => ({ done, total: 3 })))
@@ -229,7 +228,7 @@ describe('onProgress', () => {
   })
 
   test('a non-function onProgress is a VALIDATION_ERROR naming it; nothing is rotated', async () => {
-    const client = await Client.open({ path: ':memory:', encryptionKey: KEY })
+    const client = await openClient()
     await expect(client.checkIntegrity({ onProgress: 5 })).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'onProgress' })
     await expect(client.rotateEncryptionKey(newKey(), { onProgress: 'x' })).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'onProgress' })
     await expect(client.checkIntegrity('x')).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'options' })

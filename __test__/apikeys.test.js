@@ -3,12 +3,11 @@
 const fs = require('node:fs')
 const path = require('node:path')
 
-const { openClient, tmpDir } = require('./helpers')
+const { openClient, testSqlite, tmpDir } = require('./helpers')
 
 describe('forScope', () => {
   test('a client bound to another scope on the same store sees only that scope', async () => {
-    const dir = tmpDir()
-    const root = await openClient({ dir, orgId: 'org_root' })
+    const root = await openClient({ orgId: 'org_root' })
     const a = await root.forScope({ orgId: 'org_a' })
     const aProd = await root.forScope({ orgId: 'org_a', environment: 'production' })
     expect([a.orgId, a.environment, aProd.environment]).toEqual(['org_a', 'test', 'production'])
@@ -69,7 +68,7 @@ describe('API keys', () => {
     expect(prod.name).toBeNull()
   })
 
-  test('only digests are stored', () => {
+  testSqlite('only digests are stored', 'scans the database files', () => {
     for (const file of fs.readdirSync(dir)) {
       const bytes = fs.readFileSync(path.join(dir, file))
       for (const s of [test_.api_key, test_.client_secret, prod.api_key, prod.client_secret]) expect(bytes.includes(Buffer.from(s))).toBe(false)

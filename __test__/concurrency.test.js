@@ -1,7 +1,7 @@
 const path = require('node:path')
 const { execFile, execFileSync } = require('node:child_process')
 const { promisify } = require('node:util')
-const { Client, tmpDir, openClient, KEY } = require('./helpers')
+const { openClient, storeOptions, KEY } = require('./helpers')
 
 const run = promisify(execFile)
 const WRITER = path.join(__dirname, 'fixtures', 'writer.js')
@@ -20,13 +20,13 @@ test('500 concurrent upserts on one id from one client: __v = 499, no error, no 
   await client.close()
 }, 60000)
 
-test('two clients and two processes on one file never lose an update', async () => {
-  const dir = tmpDir()
-  const file = path.join(dir, 'mp.db')
-  const a = await Client.open({ path: file, orgId: 'org_mp', encryptionKey: KEY })
-  const b = await Client.open({ path: file, orgId: 'org_mp', encryptionKey: KEY })
+test('two clients and two processes on one database never lose an update', async () => {
+  const db = storeOptions()
+  const a = await openClient({ ...db, orgId: 'org_mp' })
+  const b = await openClient({ ...db, orgId: 'org_mp' })
   const per = 150
-  const children = [run(process.execPath, [WRITER, file, KEY, 'p1', String(per)]), run(process.execPath, [WRITER, file, KEY, 'p2', String(per)])]
+  const where = JSON.stringify(db)
+  const children = [run(process.execPath, [WRITER, where, KEY, 'p1', String(per)]), run(process.execPath, [WRITER, where, KEY, 'p2', String(per)])]
   const local = []
   for (let i = 0; i < per; i++) {
     local.push(a.upsertLinkedAccount({ linked_account_id: 'shared', udf: { a: i } }))
@@ -43,9 +43,8 @@ test('two clients and two processes on one file never lose an update', async () 
 }, 120000)
 
 test('a process that never closes its client exits by itself', () => {
-  const dir = tmpDir()
   const start = Date.now()
-  const out = execFileSync(process.execPath, [WRITER, path.join(dir, 'exit.db'), KEY, 'x', '50', 'noClose'], { timeout: 20000 })
+  const out = execFileSync(process.execPath, [WRITER, JSON.stringify(storeOptions()), KEY, 'x', '50', 'noClose'], { timeout: 20000 })
   expect(JSON.parse(out)).toEqual({ ok: 50, failed: 0 })
   expect(Date.now() - start).toBeLessThan(20000)
 })

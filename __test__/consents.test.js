@@ -1,7 +1,6 @@
 // Auth sessions and consents (Fiskil-style account linking).
-const path = require('node:path')
 
-const { Client, tmpDir, openClient, KEY } = require('./helpers')
+const { openClient, storeOptions } = require('./helpers')
 
 const URIS = { redirect_uri: 'https://app.example/linked', cancel_uri: 'https://app.example/cancelled' }
 const GRANT = {
@@ -60,10 +59,10 @@ async function consentFor(client, user, grant = GRANT) {
 
 describe('auth sessions', () => {
   let client
-  let dir
+  let db
   beforeAll(async () => {
-    dir = tmpDir()
-    client = await openClient({ dir })
+    db = storeOptions()
+    client = await openClient(db)
   })
   afterAll(() => client.close())
 
@@ -152,11 +151,8 @@ describe('auth sessions', () => {
   })
 
   test('authUrlBase gives auth_url; an invalid authUrlBase is refused at open', async () => {
-    const file = path.join(dir, 'test.db')
-    const c2 = await Client.open({
-      path: file,
-      orgId: 'org_test',
-      encryptionKey: KEY,
+    const c2 = await openClient({
+      ...db,
       authUrlBase: 'https://link.example.com/consent',
     })
     try {
@@ -168,7 +164,7 @@ describe('auth sessions', () => {
       await c2.close()
     }
     await expect(
-      Client.open({ path: file, orgId: 'org_test', encryptionKey: KEY, authUrlBase: 'link.example.com' }),
+      openClient({ ...db, authUrlBase: 'link.example.com' }),
     ).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'authUrlBase' })
   })
 
@@ -248,7 +244,7 @@ describe('auth sessions', () => {
   })
 
   test('concurrent completions of one session from two clients: exactly one succeeds', async () => {
-    const other = await Client.open({ path: path.join(dir, 'test.db'), orgId: 'org_test', encryptionKey: KEY })
+    const other = await openClient(db)
     try {
       const user = await newUser(client)
       const s = await client.createAuthSession({ linked_account_id: user, ...URIS })
@@ -328,10 +324,10 @@ describe('auth sessions', () => {
 
 describe('consents', () => {
   let client
-  let dir
+  let db
   beforeAll(async () => {
-    dir = tmpDir()
-    client = await openClient({ dir })
+    db = storeOptions()
+    client = await openClient(db)
   })
   afterAll(() => client.close())
 
@@ -442,8 +438,7 @@ describe('consents', () => {
   })
 
   test('expiry: a lapsed consent reads expired at once; its event is emitted exactly once with two clients sweeping', async () => {
-    const file = path.join(dir, 'test.db')
-    const other = await Client.open({ path: file, orgId: 'org_test', encryptionKey: KEY })
+    const other = await openClient(db)
     try {
       const user = await newUser(client, 'expiry')
       const c = await consentFor(client, user, { ...GRANT, duration_seconds: 1 })
@@ -519,7 +514,7 @@ describe('consents', () => {
   })
 
   test('every call on a closed client rejects with CLIENT_CLOSED', async () => {
-    const c = await openClient({ dir: tmpDir() })
+    const c = await openClient()
     const user = await newUser(c, 'closed')
     const s = await c.createAuthSession({ linked_account_id: user, ...URIS })
     await c.close()

@@ -4,11 +4,11 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const { Client, LinkvaultError, signWebhook, verifyWebhook } = require('..')
-const { tmpDir, KEY } = require('./helpers')
+const { openClient, storeOptions, isPostgres, KEY } = require('./helpers')
 
 let client
 beforeAll(async () => {
-  client = await Client.open({ path: path.join(tmpDir(), 'e.db'), orgId: 'org_e', encryptionKey: KEY })
+  client = await openClient({ orgId: 'org_e' })
 })
 afterAll(() => client.close())
 
@@ -111,7 +111,7 @@ test('misuse seen by V8 (a method called on something else) is a VALIDATION_ERRO
 })
 
 test('a closed client rejects with CLIENT_CLOSED as a LinkvaultError', async () => {
-  const c = await Client.open({ path: ':memory:', encryptionKey: KEY })
+  const c = await openClient()
   await c.close()
   const e = await failure(() => c.stats())
   expect(e).toBeInstanceOf(LinkvaultError)
@@ -120,7 +120,7 @@ test('a closed client rejects with CLIENT_CLOSED as a LinkvaultError', async () 
 
 test('clients are instances of Client and close with await using (Symbol.asyncDispose)', async () => {
   expect(typeof Symbol.asyncDispose).toBe('symbol')
-  const c = await Client.open({ path: ':memory:', encryptionKey: KEY })
+  const c = await openClient()
   expect(c).toBeInstanceOf(Client)
   expect(typeof c[Symbol.asyncDispose]).toBe('function')
   await c[Symbol.asyncDispose]()
@@ -130,11 +130,10 @@ test('clients are instances of Client and close with await using (Symbol.asyncDi
 
 test('`await using` closes the client at the end of the block (TypeScript 5.2+ emits it)', async () => {
   // Node 20 does not parse `await using`; this is what TypeScript compiles it to, in short.
-  const dir = tmpDir()
-  const file = path.join(dir, 'using.db')
+  const db = storeOptions()
   let used
   {
-    const c = await Client.open({ path: file, encryptionKey: KEY })
+    const c = await openClient(db)
     try {
       used = c
       await c.upsertLinkedAccount({ linked_account_id: 'u' })
@@ -143,7 +142,8 @@ test('`await using` closes the client at the end of the block (TypeScript 5.2+ e
     }
   }
   await expect(used.getLinkedAccountById('u')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' })
-  expect(fs.existsSync(`${file}-wal`)).toBe(false) // closed: the WAL was folded in and removed
+  // SQLite: closed, the WAL was folded in and removed.
+  if (!isPostgres) expect(fs.existsSync(`${db.path}-wal`)).toBe(false)
 })
 
 test('LinkvaultError can be constructed (for tests and mocks)', () => {

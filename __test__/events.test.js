@@ -3,7 +3,7 @@ const path = require('node:path')
 const crypto = require('node:crypto')
 const { spawn, spawnSync } = require('node:child_process')
 
-const { Client, tmpDir, openClient, KEY } = require('./helpers')
+const { openClient, storeOptions, KEY } = require('./helpers')
 const { signWebhook, verifyWebhook } = require('..')
 
 const URIS = { redirect_uri: 'https://app.example/ok', cancel_uri: 'https://app.example/no' }
@@ -49,12 +49,10 @@ function runChild(script, args) {
 
 describe('listEvents', () => {
   let client
-  let dir
-  let file
+  let db
   beforeAll(async () => {
-    dir = tmpDir()
-    file = path.join(dir, 'test.db')
-    client = await openClient({ path: file })
+    db = storeOptions()
+    client = await openClient(db)
   })
   afterAll(() => client.close())
 
@@ -142,7 +140,7 @@ describe('listEvents', () => {
     await client.upsertLinkedAccount({ linked_account_id: 'reopen-1' })
     await client.close()
     await expect(client.listEvents()).rejects.toMatchObject({ code: 'CLIENT_CLOSED' })
-    client = await openClient({ path: file })
+    client = await openClient(db)
     await client.upsertLinkedAccount({ linked_account_id: 'reopen-2' })
     const resumed = await readAll(client, { after: cursor })
     expect(resumed.map((e) => e.linked_account_id)).toEqual(['reopen-1', 'reopen-2'])
@@ -153,7 +151,7 @@ describe('listEvents', () => {
   test('across two processes: a consumer sees every event once, in id order', async () => {
     const before = await readAll(client)
     const cursor = before[before.length - 1].id
-    const child = runChild('write-accounts.js', [file, 'child-', '40'])
+    const child = runChild('write-accounts.js', [JSON.stringify(db), 'child-', '40'])
     // Meanwhile this process writes too and a consumer tails the log with small pages.
     const consumed = []
     let after = cursor
@@ -182,12 +180,10 @@ describe('listEvents', () => {
 
 describe('onEvent', () => {
   let client
-  let dir
-  let file
+  let db
   beforeAll(async () => {
-    dir = tmpDir()
-    file = path.join(dir, 'test.db')
-    client = await openClient({ path: file })
+    db = storeOptions()
+    client = await openClient(db)
   })
   afterAll(() => client.close())
 
@@ -231,7 +227,7 @@ describe('onEvent', () => {
   })
 
   test('another client’s writes are not delivered (read them with listEvents)', async () => {
-    const other = await Client.open({ path: file, orgId: 'org_test', encryptionKey: KEY })
+    const other = await openClient(db)
     const mine = []
     const theirs = []
     const off1 = client.onEvent((e) => mine.push(e.linked_account_id))
@@ -260,8 +256,7 @@ describe('onEvent', () => {
   })
 
   test('a forgotten subscription does not keep the process alive', () => {
-    const d = tmpDir()
-    const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'forgotten-subscription.js'), path.join(d, 'x.db')], {
+    const r = spawnSync(process.execPath, [path.join(__dirname, 'fixtures', 'forgotten-subscription.js'), JSON.stringify(storeOptions())], {
       env: { ...process.env, LINKVAULT_ENCRYPTION_KEY: KEY },
       encoding: 'utf8',
       timeout: 30000, // a hang guard, not a timing assertion

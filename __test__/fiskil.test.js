@@ -1,9 +1,7 @@
 // Fiskil compatibility (issue 12): end users on linked accounts, auth sessions for the Link SDK
 // flow, and the consent fields of Fiskil's consent object. Payloads are the seeds' own
 // (../shared/seeds/002_*: Fiskil's "Linking Accounts" page), verbatim.
-const path = require('node:path')
-
-const { Client, tmpDir, openClient, KEY } = require('./helpers')
+const { openClient, storeOptions } = require('./helpers')
 
 // Seed 002, step 1: POST /v1/end-users body.
 const SEED_END_USER = {
@@ -154,10 +152,10 @@ describe('end users', () => {
 
 describe('auth sessions for the Link SDK flow', () => {
   let client
-  let dir
+  let db
   beforeAll(async () => {
-    dir = tmpDir()
-    client = await openClient({ dir })
+    db = storeOptions()
+    client = await openClient(db)
   })
   afterAll(() => client.close())
 
@@ -198,12 +196,9 @@ describe('auth sessions for the Link SDK flow', () => {
   })
 
   test('auth_url: authUrlBase when set, else ${publicUrl}/link/session/<session_id>', async () => {
-    const file = path.join(dir, 'test.db')
-    const withPublic = await Client.open({ path: file, orgId: 'org_test', encryptionKey: KEY, publicUrl: 'https://lv.example.com/base/' })
-    const withBoth = await Client.open({
-      path: file,
-      orgId: 'org_test',
-      encryptionKey: KEY,
+    const withPublic = await openClient({ ...db, publicUrl: 'https://lv.example.com/base/' })
+    const withBoth = await openClient({
+      ...db,
       publicUrl: 'https://lv.example.com',
       authUrlBase: 'https://app.example.com/consent?x=1',
     })
@@ -225,7 +220,7 @@ describe('auth sessions for the Link SDK flow', () => {
       ['appName', ''],
       ['appName', 5],
     ]) {
-      await expect(Client.open({ path: file, orgId: 'org_test', encryptionKey: KEY, [option]: value })).rejects.toMatchObject({
+      await expect(openClient({ ...db, [option]: value })).rejects.toMatchObject({
         code: 'VALIDATION_ERROR',
         field: option,
       })

@@ -8,7 +8,7 @@ const crypto = require('node:crypto')
 const fs = require('node:fs')
 const path = require('node:path')
 const linkvault = require('..')
-const { Client, tmpDir, KEY } = require('./helpers')
+const { Client, tmpDir, openClient, storeOptions, KEY } = require('./helpers')
 
 const BIG = 'a'.repeat(10 * 1024 * 1024)
 function nest(depth, make) {
@@ -599,8 +599,9 @@ beforeAll(async () => {
   const dir = tmpDir()
   // Client.open without a path uses ./linkvault.db: keep those files in the temp directory.
   process.chdir(dir)
-  const client = await Client.open({ path: path.join(dir, 'hostile.db'), orgId: 'org_h', encryptionKey: KEY })
-  const other = await Client.open({ path: path.join(dir, 'hostile.db'), orgId: 'org_h_other', encryptionKey: KEY })
+  const db = storeOptions({ dir, name: 'hostile.db' })
+  const client = await openClient({ ...db, orgId: 'org_h' })
+  const other = await openClient({ ...db, orgId: 'org_h_other' })
   await client.upsertLinkedAccount({ linked_account_id: 'base', udf: { plan: 'pro' }, your_app: { auth_credentials: { t: 1 } } })
   await other.upsertLinkedAccount({ linked_account_id: 'base' })
   const s = await session({ client })

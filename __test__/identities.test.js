@@ -1,7 +1,5 @@
 // Identity linking and account merging (issue 4).
-const path = require('node:path')
-
-const { openClient, tmpDir } = require('./helpers')
+const { openClient, storeOptions } = require('./helpers')
 
 let client
 let n = 0
@@ -279,10 +277,10 @@ describe('linkAccounts with link_with (a session token minted for the secondary)
   const SECRET = 'identity-tests-signing-secret-32-bytes!!'
   const now = () => Math.floor(Date.now() / 1000)
   let c
-  let file
+  let db
   beforeAll(async () => {
-    file = path.join(tmpDir(), 'link-with.db')
-    c = await openClient({ path: file, signingSecret: SECRET })
+    db = storeOptions()
+    c = await openClient({ ...db, signingSecret: SECRET })
   })
   afterAll(() => c.close())
 
@@ -328,7 +326,7 @@ describe('linkAccounts with link_with (a session token minted for the secondary)
 
   test('a token of another org, a forged one, and one for the primary itself are refused', async () => {
     const { a, b } = await pair()
-    const other = await openClient({ path: file, orgId: 'org_other', signingSecret: SECRET })
+    const other = await openClient({ ...db, orgId: 'org_other', signingSecret: SECRET })
     await other.upsertLinkedAccount({ linked_account_id: b })
     const foreign = (await other.getTokenForLinkedAccount({ linked_account_id: b })).token
     await expect(c.linkAccounts(a, { link_with: foreign })).rejects.toMatchObject({ code: 'INVALID_TOKEN' })
@@ -465,14 +463,14 @@ test('deleting a primary deletes its identities', async () => {
   expect(await client.linkIdentity(c, { provider: p, user_id: 2 })).toHaveLength(2)
 })
 
-describe('races on one file (two clients)', () => {
-  let file
+describe('races on one database (two clients)', () => {
+  let db
   let c1
   let c2
   beforeAll(async () => {
-    file = path.join(tmpDir(), 'race.db')
-    c1 = await openClient({ path: file })
-    c2 = await openClient({ path: file })
+    db = storeOptions()
+    c1 = await openClient(db)
+    c2 = await openClient(db)
   })
   afterAll(async () => {
     await c1.close()

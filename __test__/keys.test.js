@@ -3,12 +3,12 @@
 // checkIntegrity's view of sealed values.
 const path = require('node:path')
 const { spawn } = require('node:child_process')
-const { Client, tmpDir, newKey } = require('./helpers')
+const { openClient, storeOptions, testSqlite, tmpDir, newKey } = require('./helpers')
 
 const FIX = path.join(__dirname, 'fixtures')
 
-async function seed(file, key, n) {
-  const client = await Client.open({ path: file, orgId: 'org_k', encryptionKey: key })
+async function seed(db, key, n) {
+  const client = await openClient({ ...db, orgId: 'org_k', encryptionKey: key })
   for (let start = 0; start < n; start += 500) {
     await Promise.all(
       Array.from({ length: Math.min(500, n - start) }, (_, j) =>
@@ -33,11 +33,10 @@ async function expectAllReadable(client, n, extra = {}) {
 }
 
 test('rotateEncryptionKey re-seals everything online; afterwards the old key opens nothing', async () => {
-  const dir = tmpDir()
-  const file = path.join(dir, 'rot.db')
+  const db = storeOptions()
   const [A, B] = [newKey(), newKey()]
   const n = 1500
-  const client = await seed(file, A, n)
+  const client = await seed(db, A, n)
   // Writes and reads keep going while the rotation runs (batches of 500 rows interleave).
   const rotation = client.rotateEncryptionKey(B)
   const during = []
@@ -52,8 +51,8 @@ test('rotateEncryptionKey re-seals everything online; afterwards the old key ope
   expect(await client.checkIntegrity()).toEqual({ ok: true, details: [] })
   await client.close()
 
-  await expect(Client.open({ path: file, orgId: 'org_k', encryptionKey: A })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED', status: 500 })
-  const after = await Client.open({ path: file, orgId: 'org_k', encryptionKey: B })
+  await expect(openClient({ ...db, orgId: 'org_k', encryptionKey: A })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED', status: 500 })
+  const after = await openClient({ ...db, orgId: 'org_k', encryptionKey: B })
   expect(await expectAllReadable(after, n)).toBe(n - 1)
   for (let i = 0; i < 200; i += 37) expect((await after.getLinkedAccountCredentials(`d${i}`)).auth_credentials).toEqual({ d: i })
   // Unlinking restores the merged secondary with its credentials, kept in the merge record
@@ -67,13 +66,12 @@ test('rotateEncryptionKey re-seals everything online; afterwards the old key ope
 }, 60_000)
 
 test('a rotation killed half-way: either key reads everything, and it resumes', async () => {
-  const dir = tmpDir()
-  const file = path.join(dir, 'kill.db')
+  const db = storeOptions()
   const [A, B] = [newKey(), newKey()]
   const n = 6000
-  await (await seed(file, A, n)).close()
+  await (await seed(db, A, n)).close()
   const out = await new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(FIX, 'rotate-child.js'), file, A, B, '40'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const child = spawn(process.execPath, [path.join(FIX, 'rotate-child.js'), JSON.stringify(db), A, B, '40'], { stdio: ['ignore', 'pipe', 'inherit'] })
     let text = ''
     child.stdout.on('data', (d) => (text += d))
     child.on('close', (code, signal) => resolve({ text, signal }))
@@ -82,7 +80,7 @@ test('a rotation killed half-way: either key reads everything, and it resumes', 
   const finished = out.text.trim() !== ''
   // Whatever the progress, a client with either key alone reads every credential.
   for (const key of finished ? [B] : [A, B]) {
-    const c = await Client.open({ path: file, orgId: 'org_k', encryptionKey: key })
+    const c = await openClient({ ...db, orgId: 'org_k', encryptionKey: key })
     expect(await expectAllReadable(c, n)).toBe(n - 1)
     const integrity = await c.checkIntegrity()
     expect(integrity.ok).toBe(true)
@@ -92,7 +90,7 @@ test('a rotation killed half-way: either key reads everything, and it resumes', 
     await c.close()
   }
   // Resumed by a client that has only the old key.
-  const c = await Client.open({ path: file, orgId: 'org_k', encryptionKey: finished ? B : A })
+  const c = await openClient({ ...db, orgId: 'org_k', encryptionKey: finished ? B : A })
   const r = await c.rotateEncryptionKey(B)
   expect(r.resumed).toBe(!finished)
   // n sealed credentials (n - 1 accounts + 1 merge record) and 1 signing key: a resumed
@@ -100,39 +98,38 @@ test('a rotation killed half-way: either key reads everything, and it resumes', 
   if (!finished) expect(r.resealed).toBeLessThan(n + 1)
   expect(await c.checkIntegrity()).toEqual({ ok: true, details: [] })
   await c.close()
-  await expect(Client.open({ path: file, orgId: 'org_k', encryptionKey: A })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' })
-  const b = await Client.open({ path: file, orgId: 'org_k', encryptionKey: B })
+  await expect(openClient({ ...db, orgId: 'org_k', encryptionKey: A })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' })
+  const b = await openClient({ ...db, orgId: 'org_k', encryptionKey: B })
   expect(await expectAllReadable(b, n)).toBe(n - 1)
   await b.close()
   console.log(`key rotation killed ${finished ? 'after it finished' : 'half-way'}; resumed and completed`)
 }, 120_000)
 
 test('previousEncryptionKeys: deploy the new key first, rotate later', async () => {
-  const dir = tmpDir()
-  const file = path.join(dir, 'prev.db')
+  const db = storeOptions()
   const [A, B] = [newKey(), newKey()]
-  await (await seed(file, A, 10)).close()
+  await (await seed(db, A, 10)).close()
   // Without the old key, a new key is refused; with it as a previous key, all is readable.
-  await expect(Client.open({ path: file, orgId: 'org_k', encryptionKey: B })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' })
-  const c = await Client.open({ path: file, orgId: 'org_k', encryptionKey: B, previousEncryptionKeys: [A] })
+  await expect(openClient({ ...db, orgId: 'org_k', encryptionKey: B })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' })
+  const c = await openClient({ ...db, orgId: 'org_k', encryptionKey: B, previousEncryptionKeys: [A] })
   expect(await expectAllReadable(c, 10)).toBe(9)
   expect(await c.rotateEncryptionKey(B)).toMatchObject({ resumed: false, resealed: 11 }) // 10 credentials + the signing key
   await c.close()
-  const b = await Client.open({ path: file, orgId: 'org_k', encryptionKey: B })
+  const b = await openClient({ ...db, orgId: 'org_k', encryptionKey: B })
   expect(await expectAllReadable(b, 10)).toBe(9)
   await b.close()
-  await expect(Client.open({ path: ':memory:', previousEncryptionKeys: ['short'] })).rejects.toMatchObject({
+  await expect(openClient({ previousEncryptionKeys: ['short'] })).rejects.toMatchObject({
     code: 'VALIDATION_ERROR',
     field: 'previousEncryptionKeys',
   })
-  await expect(Client.open({ path: ':memory:', previousEncryptionKeys: 'x' })).rejects.toMatchObject({
+  await expect(openClient({ previousEncryptionKeys: 'x' })).rejects.toMatchObject({
     code: 'VALIDATION_ERROR',
     field: 'previousEncryptionKeys',
   })
 })
 
 test('rotateEncryptionKey refuses a malformed key, and a closed client', async () => {
-  const client = await Client.open({ path: ':memory:' })
+  const client = await openClient()
   for (const bad of [undefined, null, 'short', 42, '00'.repeat(31)]) {
     await expect(client.rotateEncryptionKey(bad)).rejects.toMatchObject({ code: 'VALIDATION_ERROR', field: 'newKey', status: 400 })
   }
@@ -142,11 +139,10 @@ test('rotateEncryptionKey refuses a malformed key, and a closed client', async (
   await expect(client.rotateEncryptionKey(newKey())).rejects.toMatchObject({ code: 'CLIENT_CLOSED' })
 })
 
-test('bearer secrets are never stored in clear: session ids (hashed) and credentials (sealed)', async () => {
+testSqlite('bearer secrets are never stored in clear: session ids (hashed) and credentials (sealed)', 'scans the database file and its WAL', async () => {
   const fs = require('node:fs')
   const dir = tmpDir()
-  const file = path.join(dir, 'clear.db')
-  const client = await Client.open({ path: file, orgId: 'org_k', encryptionKey: newKey() })
+  const client = await openClient({ ...storeOptions({ dir }), orgId: 'org_k', encryptionKey: newKey() })
   await client.upsertLinkedAccount({ linked_account_id: 'u', your_app: { auth_credentials: { token: 'zz-credential-zz' } } })
   const s = await client.createAuthSession({ linked_account_id: 'u', redirect_uri: 'https://a.test/', cancel_uri: 'https://a.test/' })
   expect(s.session_id).toMatch(/^[0-9a-f-]{36}$/)

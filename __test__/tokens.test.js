@@ -7,7 +7,7 @@ const crypto = require('node:crypto')
 const { fork } = require('node:child_process')
 const jwt = require('jsonwebtoken')
 
-const { Client, tmpDir, openClient: openIn, KEY } = require('./helpers')
+const { Client, tmpDir, openClient: openIn, storeOptions, isPostgres, seenByOthers, KEY } = require('./helpers')
 
 const DIR = tmpDir()
 /** Opens a client with the shared test key, without a new temporary directory per call. */
@@ -60,16 +60,14 @@ function claimsFor(client, id, extra = {}) {
 const kidOf = (token) => jwt.decode(token, { complete: true }).header.kid
 
 describe('session tokens', () => {
-  let dir
-  let file
+  let db
   let a // client A
-  let b // client B on the same file
+  let b // client B on the same database
 
   beforeAll(async () => {
-    dir = DIR
-    file = path.join(dir, 'tokens.db')
-    a = await openClient({ path: file, signingSecret: SECRET })
-    b = await openClient({ path: file, signingSecret: SECRET })
+    db = storeOptions({ dir: DIR, name: 'tokens.db' })
+    a = await openClient({ ...db, signingSecret: SECRET })
+    b = await openClient({ ...db, signingSecret: SECRET })
     for (const id of ['u1', 'u2', 'u3', 'u4', 'u5', 'u6']) {
       await a.upsertLinkedAccount({ linked_account_id: id, name: id })
     }
@@ -203,9 +201,9 @@ describe('session tokens', () => {
     expect(a.verifySessionTokenSync(jwt.sign(near, SECRET, { algorithm: 'HS256', keyid: kid }))).toEqual(near)
   })
 
-  test('rejects tokens of another org or environment on the same file', async () => {
-    const other = await openClient({ path: file, orgId: 'org_other', signingSecret: SECRET })
-    const prod = await openClient({ path: file, environment: 'production', signingSecret: SECRET })
+  test('rejects tokens of another org or environment on the same database', async () => {
+    const other = await openClient({ ...db, orgId: 'org_other', signingSecret: SECRET })
+    const prod = await openClient({ ...db, environment: 'production', signingSecret: SECRET })
     try {
       await other.upsertLinkedAccount({ linked_account_id: 'u1' })
       const mine = await a.getTokenForLinkedAccount({ linked_account_id: 'u1' })
@@ -248,7 +246,7 @@ describe('session tokens', () => {
   })
 
   test('expiry with a small TTL: TOKEN_EXPIRED', async () => {
-    const c = await openClient({ path: file, signingSecret: SECRET, clockSkewSeconds: 0 })
+    const c = await openClient({ ...db, signingSecret: SECRET, clockSkewSeconds: 0 })
     try {
       const t = await c.getTokenForLinkedAccount({ linked_account_id: 'u3', ttl_seconds: 1, force_refresh: true })
       expect(t.expires_in).toBe(1)
@@ -294,11 +292,11 @@ describe('session tokens', () => {
     expect(e.message).not.toContain(t1.refresh_token)
   })
 
-  test('revocation is seen at once by a second client on the same file', async () => {
+  test('revocation is seen by a second client on the same database (at once on SQLite, within the lag on PostgreSQL)', async () => {
     const t = await a.getTokenForLinkedAccount({ linked_account_id: 'u5', force_refresh: true })
     expect(b.verifySessionTokenSync(t.token).linked_account_id).toBe('u5')
     expect(await b.revokeSessionToken(t.token)).toEqual({ success: true, revoked_count: 1 })
-    await rejects(a, t.token, 'TOKEN_REVOKED')
+    await seenByOthers(() => rejects(a, t.token, 'TOKEN_REVOKED'))
     await rejects(b, t.token, 'TOKEN_REVOKED')
     // Idempotent; its refresh token is dead; it is not handed out again.
     expect(await a.revokeSessionToken(t.token)).toEqual({ success: true, revoked_count: 0 })
@@ -308,14 +306,14 @@ describe('session tokens', () => {
     // A token we cannot authenticate cannot be revoked.
     await expect(a.revokeSessionToken('abc')).rejects.toMatchObject({ code: 'INVALID_TOKEN' })
     // A client opened afterwards (durable revocation) rejects it too.
-    const c = await openClient({ path: file })
+    const c = await openClient({ ...db })
     await rejects(c, t.token, 'TOKEN_REVOKED')
     expect(c.verifySessionTokenSync(next.token).linked_account_id).toBe('u5')
     await c.close()
   })
 
-  test('revocation is seen at once by another process on the same file', async () => {
-    const script = path.join(dir, 'verifier-child.js')
+  test('revocation is seen by another process on the same database (at once on SQLite, within the lag on PostgreSQL)', async () => {
+    const script = path.join(DIR, 'verifier-child.js')
     fs.writeFileSync(
       script,
       `const { Client } = require(${JSON.stringify(path.join(__dirname, '..'))})
@@ -336,17 +334,17 @@ process.on('message', async (m) => {
         child.send(msg)
       })
     try {
-      await ask({ open: { path: file, orgId: 'org_test', encryptionKey: KEY } })
+      await ask({ open: { ...db, orgId: 'org_test', encryptionKey: KEY } })
       const t = await a.getTokenForLinkedAccount({ linked_account_id: 'u6', force_refresh: true })
       expect((await ask({ verify: t.token })).claims.linked_account_id).toBe('u6')
       expect((await ask({ verify: t.token })).claims.linked_account_id).toBe('u6')
       await a.revokeSessionToken(t.token)
-      expect(await ask({ verify: t.token })).toEqual({ code: 'TOKEN_REVOKED' })
+      await seenByOthers(async () => expect(await ask({ verify: t.token })).toEqual({ code: 'TOKEN_REVOKED' }))
       // And a revoke-all made here is seen there.
       const t2 = await a.getTokenForLinkedAccount({ linked_account_id: 'u6' })
       expect((await ask({ verify: t2.token })).claims).toBeTruthy()
       expect(await a.revokeAllSessionTokens('u6')).toEqual({ success: true, revoked_count: 1 })
-      expect(await ask({ verify: t2.token })).toEqual({ code: 'TOKEN_REVOKED' })
+      await seenByOthers(async () => expect(await ask({ verify: t2.token })).toEqual({ code: 'TOKEN_REVOKED' }))
     } finally {
       const exited = new Promise((r) => child.once('exit', r))
       child.send({ close: true })
@@ -361,7 +359,7 @@ process.on('message', async (m) => {
     const s3 = await b.refreshSessionToken(s2.refresh_token)
     const other = await a.getTokenForLinkedAccount({ linked_account_id: 'u1', force_refresh: true })
     expect(await b.revokeAllSessionTokens('ra')).toEqual({ success: true, revoked_count: 2 })
-    for (const t of [s1, s2, s3]) await rejects(a, t.token, 'TOKEN_REVOKED')
+    for (const t of [s1, s2, s3]) await seenByOthers(() => rejects(a, t.token, 'TOKEN_REVOKED'))
     await expect(a.refreshSessionToken(s3.refresh_token)).rejects.toMatchObject({ code: 'TOKEN_REVOKED' })
     expect(a.verifySessionTokenSync(other.token).linked_account_id).toBe('u1')
     expect(await b.revokeAllSessionTokens('ra')).toEqual({ success: true, revoked_count: 0 })
@@ -378,7 +376,7 @@ process.on('message', async (m) => {
     expect(b.verifySessionTokenSync(t1.token).linked_account_id).toBe('del')
     await b.deleteLinkedAccount('del')
     for (const t of [t1, t2]) {
-      await rejects(a, t.token, 'TOKEN_REVOKED')
+      await seenByOthers(() => rejects(a, t.token, 'TOKEN_REVOKED'))
       await rejects(b, t.token, 'TOKEN_REVOKED')
     }
     await expect(a.refreshSessionToken(t1.refresh_token)).rejects.toMatchObject({ status: 401 })
@@ -394,9 +392,9 @@ process.on('message', async (m) => {
   })
 
   test('key rotation and retirement', async () => {
-    const f = path.join(DIR, 'keys.db')
-    const k = await openClient({ path: f, signingSecret: SECRET })
-    const k2client = await openClient({ path: f, signingSecret: SECRET })
+    const f = storeOptions({ dir: DIR, name: 'keys.db' })
+    const k = await openClient({ ...f, signingSecret: SECRET })
+    const k2client = await openClient({ ...f, signingSecret: SECRET })
     try {
       await k.upsertLinkedAccount({ linked_account_id: 'u1' })
       const t1 = await k.getTokenForLinkedAccount({ linked_account_id: 'u1' })
@@ -412,7 +410,7 @@ process.on('message', async (m) => {
       expect(k2client.verifySessionTokenSync(t2.token).linked_account_id).toBe('u1')
       expect(await k2client.retireSigningKey(kid1)).toEqual({ success: true })
       // ... then fail everywhere, and are not handed out again.
-      await rejects(k, t1.token, 'INVALID_TOKEN')
+      await seenByOthers(() => rejects(k, t1.token, 'INVALID_TOKEN'))
       await rejects(k2client, t1.token, 'INVALID_TOKEN')
       await rejects(k, jwt.sign(claimsFor(k, 'u1'), SECRET, { algorithm: 'HS256', keyid: kid1 }), 'INVALID_TOKEN')
       expect(k.verifySessionTokenSync(t2.token).linked_account_id).toBe('u1')
@@ -439,7 +437,7 @@ process.on('message', async (m) => {
       await k2client.close()
     }
     // Opening with a retired signingSecret is refused.
-    await expect(openClient({ path: f, signingSecret: SECRET })).rejects.toMatchObject({
+    await expect(openClient({ ...f, signingSecret: SECRET })).rejects.toMatchObject({
       code: 'VALIDATION_ERROR',
       field: 'signingSecret',
     })
@@ -495,7 +493,7 @@ process.on('message', async (m) => {
   })
 
   test('client options: signingSecret length, TTLs, skew', async () => {
-    const f = path.join(DIR, 'opts.db')
+    const f = storeOptions({ dir: tmpDir(), name: 'opts.db' })
     for (const [opts, field] of [
       [{ signingSecret: 'too-short' }, 'signingSecret'],
       [{ signingSecret: 42 }, 'signingSecret'],
@@ -503,11 +501,11 @@ process.on('message', async (m) => {
       [{ refreshTokenTtlSeconds: -1 }, 'refreshTokenTtlSeconds'],
       [{ clockSkewSeconds: 601 }, 'clockSkewSeconds'],
     ]) {
-      const e = await openClient({ path: f, ...opts }).catch((x) => x)
+      const e = await openClient({ ...f, ...opts }).catch((x) => x)
       expect(e).toMatchObject({ code: 'VALIDATION_ERROR', status: 400, field })
       expect(e.message).not.toContain('too-short')
     }
-    const c = await openClient({ path: f, sessionTokenTtlSeconds: 120, refreshTokenTtlSeconds: 600 })
+    const c = await openClient({ ...f, sessionTokenTtlSeconds: 120, refreshTokenTtlSeconds: 600 })
     await c.upsertLinkedAccount({ linked_account_id: 'u1' })
     const t = await c.getTokenForLinkedAccount({ linked_account_id: 'u1' })
     expect(t.expires_in).toBe(120)
@@ -515,19 +513,20 @@ process.on('message', async (m) => {
     await c.close()
     // Without signingSecret the generated key is kept (sealed) in the file: a new client
     // verifies the old token.
-    const d = await openClient({ path: f })
+    const d = await openClient({ ...f })
     expect(d.verifySessionTokenSync(t.token).linked_account_id).toBe('u1')
     await d.close()
-    // The key file and database never hold the secret or tokens in clear.
-    for (const name of fs.readdirSync(path.dirname(f))) {
-      const bytes = fs.readFileSync(path.join(path.dirname(f), name))
+    // The key file and database never hold the secret or tokens in clear (SQLite: the files
+    // themselves; PostgreSQL keeps no file).
+    for (const name of f.path ? fs.readdirSync(path.dirname(f.path)) : []) {
+      const bytes = fs.readFileSync(path.join(path.dirname(f.path), name))
       expect(bytes.includes(t.refresh_token)).toBe(false)
       expect(bytes.includes(t.token.split('.')[2])).toBe(false)
     }
   })
 
-  test('an in-memory client works, and a closed client throws CLIENT_CLOSED', async () => {
-    const m = await Client.open({ path: ':memory:', orgId: 'mem' })
+  test('an in-memory client (SQLite) works, and a closed client throws CLIENT_CLOSED', async () => {
+    const m = isPostgres ? await openClient({ orgId: 'mem' }) : await Client.open({ path: ':memory:', orgId: 'mem' })
     await m.upsertLinkedAccount({ linked_account_id: 'u1' })
     const t = await m.getTokenForLinkedAccount({ linked_account_id: 'u1' })
     expect(m.verifySessionTokenSync(t.token).org_id).toBe('mem')

@@ -10,10 +10,45 @@ const assert = require('node:assert')
 
 const { Client } = require('..')
 const { Baseline } = require('./baseline')
+const { MinimalBaseline } = require('./minimal-baseline')
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const N = Number(process.env.BENCH_N ?? 4000)
 const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
+// "upsert, random order, mixed": MIX_IDS ids, each upserted 4 times, in a shuffled order.
+const MIX_IDS = Number(process.env.BENCH_MIX_IDS ?? 5000)
+const MIX_TIMES = 4
+
+/** A fixed shuffle (mulberry32) of every id MIX_TIMES times, with each upsert's occurrence number. */
+function mixedOrder() {
+  let seed = 0x5eed
+  const random = () => {
+    seed = (seed + 0x6d2b79f5) | 0
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  const ids = []
+  for (let id = 0; id < MIX_IDS; id++) for (let k = 0; k < MIX_TIMES; k++) ids.push(id)
+  for (let i = ids.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1))
+    ;[ids[i], ids[j]] = [ids[j], ids[i]]
+  }
+  const seen = new Map()
+  return ids.map((id) => {
+    const k = seen.get(id) ?? 0
+    seen.set(id, k + 1)
+    return { id, k }
+  })
+}
+
+/** The mixed row's payload: the first upsert of an id inserts, each later one changes one UDF value. */
+const mixPayload = (r, { id, k }) => ({
+  linked_account_id: `mix-${r}-${id}`,
+  name: `User ${id}`,
+  udf: { plan: 'pro', seats: k, region: 'eu' },
+  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}` } },
+})
 
 function measureSync(n, fn) {
   const rates = []
@@ -85,6 +120,8 @@ function comparable(a) {
 
 function rustCore() {
   const root = path.join(__dirname, '..')
+  // BENCH_NO_CORE=1 skips the Rust-core column (a quick check of the script itself).
+  if (process.env.BENCH_NO_CORE) return new Map()
   try {
     execFileSync('cargo', ['build', '--release', '--locked', '--features', 'bench', '--bin', 'bench_core'], { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] })
     const out = execFileSync(path.join(root, 'target', 'release', 'bench_core'), [String(N), String(ACCOUNTS), String(RUNS)], { encoding: 'utf8' })
@@ -100,12 +137,15 @@ async function main() {
   const key = crypto.randomBytes(32)
   const lv = await Client.open({ path: path.join(dir, 'linkvault.db'), orgId: 'org_bench', encryptionKey: key.toString('hex') })
   const base = new Baseline(path.join(dir, 'baseline.db'), key, { orgId: 'org_bench' })
+  const min = new MinimalBaseline(path.join(dir, 'minimal.db'), { orgId: 'org_bench' })
 
-  // Seed both with the same accounts.
+  // Seed all three with the same accounts.
   for (let i = 0; i < ACCOUNTS; i++) {
     await lv.upsertLinkedAccount(payload(`user-${i}`, 0))
     base.upsertLinkedAccount(payload(`user-${i}`, 0))
+    min.upsertLinkedAccount(payload(`user-${i}`, 0))
   }
+  const order = mixedOrder()
   // Keyset cursors for pages of 50, collected once.
   const lvCursors = [null]
   const baseCursors = [0]
@@ -129,9 +169,10 @@ async function main() {
   const identity = (side, i) => ({ provider: 'github', user_id: `gh-${seq[side]++}`, email: `U${i}@Example.com`, email_verified: true, isSocial: true })
 
   const ops = [
-    { name: 'upsertLinkedAccount (insert)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`new-${r}-${i}`, r)), base: (i, r) => base.upsertLinkedAccount(payload(`new-${r}-${i}`, r)) },
-    { name: 'upsertLinkedAccount (update)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)), base: (i, r) => base.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)) },
-    { name: 'getLinkedAccountById', n: N, lv: (i) => lv.getLinkedAccountById(`user-${i % ACCOUNTS}`), base: (i) => base.getLinkedAccountById(`user-${i % ACCOUNTS}`) },
+    { name: 'upsertLinkedAccount (insert)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`new-${r}-${i}`, r)), base: (i, r) => base.upsertLinkedAccount(payload(`new-${r}-${i}`, r)), min: (i, r) => min.upsertLinkedAccount(payload(`new-${r}-${i}`, r)) },
+    { name: 'upsertLinkedAccount (update)', n: N, lv: (i, r) => lv.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)), base: (i, r) => base.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)), min: (i, r) => min.upsertLinkedAccount(payload(`user-${i % ACCOUNTS}`, r + 1)) },
+    { name: 'upsert, random order, mixed', n: order.length, only64: true, lv: (i, r) => lv.upsertLinkedAccount(mixPayload(r, order[i])), base: (i, r) => base.upsertLinkedAccount(mixPayload(r, order[i])), min: (i, r) => min.upsertLinkedAccount(mixPayload(r, order[i])) },
+    { name: 'getLinkedAccountById', n: N, lv: (i) => lv.getLinkedAccountById(`user-${i % ACCOUNTS}`), base: (i) => base.getLinkedAccountById(`user-${i % ACCOUNTS}`), min: (i) => min.getLinkedAccountById(`user-${i % ACCOUNTS}`) },
     { name: 'getAllLinkedAccounts (page of 50)', n: N / 10, lv: (i) => lv.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }), base: (i) => base.getAllLinkedAccounts({ page: 1 + (i % 20), limit: 50 }) },
     { name: 'getTokenForLinkedAccount (mint)', n: N, lv: (i) => lv.getTokenForLinkedAccount({ linked_account_id: `user-${i % ACCOUNTS}`, force_refresh: true }), base: (i) => base.getTokenForLinkedAccount({ linked_account_id: `user-${i % ACCOUNTS}` }) },
     { name: 'verifySessionToken (async; baseline jose)', n: N * 5, lv: (i) => lv.verifySessionToken(lvTokens[i % 100]), base: (i) => base.verifySessionTokenJose(baseTokens[i % 100]) },
@@ -149,12 +190,13 @@ async function main() {
       rows.push({ name, lv: measureSync(op.n, op.lv), base: measureSync(op.n, op.base) })
       continue
     }
-    for (const inflight of [1, 64]) {
+    for (const inflight of op.only64 ? [64] : [1, 64]) {
       const name = `${op.name} x${inflight}`
       process.stderr.write(`measuring ${name}\n`)
       const a = await measure(op.n, inflight, op.lv)
       const b = await measure(op.n, inflight, async (i, r) => op.base(i, r))
-      rows.push({ name, lv: a, base: b })
+      const m = op.min ? await measure(op.n, inflight, async (i, r) => op.min(i, r)) : null
+      rows.push({ name, lv: a, base: b, min: m })
     }
   }
 
@@ -176,10 +218,19 @@ async function main() {
   )
   const strip = ({ iat, exp, jti, ...rest }) => rest
   assert.deepStrictEqual(strip(lv.verifySessionTokenSync(lvTokens[7])), strip(base.verifySessionToken(baseTokens[7])))
+  // The mixed row's accounts: the same __v and UDF values in all three.
+  for (const id of ['mix-1-0', `mix-1-${MIX_IDS - 1}`]) {
+    const [a, b, m] = [await lv.getLinkedAccountById(id), base.getLinkedAccountById(id), min.getLinkedAccountById(id)]
+    assert.strictEqual(a.__v, MIX_TIMES - 1, `${id}: __v`)
+    assert.deepStrictEqual(comparable(a), comparable(b), `${id} differs from the baseline`)
+    const core = (x) => ({ __v: x.__v, name: x.name, udf: comparable(x).udf })
+    assert.deepStrictEqual(core(a), core(m), `${id} differs from the minimal baseline`)
+  }
   process.stderr.write('sample check: linkvault and baseline results are equal\n')
   const lag = await eventLoopLag(lv)
   await lv.close()
   base.close()
+  min.close()
   fs.rmSync(dir, { recursive: true, force: true })
 
   process.stderr.write('measuring the Rust core\n')
@@ -194,8 +245,8 @@ async function main() {
 function print(rows, core) {
   const f = (m) => (m ? `${Math.round(m.median).toLocaleString('en-US')} (${Math.round(m.min).toLocaleString('en-US')}–${Math.round(m.max).toLocaleString('en-US')})` : 'n/a')
   const ratio = (a, b) => (a && b ? `${(a.median / b.median).toFixed(2)}×` : 'n/a')
-  const header = ['operation (in flight)', 'linkvault ops/s', 'baseline ops/s', 'rust core ops/s', 'lv / baseline', 'lv / rust core']
-  const body = rows.map((r) => [r.name, f(r.lv), f(r.base), f(core.get(r.name)), ratio(r.lv, r.base), ratio(r.lv, core.get(r.name))])
+  const header = ['operation (in flight)', 'linkvault ops/s', 'baseline ops/s', 'minimal ops/s', 'rust core ops/s', 'lv / baseline', 'lv / minimal', 'lv / rust core']
+  const body = rows.map((r) => [r.name, f(r.lv), f(r.base), f(r.min), f(core.get(r.name)), ratio(r.lv, r.base), ratio(r.lv, r.min), ratio(r.lv, core.get(r.name))])
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
   const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`
   console.log(line(header))

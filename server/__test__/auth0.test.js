@@ -88,7 +88,7 @@ beforeAll(async () => {
   keyA = await createKey(store, 'org_a', 'test')
   keyB = await createKey(store, 'org_b', 'test')
   server = await startServer(store, ['--tls-cert', cert.cert, '--tls-key', cert.key])
-  client = await Client.open({ path: store.db, orgId: 'org_a', environment: 'test', encryptionKey: store.env.LINKVAULT_ENCRYPTION_KEY })
+  client = await Client.open({ ...store.open, orgId: 'org_a', environment: 'test', encryptionKey: store.env.LINKVAULT_ENCRYPTION_KEY })
 })
 
 afterAll(async () => {

@@ -6,6 +6,7 @@
 const fs = require('node:fs')
 const http = require('node:http')
 const net = require('node:net')
+const path = require('node:path')
 
 const { newStore, run, createKey, startServer } = require('./helpers')
 
@@ -23,10 +24,13 @@ describe('serve: flags', () => {
     [['--url', 'postgres://localhost/x'], /either --db or --url/],
     [['--url', 'mysql://localhost/x'], /--url must be a postgres/, { noDb: true }],
     [['extra'], /Unexpected argument 'extra'/],
+    [['--schema', 'other'], /--schema names a PostgreSQL schema: it needs --url/],
   ]
   test.each(bad)('serve %j exits 2 with a one-line error', async (args, message, { noDb } = {}) => {
+    // Flags are checked before any store is opened: a SQLite path serves on either store.
     const store = newStore()
-    const r = await run(['serve', ...(noDb ? [] : ['--db', store.db]), ...args], { env: store.env })
+    const db = path.join(store.dir, 'vault.db')
+    const r = await run(['serve', ...(noDb ? [] : ['--db', db]), ...args], { env: store.env })
     expect(r.code).toBe(2)
     expect(r.stdout).toBe('')
     const lines = r.stderr.trim().split('\n')
@@ -34,7 +38,7 @@ describe('serve: flags', () => {
     expect(lines[0]).toMatch(/^linkvault serve: /)
     expect(lines[0]).toMatch(message)
     // A bad flag never touches the database.
-    expect(fs.existsSync(store.db)).toBe(false)
+    expect(fs.existsSync(db)).toBe(false)
   })
 
   test('a store that cannot be opened (--url this build or this host cannot reach) exits 1 with one line', async () => {
@@ -50,7 +54,7 @@ describe('serve: flags', () => {
   test('--help prints the usage and exits 0', async () => {
     const r = await run(['serve', '--help'])
     expect(r.code).toBe(0)
-    for (const flag of ['--db', '--url', '--host', '--port', '--tls-cert', '--tls-key', '--public-url']) expect(r.stdout).toContain(flag)
+    for (const flag of ['--db', '--url', '--schema', '--host', '--port', '--tls-cert', '--tls-key', '--public-url']) expect(r.stdout).toContain(flag)
   })
 })
 
@@ -85,8 +89,8 @@ describe('serve: ready line and graceful shutdown', () => {
     expect(r.body).toMatchObject({ account_id: 'in-flight', new_account: true })
     const exit = await server.exited
     expect(exit).toEqual({ code: 0, signal: null })
-    // Closed cleanly: the WAL was folded into the file.
-    expect(fs.existsSync(`${store.db}-wal`)).toBe(false)
+    // Closed cleanly: the WAL was folded into the file (SQLite).
+    if (store.db) expect(fs.existsSync(`${store.db}-wal`)).toBe(false)
     await expect(
       new Promise((resolve, reject) => {
         const s = net.connect(server.port, '127.0.0.1', () => {
@@ -109,7 +113,7 @@ describe('serve: ready line and graceful shutdown', () => {
 describe('keys', () => {
   test('create prints { api_key, client_id, client_secret } last; list never shows secrets; revoke', async () => {
     const store = newStore()
-    const created = await run(['keys', 'create', '--db', store.db, '--org', 'org_a', '--name', 'ci'], { env: store.env })
+    const created = await run(['keys', 'create', ...store.args, '--org', 'org_a', '--name', 'ci'], { env: store.env })
     expect(created.code).toBe(0)
     const last = JSON.parse(created.stdout.trim().split('\n').pop())
     expect(Object.keys(last)).toEqual(['api_key', 'client_id', 'client_secret'])
@@ -117,31 +121,31 @@ describe('keys', () => {
     const prod = await createKey(store, 'org_a', 'production')
     expect(prod.api_key).toMatch(/^pk_[0-9a-f]{64}$/)
 
-    const listed = await run(['keys', 'list', '--db', store.db, '--json'], { env: store.env })
+    const listed = await run(['keys', 'list', ...store.args, '--json'], { env: store.env })
     expect(listed.code).toBe(0)
     const keys = JSON.parse(listed.stdout)
     expect(keys).toEqual([
       expect.objectContaining({ client_id: last.client_id, org_id: 'org_a', environment: 'test', name: 'ci', revoked_at: null, api_key_hint: `tk_…${last.api_key.slice(-4)}` }),
       expect.objectContaining({ client_id: prod.client_id, environment: 'production' }),
     ])
-    const table = await run(['keys', 'list', '--db', store.db, '--environment', 'production'], { env: store.env })
+    const table = await run(['keys', 'list', ...store.args, '--environment', 'production'], { env: store.env })
     expect(table.stdout).toContain(prod.client_id)
     expect(table.stdout).not.toContain(last.client_id)
     for (const out of [listed.stdout, table.stdout, listed.stderr, created.stderr]) {
       for (const s of [last.api_key, last.client_secret, prod.api_key, prod.client_secret]) expect(out).not.toContain(s)
     }
 
-    const revoked = await run(['keys', 'revoke', last.client_id, '--db', store.db], { env: store.env })
+    const revoked = await run(['keys', 'revoke', last.client_id, ...store.args], { env: store.env })
     expect(revoked.code).toBe(0)
     expect(revoked.stdout).toContain(last.client_id)
-    const after = JSON.parse((await run(['keys', 'list', '--db', store.db, '--json', '--org', 'org_a'], { env: store.env })).stdout)
+    const after = JSON.parse((await run(['keys', 'list', ...store.args, '--json', '--org', 'org_a'], { env: store.env })).stdout)
     expect(after.find((k) => k.client_id === last.client_id).revoked_at).toEqual(expect.any(String))
 
-    const unknown = await run(['keys', 'revoke', 'lvc_nope', '--db', store.db], { env: store.env })
+    const unknown = await run(['keys', 'revoke', 'lvc_nope', ...store.args], { env: store.env })
     expect(unknown.code).toBe(1)
     expect(unknown.stderr).toMatch(/NOT_FOUND/)
 
-    // Stored hashed: no secret is anywhere in the database files.
+    // Stored hashed: no secret is anywhere in the database files (SQLite; PostgreSQL leaves none in store.dir).
     for (const file of fs.readdirSync(store.dir)) {
       const bytes = fs.readFileSync(`${store.dir}/${file}`)
       for (const s of [last.api_key, last.client_secret, prod.api_key, prod.client_secret]) expect(bytes.includes(Buffer.from(s))).toBe(false)
@@ -158,7 +162,7 @@ describe('keys', () => {
     [[], /a subcommand is required/],
   ])('keys %j exits 2 with a one-line error', async (args, message) => {
     const store = newStore()
-    const r = await run(['keys', ...args, ...(args.length ? ['--db', store.db] : [])], { env: store.env })
+    const r = await run(['keys', ...args, ...(args.length ? store.args : [])], { env: store.env })
     expect(r.code).toBe(2)
     expect(r.stderr.trim().split('\n')).toHaveLength(1)
     expect(r.stderr).toMatch(message)

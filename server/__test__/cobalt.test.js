@@ -302,7 +302,7 @@ describe('keys and scopes', () => {
     secrets.push(doomed.api_key, doomed.client_secret)
     const ok = await call(url('/api/v2/public/linked-account'), { headers: withKey(doomed) })
     expect(ok.status).toBe(200)
-    const revoked = await run(['keys', 'revoke', doomed.client_id, '--db', store.db], { env: store.env })
+    const revoked = await run(['keys', 'revoke', doomed.client_id, ...store.args], { env: store.env })
     expect(revoked.code).toBe(0)
     let status = 200
     const deadline = Date.now() + 5000

@@ -16,6 +16,7 @@ const { Client } = require('linkvault')
 const { buildServer } = require('..')
 const { loggerOptions } = require('../lib/logger')
 const { tempDir } = require('./webhook-helpers')
+const { storeOptions } = require('../../__test__/helpers')
 
 const CHROMIUM = '/usr/bin/chromium'
 const ORG = 'org_consent'
@@ -31,16 +32,15 @@ async function startApp() {
 }
 
 describe('sandbox consent page in headless Chromium', () => {
-  let dir, client, prod, app, base, rp, context, logs, encryptionKey
+  let db, client, prod, app, base, rp, context, logs, encryptionKey
   const pages = []
 
   beforeAll(async () => {
-    dir = tempDir('lv-consent-')
-    const db = path.join(dir, 'consent.db')
+    db = storeOptions({ dir: tempDir('lv-consent-'), name: 'consent.db' })
     // One explicit key: production scopes get no key file.
     encryptionKey = require('node:crypto').randomBytes(32).toString('hex')
-    client = await Client.open({ path: db, orgId: ORG, environment: 'test', encryptionKey })
-    prod = await Client.open({ path: db, orgId: ORG, environment: 'production', encryptionKey })
+    client = await Client.open({ ...db, orgId: ORG, environment: 'test', encryptionKey })
+    prod = await Client.open({ ...db, orgId: ORG, environment: 'production', encryptionKey })
     logs = ''
     const sink = new Writable({
       write(chunk, _enc, cb) {
@@ -219,7 +219,7 @@ describe('sandbox consent page in headless Chromium', () => {
   })
 
   test('a session of another org on the same store: the page acts in that org', async () => {
-    const other = await Client.open({ path: path.join(dir, 'consent.db'), orgId: 'org_other', environment: 'test', encryptionKey })
+    const other = await Client.open({ ...db, orgId: 'org_other', environment: 'test', encryptionKey })
     try {
       await other.upsertLinkedAccount({ linked_account_id: 'eu_other' })
       const s = await other.createAuthSession({ end_user_id: 'eu_other', redirect_uri: `${rp.url}/done`, cancel_uri: `${rp.url}/cancelled`, institution_id: 'sandbox-bank' })

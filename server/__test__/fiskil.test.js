@@ -34,7 +34,7 @@ beforeAll(async () => {
   server = await startServer(store)
   tokenA = (await fiskilToken(keyA)).access_token
   tokenB = (await fiskilToken(keyB)).access_token
-  client = await Client.open({ path: store.db, orgId: 'org_a', environment: 'test', encryptionKey: store.env.LINKVAULT_ENCRYPTION_KEY })
+  client = await Client.open({ ...store.open, orgId: 'org_a', environment: 'test', encryptionKey: store.env.LINKVAULT_ENCRYPTION_KEY })
 })
 
 afterAll(async () => {

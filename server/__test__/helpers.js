@@ -2,12 +2,17 @@
 // Test helpers: a server started as a child process (`node server/bin.js serve`) on a fresh
 // database, keys made with `keys create`, a throwaway TLS certificate, and the server's
 // captured output (to check that logs never hold a secret).
+//
+// The database is on the run's store (__test__/helpers.js: a SQLite file, or a schema of the
+// test PostgreSQL server): suites pass `store.args` to commands and `store.open` to Client.open.
 
 const { spawn, execFileSync } = require('node:child_process')
 const crypto = require('node:crypto')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
+
+const { storeOptions } = require('../../__test__/helpers')
 
 const BIN = path.join(__dirname, '..', 'bin.js')
 const made = []
@@ -21,10 +26,21 @@ function tmpDir() {
   return dir
 }
 
-/** A fresh database path with its own encryption key in the environment of every command. */
+/** The command-line flags naming the database of Client.open options `{ path }` / `{ url, schema }`. */
+function storeArgs(open) {
+  return open.path !== undefined ? ['--db', open.path] : ['--url', open.url, '--schema', open.schema]
+}
+
+/**
+ * A fresh database with its own encryption key in the environment of every command:
+ * `{ dir, open, args, env, db? }` where `open` is its Client.open options (`{ path }` or
+ * `{ url, schema }`), `args` the matching command-line flags (`--db PATH` or
+ * `--url URL --schema NAME`), and `db` the SQLite path (SQLite only).
+ */
 function newStore() {
   const dir = tmpDir()
-  return { dir, db: path.join(dir, 'vault.db'), env: { ...process.env, LINKVAULT_ENCRYPTION_KEY: crypto.randomBytes(32).toString('hex') } }
+  const open = storeOptions({ dir, name: 'vault.db' })
+  return { dir, db: open.path, open, args: storeArgs(open), env: { ...process.env, LINKVAULT_ENCRYPTION_KEY: crypto.randomBytes(32).toString('hex') } }
 }
 
 /** Runs `node server/bin.js ...args` to completion: { code, stdout, stderr }. */
@@ -49,7 +65,7 @@ function run(args, { env = process.env, timeoutMs = 30000 } = {}) {
 
 /** `keys create` for org/environment: { api_key, client_id, client_secret }. */
 async function createKey(store, org, environment = 'test') {
-  const r = await run(['keys', 'create', '--db', store.db, '--org', org, '--environment', environment], { env: store.env })
+  const r = await run(['keys', 'create', ...store.args, '--org', org, '--environment', environment], { env: store.env })
   if (r.code !== 0) throw new Error(`keys create failed (${r.code}): ${r.stderr}`)
   const last = r.stdout.trim().split('\n').pop()
   return JSON.parse(last)
@@ -61,7 +77,7 @@ async function createKey(store, org, environment = 'test') {
  */
 function startServer(store, extraArgs = [], { env = store.env, readyMs = 30000 } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, 'serve', '--db', store.db, '--port', '0', ...extraArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const child = spawn(process.execPath, [BIN, 'serve', ...store.args, '--port', '0', ...extraArgs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     const out = { stdout: '', stderr: '' }
     let ready = false
     const timer = setTimeout(() => {
@@ -131,4 +147,4 @@ async function call(url, { method = 'GET', headers = {}, json, body } = {}) {
   return { status: res.status, body: parsed, text, headers: res.headers }
 }
 
-module.exports = { BIN, tmpDir, newStore, run, createKey, startServer, throwawayCert, call }
+module.exports = { BIN, tmpDir, newStore, storeArgs, run, createKey, startServer, throwawayCert, call }

@@ -15,11 +15,13 @@ function tempDir(prefix = 'lv-webhooks-') {
 }
 
 /**
- * Starts `linkvault serve --db DB --port 0` with fast webhook settings; resolves once it prints
- * its address. `stderr` collects its (JSON) logs.
+ * Starts `linkvault serve --db PATH | --url URL --schema NAME --port 0` on the database of
+ * Client.open options `where` (storeOptions() of __test__/helpers.js) with fast webhook
+ * settings; resolves once it prints its address. `stderr` collects its (JSON) logs.
  */
-function startServer(db, env = {}) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--db', db, '--port', '0'], {
+function startServer(where, env = {}) {
+  const { storeArgs } = require('./helpers')
+  const child = spawn(process.execPath, [BIN, 'serve', ...storeArgs(where), '--port', '0'], {
     env: {
       ...process.env,
       LINKVAULT_WEBHOOK_RETRY_BASE_MS: '100',

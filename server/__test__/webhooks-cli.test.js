@@ -7,6 +7,8 @@ const path = require('node:path')
 
 const { Client } = require('linkvault')
 const { BIN, tempDir, cli } = require('./webhook-helpers')
+const { storeArgs } = require('./helpers')
+const { storeOptions } = require('../../__test__/helpers')
 
 function lastJson(stdout) {
   return JSON.parse(stdout.trim().split('\n').pop())
@@ -21,13 +23,15 @@ function expectUsageError(out, pattern) {
 }
 
 describe('linkvault webhooks', () => {
-  let db
+  let db // Client.open options of the store
+  let args // its flags
   // Production scopes need an encryption key (no key file outside 'test'); the commands run in
   // this process, so they read it from its environment.
   const savedKey = process.env.LINKVAULT_ENCRYPTION_KEY
 
   beforeAll(() => {
-    db = path.join(tempDir('lv-webhooks-cli-'), 'cli.db')
+    db = storeOptions({ dir: tempDir('lv-webhooks-cli-'), name: 'cli.db' })
+    args = storeArgs(db)
     process.env.LINKVAULT_ENCRYPTION_KEY = require('node:crypto').randomBytes(32).toString('hex')
   })
 
@@ -47,18 +51,18 @@ describe('linkvault webhooks', () => {
   })
 
   test('create prints {"id","secret"} last; list shows it without the secret; delete removes it', async () => {
-    const a = await cli('webhooks', ['create', '--db', db, '--org', 'org_a', '--url', 'https://hooks.example/a', '--events', 'consent.received, consent.revoked'])
+    const a = await cli('webhooks', ['create', ...args, '--org', 'org_a', '--url', 'https://hooks.example/a', '--events', 'consent.received, consent.revoked'])
     expect(a.code).toBe(0)
     const created = lastJson(a.stdout)
     expect(Object.keys(created)).toEqual(['id', 'secret'])
     expect(created.id).toMatch(/^wh_[0-9a-f]{24}$/)
     expect(created.secret).toMatch(/^whsec_[A-Za-z0-9_-]{43}$/)
     expect(a.stderr).not.toContain(created.secret)
-    const b = await cli('webhooks', ['create', '--db', db, '--org', 'org_b', '--environment', 'production', '--url', 'https://hooks.example/b'])
+    const b = await cli('webhooks', ['create', ...args, '--org', 'org_b', '--environment', 'production', '--url', 'https://hooks.example/b'])
     expect(b.code).toBe(0)
     const other = lastJson(b.stdout)
 
-    const table = await cli('webhooks', ['list', '--db', db])
+    const table = await cli('webhooks', ['list', ...args])
     expect(table.code).toBe(0)
     const lines = table.stdout.trim().split('\n')
     expect(lines[0]).toMatch(/^id\s+org\s+environment\s+url\s+events\s+pending\s+failed\s+created_at$/)
@@ -66,36 +70,36 @@ describe('linkvault webhooks', () => {
     expect(lines[2]).toMatch(new RegExp(`^${other.id}\\s+org_b\\s+production\\s+https://hooks.example/b\\s+\\*\\s+0\\s+0\\s+`))
     expect(table.stdout).not.toContain('whsec_')
 
-    const onlyB = JSON.parse((await cli('webhooks', ['list', '--db', db, '--org', 'org_b', '--json'])).stdout)
+    const onlyB = JSON.parse((await cli('webhooks', ['list', ...args, '--org', 'org_b', '--json'])).stdout)
     expect(onlyB).toEqual([expect.objectContaining({ id: other.id, org_id: 'org_b', environment: 'production', events: null, pending: 0, failed: 0 })])
-    expect(JSON.parse((await cli('webhooks', ['list', '--db', db, '--environment', 'test', '--json'])).stdout).map((w) => w.id)).toEqual([created.id])
+    expect(JSON.parse((await cli('webhooks', ['list', ...args, '--environment', 'test', '--json'])).stdout).map((w) => w.id)).toEqual([created.id])
 
-    const empty = await cli('webhooks', ['deliveries', created.id, '--db', db])
+    const empty = await cli('webhooks', ['deliveries', created.id, ...args])
     expect(empty.code).toBe(0)
     expect(empty.stdout.trim().split('\n')).toHaveLength(1)
 
-    const del = await cli('webhooks', ['delete', created.id, '--db', db])
+    const del = await cli('webhooks', ['delete', created.id, ...args])
     expect(del.code).toBe(0)
     expect(del.stdout).toBe(`deleted ${created.id} (org org_a, test, https://hooks.example/a)\n`)
-    const again = await cli('webhooks', ['delete', created.id, '--db', db])
+    const again = await cli('webhooks', ['delete', created.id, ...args])
     expect(again.code).toBe(1)
     expect(again.stderr).toMatch(/^linkvault webhooks: NOT_FOUND: /)
-    const gone = await cli('webhooks', ['deliveries', created.id, '--db', db])
+    const gone = await cli('webhooks', ['deliveries', created.id, ...args])
     expect(gone.code).toBe(1)
     expect(gone.stderr).toMatch(/NOT_FOUND/)
-    expect(JSON.parse((await cli('webhooks', ['list', '--db', db, '--json'])).stdout).map((w) => w.id)).toEqual([other.id])
+    expect(JSON.parse((await cli('webhooks', ['list', ...args, '--json'])).stdout).map((w) => w.id)).toEqual([other.id])
   })
 
   test('the secret signs: a webhook made by the CLI is the one the store delivers', async () => {
-    const made = lastJson((await cli('webhooks', ['create', '--db', db, '--org', 'org_sig', '--url', 'http://127.0.0.1:9/x'])).stdout)
-    const client = await Client.open({ path: db, orgId: 'org_sig', encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY })
+    const made = lastJson((await cli('webhooks', ['create', ...args, '--org', 'org_sig', '--url', 'http://127.0.0.1:9/x'])).stdout)
+    const client = await Client.open({ ...db, orgId: 'org_sig', encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY })
     try {
       await client.upsertLinkedAccount({ linked_account_id: 'u_sig' })
       const claimed = (await client.claimWebhookDeliveries({ limit: 100 })).filter((d) => d.webhook_id === made.id)
       expect(claimed).toHaveLength(1)
       const { verifyWebhook } = require('linkvault')
       expect(verifyWebhook(claimed[0].body, claimed[0].signature, made.secret)).toBe(true)
-      const out = JSON.parse((await cli('webhooks', ['deliveries', made.id, '--db', db, '--json', '--state', 'pending'])).stdout)
+      const out = JSON.parse((await cli('webhooks', ['deliveries', made.id, ...args, '--json', '--state', 'pending'])).stdout)
       expect(out).toEqual([expect.objectContaining({ message_id: claimed[0].message_id, event: 'linked_account.created', end_user_id: 'u_sig', state: 'pending', attempts: 1 })])
     } finally {
       await client.close()
@@ -103,6 +107,8 @@ describe('linkvault webhooks', () => {
   })
 
   test('strict parsing: one-line errors and exit code 2, before any store is touched', async () => {
+    // Never opened: every case fails while parsing, so a SQLite path serves on either store.
+    const db = path.join(tempDir('lv-webhooks-cli-'), 'never-opened.db')
     const base = ['--db', db, '--org', 'o']
     expectUsageError(await cli('webhooks', []), /a subcommand is required/)
     expectUsageError(await cli('webhooks', ['frob']), /unknown subcommand 'frob'/)
@@ -119,11 +125,12 @@ describe('linkvault webhooks', () => {
     expectUsageError(await cli('webhooks', ['delete', 'a', 'b', '--db', db]), /unexpected argument 'b'/)
     expectUsageError(await cli('webhooks', ['deliveries', 'wh_x', '--db', db, '--state', 'done']), /--state must be/)
     expectUsageError(await cli('webhooks', ['deliveries', 'wh_x', '--db', db, '--limit', '0']), /--limit must be/)
+    expectUsageError(await cli('webhooks', ['list', '--db', db, '--schema', 'x']), /--schema names a PostgreSQL schema/)
   })
 
   test('input the store refuses is a usage error too (exit 2): unknown event types, http in production', async () => {
-    expectUsageError(await cli('webhooks', ['create', '--db', db, '--org', 'o', '--url', 'https://a.example', '--events', 'consent.recieved']), /--events: unknown event type 'consent.recieved'/)
-    expectUsageError(await cli('webhooks', ['create', '--db', db, '--org', 'o', '--environment', 'production', '--url', 'http://a.example']), /--url: url must use https in the production environment/)
+    expectUsageError(await cli('webhooks', ['create', ...args, '--org', 'o', '--url', 'https://a.example', '--events', 'consent.recieved']), /--events: unknown event type 'consent.recieved'/)
+    expectUsageError(await cli('webhooks', ['create', ...args, '--org', 'o', '--environment', 'production', '--url', 'http://a.example']), /--url: url must use https in the production environment/)
   })
 
   test('as a process: exit code 2 and one line on stderr', () => {
@@ -140,7 +147,7 @@ describe('linkvault webhooks', () => {
     expect(() => settings({}, { LINKVAULT_WEBHOOK_RETRY_BASE_MS: '1e3' })).toThrow(expect.objectContaining({ code: 'VALIDATION_ERROR', field: 'LINKVAULT_WEBHOOK_RETRY_BASE_MS' }))
     expect(() => settings({ concurrency: 0 }, {})).toThrow(expect.objectContaining({ field: 'concurrency' }))
     // linkvault serve refuses to start with a bad value.
-    const r = spawnSync(process.execPath, [BIN, 'serve', '--db', db, '--port', '0'], { encoding: 'utf8', env: { ...process.env, LINKVAULT_WEBHOOK_POLL_MS: 'soon' } })
+    const r = spawnSync(process.execPath, [BIN, 'serve', ...args, '--port', '0'], { encoding: 'utf8', env: { ...process.env, LINKVAULT_WEBHOOK_POLL_MS: 'soon' } })
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/LINKVAULT_WEBHOOK_POLL_MS must be an integer/)
   })

@@ -3,10 +3,21 @@
 // envelopes, retries with the same message_id, failure after 5 attempts, order per end user,
 // and nothing lost when the server is killed with SIGKILL mid-delivery.
 
-const path = require('node:path')
-
 const { Client, verifyWebhook } = require('linkvault')
 const { tempDir, startServer, stopServer, startReceiver, waitFor, cli } = require('./webhook-helpers')
+const { storeArgs } = require('./helpers')
+const { storeOptions, KEY } = require('../../__test__/helpers')
+
+// One key for this process's clients, the in-process commands and the servers they spawn (a
+// PostgreSQL store has no key file).
+const savedKey = process.env.LINKVAULT_ENCRYPTION_KEY
+beforeAll(() => {
+  process.env.LINKVAULT_ENCRYPTION_KEY = KEY
+})
+afterAll(() => {
+  if (savedKey === undefined) delete process.env.LINKVAULT_ENCRYPTION_KEY
+  else process.env.LINKVAULT_ENCRYPTION_KEY = savedKey
+})
 
 const ORG = 'org_hooks'
 
@@ -50,11 +61,11 @@ describe('webhooks delivered by linkvault serve', () => {
 
   beforeAll(async () => {
     dir = tempDir()
-    db = path.join(dir, 'hooks.db')
-    client = await Client.open({ path: db, orgId: ORG, environment: 'test' })
+    db = storeOptions({ dir, name: 'hooks.db' })
+    client = await Client.open({ ...db, orgId: ORG, environment: 'test', encryptionKey: KEY })
     policy = () => 200
     receiver = await startReceiver((r, all) => policy(r, all))
-    const created = await cli('webhooks', ['create', '--db', db, '--org', ORG, '--url', receiver.url])
+    const created = await cli('webhooks', ['create', ...storeArgs(db), '--org', ORG, '--url', receiver.url])
     expect(created.code).toBe(0)
     hook = JSON.parse(created.stdout.trim().split('\n').pop())
     expect(Object.keys(hook).sort()).toEqual(['id', 'secret'])
@@ -95,7 +106,7 @@ describe('webhooks delivered by linkvault serve', () => {
     expect(got[2].at - got[1].at).toBeGreaterThanOrEqual(190)
     expect(got[3].at - got[2].at).toBeGreaterThanOrEqual(390)
     const shown = await waitFor('the delivered record', async () => {
-      const out = await cli('webhooks', ['deliveries', hook.id, '--db', db, '--json'])
+      const out = await cli('webhooks', ['deliveries', hook.id, ...storeArgs(db), '--json'])
       const d = JSON.parse(out.stdout).find((x) => x.message_id === first.message_id)
       return d && d.state === 'delivered' && d
     })
@@ -116,13 +127,13 @@ describe('webhooks delivered by linkvault serve', () => {
       ['linked_account.created', 503],
       ['linked_account.updated', 200],
     ])
-    const out = await cli('webhooks', ['deliveries', hook.id, '--db', db, '--state', 'failed'])
+    const out = await cli('webhooks', ['deliveries', hook.id, ...storeArgs(db), '--state', 'failed'])
     expect(out.code).toBe(0)
     const lines = out.stdout.trim().split('\n')
     expect(lines[0]).toMatch(/^message_id\s+event\s+end_user_id\s+state\s+attempts\s+last_status/)
     expect(lines).toHaveLength(2)
     expect(lines[1]).toMatch(new RegExp(`^${mine[0].message_id}\\s+linked_account.created\\s+stuck\\s+failed\\s+5\\s+503`))
-    const listed = JSON.parse((await cli('webhooks', ['list', '--db', db, '--json'])).stdout)
+    const listed = JSON.parse((await cli('webhooks', ['list', ...storeArgs(db), '--json'])).stdout)
     expect(listed).toEqual([expect.objectContaining({ id: hook.id, org_id: ORG, environment: 'test', url: receiver.url, events: null, failed: 1 })])
     expect(JSON.stringify(listed)).not.toContain(hook.secret)
   })
@@ -166,11 +177,11 @@ describe('a server killed with SIGKILL mid-delivery', () => {
 
   test('loses nothing: after a restart the unanswered delivery repeats with the same message_id, then the rest follow in order', async () => {
     dir = tempDir()
-    db = path.join(dir, 'crash.db')
-    client = await Client.open({ path: db, orgId: ORG, environment: 'test' })
+    db = storeOptions({ dir, name: 'crash.db' })
+    client = await Client.open({ ...db, orgId: ORG, environment: 'test', encryptionKey: KEY })
     let hang = true
     receiver = await startReceiver(() => (hang ? 'hang' : 200))
-    const created = await cli('webhooks', ['create', '--db', db, '--org', ORG, '--url', receiver.url, '--events', 'linked_account.created,linked_account.updated'])
+    const created = await cli('webhooks', ['create', ...storeArgs(db), '--org', ORG, '--url', receiver.url, '--events', 'linked_account.created,linked_account.updated'])
     const hook = JSON.parse(created.stdout.trim().split('\n').pop())
     // A request timeout longer than the test needs to kill the server mid-request.
     server = await startServer(db, { LINKVAULT_WEBHOOK_TIMEOUT_MS: '2000' }).ready

@@ -7,10 +7,11 @@ const { parseArgs } = require('node:util')
 /** A usage error: printed as one line, exit code 2. */
 class UsageError extends Error {}
 
-/** `--db PATH | --url URL` of every command that opens a store. */
+/** `--db PATH | --url URL [--schema NAME]` of every command that opens a store. */
 const STORE_OPTIONS = {
   db: { type: 'string' },
   url: { type: 'string' },
+  schema: { type: 'string' },
 }
 
 /**
@@ -30,15 +31,19 @@ function parse(argv, options, { positionals = 0 } = {}) {
   return parsed
 }
 
-/** `Client.open` options for --db / --url (the key comes from LINKVAULT_ENCRYPTION_KEY or <db>.key). */
+/**
+ * `Client.open` options for --db / --url and its --schema (the key comes from
+ * LINKVAULT_ENCRYPTION_KEY or <db>.key).
+ */
 function storeOptions(values) {
   if (values.db !== undefined && values.url !== undefined) throw new UsageError('give either --db or --url, not both')
+  if (values.schema !== undefined && values.url === undefined) throw new UsageError('--schema names a PostgreSQL schema: it needs --url')
   // Read here, not only by the core, so that a key set on `process.env` by an embedding program
   // (or a test) counts as well.
   const key = process.env.LINKVAULT_ENCRYPTION_KEY ? { encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY } : {}
   if (values.url !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(values.url)) throw new UsageError(`--url must be a postgres:// or postgresql:// URL`)
-    return { url: values.url, ...key }
+    return { url: values.url, ...(values.schema !== undefined && { schema: values.schema }), ...key }
   }
   if (values.db === '') throw new UsageError('--db must not be empty')
   return { path: values.db ?? 'linkvault.db', ...key }

@@ -5,9 +5,11 @@
 const { STORE_OPTIONS, UsageError, parse, runCommand, storeOptions } = require('./args')
 
 const usage = `Usage:
-  linkvault keys create [--db PATH | --url URL] --org ORG [--environment test|production] [--name N]
-  linkvault keys list   [--db PATH | --url URL] [--org ORG] [--environment test|production] [--json]
-  linkvault keys revoke CLIENT_ID [--db PATH | --url URL]
+  linkvault keys create [--db PATH | --url URL [--schema NAME]] --org ORG [--environment test|production] [--name N]
+  linkvault keys list   [--db PATH | --url URL [--schema NAME]] [--org ORG] [--environment test|production] [--json]
+  linkvault keys revoke CLIENT_ID [--db PATH | --url URL [--schema NAME]]
+
+--schema NAME with --url: the PostgreSQL schema of linkvault's tables (default linkvault).
 
 create  Makes an API key (Cobalt's x-api-key: tk… for test, pk… for production) and client
         credentials (client_id, client_secret for POST /oauth/token and POST /v1/token),

@@ -5,13 +5,14 @@ const fs = require('node:fs')
 
 const { STORE_OPTIONS, UsageError, parse, runCommand, storeOptions } = require('./args')
 
-const usage = `Usage: linkvault serve [--db PATH | --url POSTGRES_URL] [--host 127.0.0.1] [--port 8080]
-                       [--tls-cert FILE --tls-key FILE] [--public-url URL]
+const usage = `Usage: linkvault serve [--db PATH | --url POSTGRES_URL [--schema NAME]] [--host 127.0.0.1]
+                       [--port 8080] [--tls-cert FILE --tls-key FILE] [--public-url URL]
 
 Serves Cobalt's, Auth0's and Fiskil's REST APIs on a linkvault store.
 
   --db PATH          SQLite file (default linkvault.db); its key: LINKVAULT_ENCRYPTION_KEY or PATH.key
   --url URL          PostgreSQL URL instead of --db (needs LINKVAULT_ENCRYPTION_KEY)
+  --schema NAME      with --url: the PostgreSQL schema of linkvault's tables (default linkvault)
   --host HOST        address to listen on (default 127.0.0.1)
   --port PORT        port, 0-65535 (default 8080; 0 takes a free port)
   --tls-cert FILE    PEM certificate chain: serve HTTPS (with --tls-key)
@@ -98,7 +99,10 @@ async function serve(argv, io = process) {
 
 async function run(opts, logger, io) {
   const { buildServer } = require('../index')
-  const where = opts.store.url !== undefined ? { url: opts.store.url } : { db: opts.store.path }
+  const where =
+    opts.store.url !== undefined
+      ? { url: opts.store.url, clientOptions: opts.store.schema !== undefined ? { schema: opts.store.schema } : {} }
+      : { db: opts.store.path }
   const app = await buildServer({ ...where, https: opts.https, publicUrl: opts.publicUrl, loggerInstance: logger })
   let address
   try {

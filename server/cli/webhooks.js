@@ -5,11 +5,11 @@
 const { STORE_OPTIONS, UsageError, parse, runCommand, storeOptions } = require('./args')
 
 const usage = `Usage:
-  linkvault webhooks create [--db PATH | --url POSTGRES_URL] --org ORG [--environment test|production]
+  linkvault webhooks create [--db PATH | --url POSTGRES_URL [--schema NAME]] --org ORG [--environment test|production]
                             --url ENDPOINT [--events TYPE,TYPE]
-  linkvault webhooks list [--db PATH | --url POSTGRES_URL] [--org ORG] [--environment E] [--json]
-  linkvault webhooks delete ID [--db PATH | --url POSTGRES_URL]
-  linkvault webhooks deliveries ID [--db PATH | --url POSTGRES_URL] [--state pending|delivered|failed]
+  linkvault webhooks list [--db PATH | --url POSTGRES_URL [--schema NAME]] [--org ORG] [--environment E] [--json]
+  linkvault webhooks delete ID [--db PATH | --url POSTGRES_URL [--schema NAME]]
+  linkvault webhooks deliveries ID [--db PATH | --url POSTGRES_URL [--schema NAME]] [--state pending|delivered|failed]
                                    [--limit N] [--json]
 
 create      Subscribes ENDPOINT to the events of ORG's environment (default test) appended from
@@ -18,6 +18,7 @@ create      Subscribes ENDPOINT to the events of ORG's environment (default test
             http(s):// URL the endpoint (https in production). Prints, as its last stdout line,
             {"id","secret"}: the secret is shown this once. Verify each delivery with
             verifyWebhook(rawBody, req.headers['x-linkvault-signature'], secret).
+            --schema NAME: with a postgres:// --url, the schema of linkvault's tables.
 list        Lists webhooks (never their secrets) with their pending and failed deliveries.
 delete      Deletes a webhook and its delivery records; nothing more is sent to it.
 deliveries  Shows a webhook's deliveries, newest first: message_id, event, end user, state
@@ -57,6 +58,7 @@ function splitUrls(urls = []) {
 async function create(argv, io) {
   const { values } = parse(argv, {
     db: STORE_OPTIONS.db,
+    schema: STORE_OPTIONS.schema,
     url: { type: 'string', multiple: true },
     org: { type: 'string' },
     environment: { type: 'string' },
@@ -64,7 +66,7 @@ async function create(argv, io) {
   })
   if (values.help) return io.stdout.write(usage) && 0
   const { storeUrl, endpoint } = splitUrls(values.url)
-  const store = storeOptions({ db: values.db, url: storeUrl })
+  const store = storeOptions({ db: values.db, url: storeUrl, schema: values.schema })
   if (values.org === undefined || values.org === '') throw new UsageError('--org is required')
   const environment = environmentOf(values)
   let events
