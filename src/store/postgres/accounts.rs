@@ -2,10 +2,12 @@
 //! Rows only; the rules are in `domain::accounts` and `domain::end_users`.
 //!
 //! Writes whose result no rule needs (updates, UDF rows) are queued and go with the next read
-//! or the commit. An insert of an id another transaction inserted at the same time fails the
-//! serializable transaction (40001: the row was not in its snapshot), and the engine runs the
-//! job again, which then finds the row: the loser of a create race sees `ALREADY_EXISTS`, of an
-//! upsert race updates the winner's row.
+//! or the commit. An insert of an id another transaction inserted at the same time must fail as
+//! a serialization failure, not a unique violation: a plain `INSERT` reports 23505 when the
+//! rules' look-up did not lock the index entry, but `ON CONFLICT DO NOTHING` under
+//! `SERIALIZABLE` reports a conflicting row its snapshot cannot see as 40001. The engine then
+//! runs the job again, which finds the row: the loser of a create race gets `ALREADY_EXISTS`,
+//! of an upsert race updates the winner's row.
 
 use std::collections::HashMap;
 
@@ -84,18 +86,41 @@ fn read_identity(r: &Row, at: usize) -> Identity {
 
 type Arg = Box<dyn ToSql + Sync + Send>;
 
+thread_local! {
+  /// Whether the server of this thread's connection has ICU's root collation (see [`Fold`]).
+  /// Each engine thread owns one connection, to one server.
+  static HAS_ICU: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// How `search` lowercases the columns it matches: `search` itself is lowercased in Rust (all of
+/// Unicode), and `lower()` folds as the database's `LC_CTYPE` does, which under `C` is ASCII
+/// only. With ICU (most builds) the root collation folds all of Unicode, as SQLite does.
+#[derive(Clone, Copy)]
+enum Fold {
+  Icu,
+  Ctype,
+}
+
+impl Fold {
+  fn lower(self, column: &str) -> String {
+    match self {
+      Fold::Icu => format!("lower({column} COLLATE \"und-x-icu\")"),
+      Fold::Ctype => format!("lower({column})"),
+    }
+  }
+}
+
 /// `WHERE` clause and arguments for a list filter (`$1`, `$2`, ...).
-///
-/// `search` is lowercased in Rust (Unicode); the columns by the database's `lower()`, which
-/// folds as the database's `LC_CTYPE` does (all of Unicode in a UTF-8 locale, ASCII under `C`).
-fn filter_sql(scope_id: i64, filter: &ListFilter) -> (String, Vec<Arg>) {
+fn filter_sql(scope_id: i64, filter: &ListFilter, fold: Fold) -> (String, Vec<Arg>) {
   let mut args: Vec<Arg> = vec![Box::new(scope_id)];
   let mut sql = String::from("a.scope_id = $1");
   if let Some(needle) = &filter.search {
     args.push(Box::new(needle.clone()));
     let n = args.len();
     sql.push_str(&format!(
-      " AND (strpos(lower(a.account_id), ${n}) > 0 OR strpos(lower(a.name), ${n}) > 0)"
+      " AND (strpos({}, ${n}) > 0 OR strpos({}, ${n}) > 0)",
+      fold.lower("a.account_id"),
+      fold.lower("a.name")
     ));
   }
   for (key, value) in &filter.udf {
@@ -117,6 +142,31 @@ fn refs(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl PgTx<'_> {
+  /// The filter's SQL, asking the server once per thread whether it has ICU when a search needs
+  /// it.
+  fn filter(&mut self, scope_id: i64, filter: &ListFilter) -> Result<(String, Vec<Arg>)> {
+    let mut fold = Fold::Ctype;
+    if filter.search.is_some() {
+      let icu = match HAS_ICU.with(|h| h.get()) {
+        Some(known) => known,
+        None => {
+          let known = self
+            .query_opt(
+              "SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu')",
+              &[],
+            )?
+            .is_some_and(|r| r.get(0));
+          HAS_ICU.with(|h| h.set(Some(known)));
+          known
+        }
+      };
+      if icu {
+        fold = Fold::Icu;
+      }
+    }
+    Ok(filter_sql(scope_id, filter, fold))
+  }
+
   fn account_rows(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<AccountRow>> {
     Ok(self.query(sql, &refs(args))?.iter().map(read_row).collect())
   }
@@ -140,7 +190,8 @@ impl AccountRows for PgTx<'_> {
   fn insert_account(&mut self, scope_id: i64, row: &AccountRow) -> Result<i64> {
     let inserted = self.query_opt(
       "INSERT INTO accounts (scope_id, account_id, oid, name, has_app, app_id, credentials, created_at, updated_at, version)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING pk",
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+       ON CONFLICT (scope_id, account_id) DO NOTHING RETURNING pk",
       &[
         &scope_id,
         &row.account_id,
@@ -156,7 +207,7 @@ impl AccountRows for PgTx<'_> {
     )?;
     inserted
       .map(|r| r.get(0))
-      .ok_or_else(|| Error::storage("storage error: the account insert returned no row"))
+      .ok_or_else(|| Error::storage("storage error: the account was inserted concurrently"))
   }
 
   fn update_account(&mut self, row: &AccountRow) -> Result<()> {
@@ -286,7 +337,7 @@ impl AccountRows for PgTx<'_> {
   }
 
   fn count_accounts(&mut self, scope_id: i64, filter: &ListFilter) -> Result<i64> {
-    let (cond, args) = filter_sql(scope_id, filter);
+    let (cond, args) = self.filter(scope_id, filter)?;
     Ok(
       self
         .query_opt(
@@ -304,7 +355,7 @@ impl AccountRows for PgTx<'_> {
     offset: i64,
     limit: i64,
   ) -> Result<Vec<AccountRow>> {
-    let (cond, mut args) = filter_sql(scope_id, filter);
+    let (cond, mut args) = self.filter(scope_id, filter)?;
     args.push(Box::new(limit));
     args.push(Box::new(offset));
     let (l, o) = (args.len() - 1, args.len());
@@ -321,7 +372,7 @@ impl AccountRows for PgTx<'_> {
     after: i64,
     limit: i64,
   ) -> Result<Vec<AccountRow>> {
-    let (cond, mut args) = filter_sql(scope_id, filter);
+    let (cond, mut args) = self.filter(scope_id, filter)?;
     args.push(Box::new(after));
     args.push(Box::new(limit));
     let (a, l) = (args.len() - 1, args.len());
