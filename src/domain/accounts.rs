@@ -520,3 +520,85 @@ pub fn list(
   let docs = complete(tx, scope, rows)?;
   Ok(KeysetPage { docs, next })
 }
+
+#[cfg(test)]
+mod tests {
+  use serde_json::json;
+
+  use crate::client::{OpenOptions, Vault};
+  use crate::crypto::{hex_encode, Key};
+  use crate::store::postgres::tests::{server_url, unique_schema};
+
+  fn sqlite() -> Vault {
+    let mut o = OpenOptions::parse(Some(&json!({"path": ":memory:", "orgId": "org_1"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([4; 32]));
+    Vault::open(o).wait().unwrap()
+  }
+
+  fn postgres() -> Vault {
+    let o = OpenOptions::parse(Some(&json!({
+      "url": server_url(), "schema": unique_schema(), "orgId": "org_1", "poolSize": 2,
+      "encryptionKey": hex_encode(&[4; 32]),
+    })))
+    .unwrap();
+    Vault::open(o).wait().unwrap()
+  }
+
+  /// The upsert diff, `__v`, UDF order and ids, credentials and deletion, on one engine.
+  fn rules_hold(v: &Vault) {
+    let up = |p: serde_json::Value| v.upsert_linked_account(&p, None).wait();
+    let a = up(
+      json!({"linked_account_id": "u1", "name": "Ann", "udf": {"a": 1, "b": 2, "c": 3},
+      "your_app": {"auth_credentials": {"k": "s3cr3t"}}}),
+    )
+    .unwrap();
+    assert!(a.new_account && a.changed);
+    assert_eq!(a.account.version, 0);
+    // Removing one key and adding another: the new key goes last, the others keep their ids.
+    let b = up(json!({"linked_account_id": "u1", "udf": {"b": null, "d": 4, "a": 1}})).unwrap();
+    assert_eq!(b.account.version, 1);
+    let keys: Vec<&str> = b.account.udf.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(keys, ["a", "c", "d"]);
+    assert_eq!(b.account.udf[0].oid, a.account.udf[0].oid);
+    let again = up(json!({"linked_account_id": "u1", "udf": {"d": 4},
+      "your_app": {"auth_credentials": {"k": "s3cr3t"}}}))
+    .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.account.version, 1);
+    let got = v.get_linked_account_by_id(&json!("u1")).wait().unwrap();
+    assert_eq!(got, b.account);
+    let creds = v
+      .get_linked_account_credentials(&json!("u1"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(creds.auth_credentials["k"], "s3cr3t");
+    let e = v
+      .upsert_linked_account(
+        &json!({"linked_account_id": "u2"}),
+        Some(&json!({"ifVersion": 0})),
+      )
+      .wait()
+      .unwrap_err();
+    assert_eq!(e.code(), "VERSION_CONFLICT");
+    let e = v
+      .create_linked_account(&json!({"linked_account_id": "u1"}))
+      .wait()
+      .unwrap_err();
+    assert_eq!(e.code(), "ALREADY_EXISTS");
+    v.delete_linked_account(&json!("u1")).wait().unwrap();
+    let e = v.get_linked_account_by_id(&json!("u1")).wait().unwrap_err();
+    assert_eq!(e.code(), "NOT_FOUND");
+    v.close().wait().unwrap();
+  }
+
+  #[test]
+  fn rules_hold_on_sqlite() {
+    rules_hold(&sqlite());
+  }
+
+  #[test]
+  fn rules_hold_on_postgres() {
+    rules_hold(&postgres());
+  }
+}
