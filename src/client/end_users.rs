@@ -5,10 +5,12 @@ use serde_json::Value;
 
 use super::Vault;
 use crate::accounts::MAX_ID_CHARS;
+use crate::clock::now_ms;
+use crate::domain::end_users as rules;
 use crate::end_users::{self, EndUser};
 use crate::error::{Error, ErrorKind, Result};
 use crate::input;
-use crate::store::Pending;
+use crate::store::{self, Pending};
 
 fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
   r.unwrap_or_else(|e| Pending::ready(Err(e)))
@@ -49,7 +51,10 @@ impl Vault {
     pending((|| {
       let patch = end_users::parse_fields(fields)?;
       let id = crate::consents::new_uuid()?;
-      let p = self.store.create_end_user(&self.scope, id, patch);
+      let (sealer, scope) = (self.sealer.clone(), self.scope.clone());
+      let p = store::write(&*self.store, move |tx| {
+        rules::create(tx, &sealer, &scope, id.clone(), &patch, now_ms())
+      });
       Ok(map_result(p, |r| r.map(EndUser::from)))
     })())
   }
@@ -57,7 +62,7 @@ impl Vault {
   /// `getEndUser(end_user_id)`.
   pub fn get_end_user(&self, id: &Value) -> Pending<EndUser> {
     pending(end_user_id(id).map(|id| {
-      let p = self.store.get_account(&self.scope, id.clone());
+      let p = self.get_account(id.clone());
       map_result(p, move |r| not_found(id)(r).map(EndUser::from))
     }))
   }
@@ -66,7 +71,8 @@ impl Vault {
   /// lowercasing. Emails are not unique, so this is a list.
   pub fn get_end_users(&self, query: Option<&Value>) -> Pending<Vec<EndUser>> {
     pending(end_users::parse_email_query(query).map(|email| {
-      let p = self.store.end_users_by_email(&self.scope, email);
+      let scope = self.scope.clone();
+      let p = store::read(&*self.store, move |tx| rules::by_email(tx, &scope, &email));
       map_result(p, |r| r.map(|v| v.into_iter().map(EndUser::from).collect()))
     }))
   }
@@ -77,7 +83,10 @@ impl Vault {
     pending((|| {
       let id = end_user_id(id)?;
       let patch = end_users::parse_fields(fields)?;
-      let p = self.store.update_end_user(&self.scope, id.clone(), patch);
+      let (scope, key) = (self.scope.clone(), id.clone());
+      let p = store::write(&*self.store, move |tx| {
+        rules::update(tx, &scope, &key, &patch, now_ms())
+      });
       Ok(map_result(p, not_found(id)))
     })())
   }
@@ -85,7 +94,7 @@ impl Vault {
   /// `deleteEndUser(end_user_id)`: deletes the linked account, with the same cascade.
   pub fn delete_end_user(&self, id: &Value) -> Pending<()> {
     pending(end_user_id(id).map(|id| {
-      let p = self.store.delete_account(&self.scope, id.clone());
+      let p = self.delete_account(id.clone());
       map_result(p, not_found(id))
     }))
   }

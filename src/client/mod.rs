@@ -2,11 +2,12 @@
 //! store, the key ring and the scope, runs each call as a job on the store (the rules come from
 //! `domain`), and returns [`Pending`] results that any front end (Node, Rust) awaits.
 //!
-//! One file per concept: `tokens`, `keys` (encryption-key rotation), `events`; linked accounts,
-//! identities and consents are still `impl Vault` blocks in `crate::accounts`,
-//! `crate::identities` and `crate::consents`.
+//! One file per concept: `accounts`, `end_users`, `tokens`, `keys` (encryption-key rotation),
+//! `events`; identities and consents are still `impl Vault` blocks in `crate::identities` and
+//! `crate::consents`.
 
 // Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
+mod accounts;
 mod end_users;
 mod events;
 mod keys;
@@ -21,9 +22,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::accounts::{
-  self, Account, Credentials, KeysetPage, OffsetPage, UpsertOutcome, WriteMode,
-};
 use crate::clock::now_ms;
 use crate::crypto::{Key, Sealer};
 use crate::domain::tokens::TokenOptions;
@@ -310,10 +308,6 @@ impl std::fmt::Debug for Vault {
   }
 }
 
-fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
-  Pending::flatten(r)
-}
-
 impl Vault {
   /// Opens the database (off the caller's thread) and resolves the scope.
   pub fn open(mut options: OpenOptions) -> Pending<Vault> {
@@ -394,57 +388,6 @@ impl Vault {
     }
     self.store.close()
   }
-
-  /// `createLinkedAccount(payload)`.
-  pub fn create_linked_account(&self, payload: &Value) -> Pending<UpsertOutcome> {
-    pending(
-      accounts::parse_payload(payload)
-        .map(|i| self.store.write_account(&self.scope, i, WriteMode::Create)),
-    )
-  }
-
-  /// `upsertLinkedAccount(payload, { ifVersion })`.
-  pub fn upsert_linked_account(
-    &self,
-    payload: &Value,
-    options: Option<&Value>,
-  ) -> Pending<UpsertOutcome> {
-    pending((|| {
-      let input = accounts::parse_payload(payload)?;
-      let if_version = Fields::new(options, "options")?.int("ifVersion", 0, i64::MAX)?;
-      Ok(
-        self
-          .store
-          .write_account(&self.scope, input, WriteMode::Upsert { if_version }),
-      )
-    })())
-  }
-
-  pub fn get_linked_account_by_id(&self, id: &Value) -> Pending<Account> {
-    pending(account_id(id).map(|id| self.store.get_account(&self.scope, id)))
-  }
-
-  pub fn delete_linked_account(&self, id: &Value) -> Pending<()> {
-    pending(account_id(id).map(|id| self.store.delete_account(&self.scope, id)))
-  }
-
-  pub fn get_all_linked_accounts(&self, query: Option<&Value>) -> Pending<OffsetPage> {
-    pending(
-      accounts::parse_page_query(query)
-        .map(|(filter, page, limit)| self.store.page_accounts(&self.scope, filter, page, limit)),
-    )
-  }
-
-  pub fn list_linked_accounts(&self, query: Option<&Value>) -> Pending<KeysetPage> {
-    pending(
-      accounts::parse_keyset_query(query)
-        .map(|(filter, after, limit)| self.store.list_accounts(&self.scope, filter, after, limit)),
-    )
-  }
-
-  pub fn get_linked_account_credentials(&self, id: &Value) -> Pending<Option<Credentials>> {
-    pending(account_id(id).map(|id| self.store.get_credentials(&self.scope, id)))
-  }
 }
 
 /// Checks the encryption key against the database and resolves the scope (see
@@ -472,10 +415,6 @@ pub(crate) fn open_scope(
   } else {
     storage::read(store, job).wait()
   }
-}
-
-fn account_id(v: &Value) -> Result<String> {
-  input::id(Some(v), "linked_account_id", accounts::MAX_ID_CHARS)
 }
 
 #[cfg(test)]
@@ -620,7 +559,7 @@ mod tests {
       let page = v.list_linked_accounts(Some(&q)).wait().unwrap();
       seen.extend(page.docs.into_iter().map(|a| a.account_id));
       match page.next {
-        Some(n) => after = Some(accounts::encode_cursor(n)),
+        Some(n) => after = Some(crate::accounts::encode_cursor(n)),
         None => break,
       }
     }

@@ -169,7 +169,7 @@ mod tests {
     self as tokens, encode, families::prune, FamilyRows, TokenPolicy, REVOCATION_MARGIN_SECS,
   };
   use crate::store::sqlite::SqliteTx;
-  use crate::store::{AccountStore, Durability, Engine, SqliteStore, StoreConfig};
+  use crate::store::{Durability, Engine, SqliteStore, StoreConfig};
   use serde_json::json;
 
   const POLICY: TokenPolicy = TokenPolicy {
@@ -223,11 +223,25 @@ mod tests {
   impl Client {
     fn account(&self, id: &str) {
       let input = acc::parse_payload(&json!({ "linked_account_id": id })).unwrap();
-      self
-        .store
-        .write_account(&self.scope, input, WriteMode::Upsert { if_version: None })
-        .wait()
-        .unwrap();
+      let (sealer, scope) = (self.sealer.clone(), self.scope.clone());
+      store::write(&self.store, move |tx| {
+        crate::domain::accounts::write(
+          tx,
+          &sealer,
+          &scope,
+          input.clone(),
+          WriteMode::Upsert { if_version: None },
+          now_ms(),
+        )
+      })
+      .wait()
+      .unwrap();
+    }
+    fn delete_account(&self, id: &str) -> Pending<()> {
+      let (scope, id) = (self.scope.clone(), id.to_string());
+      store::write(&self.store, move |tx| {
+        crate::domain::accounts::delete(tx, &scope, &id, now_ms())
+      })
     }
     fn mint(&self, id: &str, force: bool) -> Issued {
       self.mint_req(MintRequest {
@@ -449,10 +463,7 @@ mod tests {
       "NOT_FOUND"
     );
 
-    b.store
-      .delete_account(&b.scope, "u1".into())
-      .wait()
-      .unwrap();
+    b.delete_account("u1").wait().unwrap();
     assert_eq!(a.code(&t1.token), "TOKEN_REVOKED");
     assert_eq!(a.code(&t1b.token), "TOKEN_REVOKED");
     assert_eq!(
@@ -553,10 +564,7 @@ mod tests {
     let t3 = a.mint("u1", false);
     assert_eq!(tokens::parse(&t3.token).unwrap().kid, k2);
     assert!(a.verify(&t3.token).is_ok());
-    a.store
-      .delete_account(&a.scope, "u1".into())
-      .wait()
-      .unwrap();
+    a.delete_account("u1").wait().unwrap();
     assert_eq!(a.code(&t3.token), "TOKEN_REVOKED");
   }
 

@@ -15,9 +15,7 @@ impl Vault {
   /// `getUser(id)`: the account as Auth0's user object (own identity first).
   pub fn get_user(&self, id: &Value) -> Pending<User> {
     match input::id(Some(id), "id", MAX_ID_CHARS) {
-      Ok(id) => map_result(self.store.get_account(&self.scope, id), |r| {
-        r.map(|a| User::from(&a))
-      }),
+      Ok(id) => map_result(self.get_account(id), |r| r.map(|a| User::from(&a))),
       Err(e) => Pending::ready(Err(e)),
     }
   }

@@ -10,6 +10,8 @@
 //! transaction when the engine retries after a conflict: it reads what it needs from `tx`,
 //! changes nothing outside it, and appends its events through it.
 
+pub mod accounts;
+pub mod end_users;
 pub mod events;
 pub mod keys;
 pub mod scope;

@@ -10,14 +10,14 @@
 //! effect outside its transaction; the events it appends (`EventLog::append_event`) are part
 //! of the transaction and reach live subscribers ([`Listeners`]) only after the commit.
 //!
-//! Linked accounts, identities and consents still hold their SQL and part of their rules in
-//! `accounts`, `identities` and `consents` here (SQLite only), behind the traits below.
+//! Identities and consents still hold their SQL and part of their rules in `identities` and
+//! `consents` here (SQLite only), behind the traits below; `accounts` adapts a SQLite
+//! connection to `domain::accounts` for them.
 
 mod accounts;
 pub mod admin;
 pub mod apikeys;
 pub mod consents;
-pub mod end_users;
 mod identities;
 mod listeners;
 mod pending;
@@ -27,10 +27,9 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
-use crate::accounts::{
-  Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
-};
+use crate::accounts::Account;
 use crate::crypto::Sealer;
+use crate::domain::accounts::{AccountCascade, AccountRows};
 use crate::domain::events::EventLog;
 use crate::domain::keys::KeyTx;
 use crate::domain::scope::ScopeTx;
@@ -43,7 +42,6 @@ pub use crate::domain::Scope;
 pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
 pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
-pub use end_users::EndUserStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
@@ -51,7 +49,7 @@ pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use webhooks::WebhookStore;
 
 /// One transaction, as a job sees it: every row trait of the rules.
-pub trait Tx: TokenTx + KeyTx + ScopeTx + EventLog {}
+pub trait Tx: AccountCascade + AccountRows + EventLog + KeyTx + ScopeTx + TokenTx {}
 
 /// Work run inside one transaction.
 pub trait Job: Send {
@@ -167,36 +165,6 @@ where
   pending
 }
 
-/// Linked accounts.
-pub trait AccountStore: Send + Sync {
-  /// Creates (`WriteMode::Create`) or creates-or-updates an account.
-  fn write_account(
-    &self,
-    scope: &Scope,
-    input: AccountInput,
-    mode: WriteMode,
-  ) -> Pending<UpsertOutcome>;
-  fn get_account(&self, scope: &Scope, id: String) -> Pending<Account>;
-  fn delete_account(&self, scope: &Scope, id: String) -> Pending<()>;
-  /// Offset pages with a total count (`page` from 1).
-  fn page_accounts(
-    &self,
-    scope: &Scope,
-    filter: ListFilter,
-    page: i64,
-    limit: i64,
-  ) -> Pending<OffsetPage>;
-  /// Keyset pages in insertion order, after the row `after` (exclusive).
-  fn list_accounts(
-    &self,
-    scope: &Scope,
-    filter: ListFilter,
-    after: Option<i64>,
-    limit: i64,
-  ) -> Pending<KeysetPage>;
-  fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>>;
-}
-
 /// Identities of linked accounts, merges and unlinks (`crate::identities`).
 pub trait IdentityStore: Send + Sync {
   /// Attaches an identity (or refreshes its profile when it is already on this account);
@@ -232,13 +200,6 @@ pub trait IdentityStore: Send + Sync {
 
 /// Everything a linkvault client needs from storage.
 pub trait Store:
-  Engine
-  + AccountStore
-  + AdminStore
-  + ApiKeyStore
-  + ConsentStore
-  + EndUserStore
-  + IdentityStore
-  + WebhookStore
+  Engine + AdminStore + ApiKeyStore + ConsentStore + IdentityStore + WebhookStore
 {
 }

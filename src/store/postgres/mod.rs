@@ -24,6 +24,7 @@
 //! call with `STORAGE_ERROR` (status 503). A write whose commit was not confirmed is reported as
 //! failed and not retried (it may have been saved; nothing acknowledged is ever lost).
 
+mod accounts;
 mod conn;
 mod events;
 mod feed;

@@ -41,9 +41,15 @@ CREATE TABLE accounts (
   created_at  BIGINT NOT NULL,
   updated_at  BIGINT NOT NULL,
   version     BIGINT NOT NULL DEFAULT 0,
+  -- Fiskil end-user fields (email_norm: trim + Unicode lowercase, for look-ups).
+  email       TEXT,
+  email_norm  TEXT,
+  phone       TEXT,
+  abn         TEXT,
   UNIQUE (scope_id, account_id)
 );
 CREATE INDEX accounts_scope_pk ON accounts (scope_id, pk);
+CREATE INDEX accounts_email ON accounts (scope_id, email_norm) WHERE email_norm IS NOT NULL;
 
 CREATE TABLE udf (
   account_pk BIGINT NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
@@ -172,7 +178,8 @@ CREATE TABLE identities (
   email_verified BOOLEAN NOT NULL DEFAULT FALSE,
   profile_data   TEXT,
   linked_at      BIGINT NOT NULL,
-  merge_pk       BIGINT REFERENCES account_merges(pk) ON DELETE SET NULL
+  merge_pk       BIGINT REFERENCES account_merges(pk) ON DELETE SET NULL,
+  connection_id  TEXT
 );
 CREATE UNIQUE INDEX identities_provider_user ON identities (scope_id, provider, user_id);
 CREATE INDEX identities_account ON identities (account_pk);

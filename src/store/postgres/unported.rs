@@ -1,21 +1,18 @@
-//! The store traits whose rules still sit in SQLite-only modules (`store::{accounts,
-//! identities, consents, end_users, apikeys, webhooks, admin}`): on PostgreSQL they answer
+//! The store traits whose rules still sit in SQLite-only modules (`store::{identities,
+//! consents, apikeys, webhooks, admin}`): on PostgreSQL they answer
 //! `STORAGE_ERROR` until they move onto the row traits.
 
 use std::path::PathBuf;
 
 use super::PgStore;
-use crate::accounts::{
-  Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
-};
+use crate::accounts::Account;
 use crate::apikeys::{AccessGrant, ApiKeyInfo, KeyFilter, NewApiKey};
 use crate::consents::{AuthSession, Completion, Consent, ConsentFilter, SessionInput};
-use crate::end_users::EndUserPatch;
 use crate::error::Error;
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 use crate::store::{
-  AccountStore, AdminStore, ApiKeyStore, BackupInfo, ConsentStore, EndUserStore, IdentityStore,
-  Pending, Scope, SigningKeyInfo, Stats, WebhookStore,
+  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, IdentityStore, Pending, Scope, SigningKeyInfo,
+  Stats, WebhookStore,
 };
 use crate::webhooks::{
   AttemptOutcome, ClaimOptions, Claimed, CreatedWebhook, Delivery, DeliveryPage, DeliveryQuery,
@@ -26,27 +23,6 @@ fn not_yet<T>() -> Pending<T> {
   Pending::ready(Err(Error::storage(
     "storage error: this call is not available on PostgreSQL in this build yet",
   )))
-}
-
-impl AccountStore for PgStore {
-  fn write_account(&self, _: &Scope, _: AccountInput, _: WriteMode) -> Pending<UpsertOutcome> {
-    not_yet()
-  }
-  fn get_account(&self, _: &Scope, _: String) -> Pending<Account> {
-    not_yet()
-  }
-  fn delete_account(&self, _: &Scope, _: String) -> Pending<()> {
-    not_yet()
-  }
-  fn page_accounts(&self, _: &Scope, _: ListFilter, _: i64, _: i64) -> Pending<OffsetPage> {
-    not_yet()
-  }
-  fn list_accounts(&self, _: &Scope, _: ListFilter, _: Option<i64>, _: i64) -> Pending<KeysetPage> {
-    not_yet()
-  }
-  fn get_credentials(&self, _: &Scope, _: String) -> Pending<Option<Credentials>> {
-    not_yet()
-  }
 }
 
 impl IdentityStore for PgStore {
@@ -142,18 +118,6 @@ impl ApiKeyStore for PgStore {
     not_yet()
   }
   fn find_scope(&self, _: String, _: String) -> Pending<Option<Scope>> {
-    not_yet()
-  }
-}
-
-impl EndUserStore for PgStore {
-  fn create_end_user(&self, _: &Scope, _: String, _: EndUserPatch) -> Pending<Account> {
-    not_yet()
-  }
-  fn update_end_user(&self, _: &Scope, _: String, _: EndUserPatch) -> Pending<()> {
-    not_yet()
-  }
-  fn end_users_by_email(&self, _: &Scope, _: String) -> Pending<Vec<Account>> {
     not_yet()
   }
 }

@@ -9,9 +9,10 @@
 //! No work runs on Node's thread and none on the async runtime's workers.
 //!
 //! The engine only persists: [`SqliteTx`] implements the row traits of `domain` over one
-//! connection inside the current transaction (`tokens`, `keys`, `events` here), and jobs
+//! connection inside the current transaction (`accounts`, `tokens`, `keys`, `events` here), and jobs
 //! (`store::Job`) bring the rules.
 
+pub(crate) mod accounts;
 pub(crate) mod events;
 mod keys;
 pub(crate) mod schema;
@@ -27,11 +28,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{accounts, AccountStore, Engine, Job, Listeners, Pending, Scope, Store, Tx};
-use crate::accounts::{
-  Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
-};
-use crate::clock::now_ms;
+use super::{Engine, Job, Listeners, Pending, Scope, Store, Tx};
 use crate::crypto::Sealer;
 use crate::domain::tokens::verifier::Feed;
 use crate::error::{Error, Result};
@@ -758,69 +755,6 @@ impl Engine for SqliteStore {
 }
 
 impl Store for SqliteStore {}
-
-impl AccountStore for SqliteStore {
-  fn write_account(
-    &self,
-    scope: &Scope,
-    input: AccountInput,
-    mode: WriteMode,
-  ) -> Pending<UpsertOutcome> {
-    let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self.db.write(move |conn| {
-      // RELIABILITY: seal under the file's key (it may have been rotated): see domain::keys.
-      crate::domain::keys::sync(&mut SqliteTx::new(conn), &sealer)?;
-      accounts::write(conn, &sealer, &scope, input, mode, now_ms())
-    })
-  }
-
-  fn get_account(&self, scope: &Scope, id: String) -> Pending<Account> {
-    let scope = scope.clone();
-    self.db.read(move |conn| accounts::get(conn, &scope, &id))
-  }
-
-  fn delete_account(&self, scope: &Scope, id: String) -> Pending<()> {
-    let scope = scope.clone();
-    self
-      .db
-      .write(move |conn| accounts::delete(conn, &scope, &id, now_ms()))
-  }
-
-  fn page_accounts(
-    &self,
-    scope: &Scope,
-    filter: ListFilter,
-    page: i64,
-    limit: i64,
-  ) -> Pending<OffsetPage> {
-    let scope = scope.clone();
-    self
-      .db
-      .read(move |conn| accounts::page(conn, &scope, &filter, page, limit))
-  }
-
-  fn list_accounts(
-    &self,
-    scope: &Scope,
-    filter: ListFilter,
-    after: Option<i64>,
-    limit: i64,
-  ) -> Pending<KeysetPage> {
-    let scope = scope.clone();
-    self
-      .db
-      .read(move |conn| accounts::list(conn, &scope, &filter, after, limit))
-  }
-
-  fn get_credentials(&self, scope: &Scope, id: String) -> Pending<Option<Credentials>> {
-    let (scope, sealer) = (scope.clone(), self.sealer.clone());
-    self.db.read(move |conn| {
-      // RELIABILITY: know the file's key even if it was rotated since open (domain::keys).
-      crate::domain::keys::learn(&mut SqliteTx::new(conn), &sealer)?;
-      accounts::credentials(conn, &sealer, &scope, &id)
-    })
-  }
-}
 
 impl From<rusqlite::Error> for Error {
   fn from(e: rusqlite::Error) -> Self {
