@@ -7,11 +7,14 @@
 //! `crate::identities` and `crate::consents`.
 
 // Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
+mod admin;
+mod apikeys;
 mod end_users;
 mod events;
 mod keys;
 mod tokens;
 mod users;
+mod webhooks;
 
 pub use keys::Rotation;
 pub(crate) use tokens::open_runtime as open_token_runtime;

@@ -10,11 +10,14 @@
 //! transaction when the engine retries after a conflict: it reads what it needs from `tx`,
 //! changes nothing outside it, and appends its events through it.
 
+pub mod admin;
+pub mod apikeys;
 pub mod events;
 pub mod keys;
 pub mod scope;
 pub mod tokens;
 pub mod webhook;
+pub mod webhooks;
 
 pub use scope::Scope;
 

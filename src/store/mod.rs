@@ -14,8 +14,6 @@
 //! `accounts`, `identities` and `consents` here (SQLite only), behind the traits below.
 
 mod accounts;
-pub mod admin;
-pub mod apikeys;
 pub mod consents;
 pub mod end_users;
 mod identities;
@@ -23,35 +21,35 @@ mod listeners;
 mod pending;
 pub mod postgres;
 pub mod sqlite;
-pub mod webhooks;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accounts::{
   Account, AccountInput, Credentials, KeysetPage, ListFilter, OffsetPage, UpsertOutcome, WriteMode,
 };
 use crate::crypto::Sealer;
+use crate::domain::admin::AdminRows;
+use crate::domain::apikeys::ApiKeyRows;
 use crate::domain::events::EventLog;
 use crate::domain::keys::KeyTx;
 use crate::domain::scope::ScopeTx;
 use crate::domain::tokens::verifier::Feed;
 use crate::domain::tokens::TokenTx;
+use crate::domain::webhooks::WebhookRows;
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use crate::domain::Scope;
-pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
-pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
 pub use end_users::EndUserStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
-pub use sqlite::{Durability, SqliteStore, StoreConfig};
-pub use webhooks::WebhookStore;
+pub use sqlite::{BackupInfo, Durability, SqliteStore, StoreConfig};
 
 /// One transaction, as a job sees it: every row trait of the rules.
-pub trait Tx: TokenTx + KeyTx + ScopeTx + EventLog {}
+pub trait Tx: AdminRows + ApiKeyRows + EventLog + KeyTx + ScopeTx + TokenTx + WebhookRows {}
 
 /// Work run inside one transaction.
 pub trait Job: Send {
@@ -81,6 +79,26 @@ pub trait Engine: Send + Sync {
   fn token_feed(&self, scope: &Scope, sealer: Arc<Sealer>) -> Result<Box<dyn Feed>>;
   /// Finishes queued work and stops; later jobs finish with `CLIENT_CLOSED`.
   fn close(&self) -> Pending<()>;
+  /// What `stats` reports of the engine itself, measured outside a transaction.
+  fn usage(&self) -> Usage {
+    Usage::default()
+  }
+  /// `backup(destPath)`: a consistent copy of the whole store at `dest`. Only a file engine
+  /// can; a server database is backed up with its own tools.
+  fn backup(&self, _dest: PathBuf) -> Pending<BackupInfo> {
+    Pending::ready(Err(Error::validation(
+      "destPath",
+      "backup() copies a SQLite file; back up a PostgreSQL store with pg_dump",
+    )))
+  }
+}
+
+/// The engine's own figures in `stats` (see `domain::admin::Stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+  pub database_bytes: u64,
+  pub wal_bytes: u64,
+  pub write_queue: u64,
 }
 
 /// A job from a closure returning `T`: its result goes to a [`Pending`].
@@ -231,14 +249,4 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store:
-  Engine
-  + AccountStore
-  + AdminStore
-  + ApiKeyStore
-  + ConsentStore
-  + EndUserStore
-  + IdentityStore
-  + WebhookStore
-{
-}
+pub trait Store: Engine + AccountStore + ConsentStore + EndUserStore + IdentityStore {}

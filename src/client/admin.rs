@@ -1,36 +1,18 @@
-//! Operations tooling on a client (`backup`, `stats`, `listSigningKeys`) and progress reports
-//! for long operations (`onProgress` of `rotateEncryptionKey` and `checkIntegrity`). The SQL is
-//! in `store::admin`.
+//! Operations tooling on a client (`backup`, `stats`, `listSigningKeys`, `checkIntegrity`).
+//! The rules are in `domain::admin`; `backup` is the engine's (a SQLite file copy; a
+//! PostgreSQL store answers VALIDATION_ERROR: back it up with pg_dump).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::end_users::map_result;
 use crate::client::Vault;
+use crate::clock::now_ms;
+use crate::domain::admin::{self, ProgressFn, SigningKeyInfo, Stats};
 use crate::domain::keys::Integrity;
 use crate::error::{Error, Result};
-use crate::store::{BackupInfo, Pending, SigningKeyInfo, Stats};
-
-/// `{ done, total }` of a long operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-  pub done: u64,
-  pub total: u64,
-}
-
-/// Receives progress reports, on the thread doing the work (it must not block).
-pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
-
-/// Calls `f` (if any) with `done` (capped at `total`) of `total`.
-pub(crate) fn report(f: Option<&ProgressFn>, done: u64, total: u64) {
-  if let Some(f) = f {
-    f(Progress {
-      done: done.min(total),
-      total,
-    });
-  }
-}
+use crate::store::{self, BackupInfo, Pending};
 
 /// Longest accepted `destPath` (Linux's PATH_MAX), and longest file name: the copy is first
 /// written as `.<name>.partial-<12 hex>`, which must fit the usual 255-byte limit.
@@ -74,12 +56,26 @@ impl Vault {
 
   /// `stats()`: this scope's counts and the engine's state.
   pub fn stats(&self) -> Pending<Stats> {
-    self.store.stats(&self.scope)
+    let scope = self.scope.clone();
+    let counts = store::read(&*self.store, move |tx| admin::stats(tx, &scope, now_ms()));
+    let engine = self.store.clone();
+    map_result(counts, move |r| {
+      r.map(|mut s| {
+        let usage = engine.usage();
+        if s.database_bytes == 0 {
+          s.database_bytes = usage.database_bytes;
+        }
+        s.wal_bytes = usage.wal_bytes;
+        s.write_queue = usage.write_queue;
+        s
+      })
+    })
   }
 
   /// `listSigningKeys()`: this scope's session-token signing keys, oldest first.
   pub fn list_signing_keys(&self) -> Pending<Vec<SigningKeyInfo>> {
-    self.store.signing_keys(&self.scope)
+    let scope = self.scope.clone();
+    store::read(&*self.store, move |tx| admin::signing_keys(tx, &scope))
   }
 
   /// `checkIntegrity({ onProgress })`.
@@ -94,8 +90,9 @@ impl Vault {
 mod tests {
   use super::*;
   use crate::client::OpenOptions;
+  use crate::domain::admin::Progress;
   use serde_json::json;
-  use std::sync::Mutex;
+  use std::sync::{Arc, Mutex};
 
   #[test]
   fn stats_signing_keys_and_progress() {
