@@ -7,10 +7,11 @@ const { parseArgs } = require('node:util')
 /** A usage error: printed as one line, exit code 2. */
 class UsageError extends Error {}
 
-/** `--db PATH | --url URL` of every command that opens a store. */
+/** `--db PATH | --url URL [--schema NAME]` of every command that opens a store. */
 const STORE_OPTIONS = {
   db: { type: 'string' },
   url: { type: 'string' },
+  schema: { type: 'string' },
 }
 
 /**
@@ -38,8 +39,9 @@ function storeOptions(values) {
   const key = process.env.LINKVAULT_ENCRYPTION_KEY ? { encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY } : {}
   if (values.url !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(values.url)) throw new UsageError(`--url must be a postgres:// or postgresql:// URL`)
-    return { url: values.url, ...key }
+    return { url: values.url, ...(values.schema !== undefined ? { schema: values.schema } : {}), ...key }
   }
+  if (values.schema !== undefined) throw new UsageError('--schema applies to --url (a PostgreSQL store)')
   if (values.db === '') throw new UsageError('--db must not be empty')
   return { path: values.db ?? 'linkvault.db', ...key }
 }

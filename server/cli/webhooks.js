@@ -24,6 +24,8 @@ deliveries  Shows a webhook's deliveries, newest first: message_id, event, end u
             (pending, delivered, failed), attempts, last HTTP status or error, and the next
             attempt of a pending one or when it finished. A delivery is tried 5 times over
             about 10 minutes (40 s, 80 s, 160 s, 320 s apart) before it is recorded as failed.
+
+With --url (a PostgreSQL store), --schema NAME picks the schema of its tables (default linkvault).
 `
 
 function environmentOf(values) {
@@ -58,13 +60,14 @@ async function create(argv, io) {
   const { values } = parse(argv, {
     db: STORE_OPTIONS.db,
     url: { type: 'string', multiple: true },
+    schema: STORE_OPTIONS.schema,
     org: { type: 'string' },
     environment: { type: 'string' },
     events: { type: 'string' },
   })
   if (values.help) return io.stdout.write(usage) && 0
   const { storeUrl, endpoint } = splitUrls(values.url)
-  const store = storeOptions({ db: values.db, url: storeUrl })
+  const store = storeOptions({ db: values.db, url: storeUrl, schema: values.schema })
   if (values.org === undefined || values.org === '') throw new UsageError('--org is required')
   const environment = environmentOf(values)
   let events

@@ -129,4 +129,41 @@ mod tests {
     assert_eq!(seen.last(), Some(&Progress { done: 3, total: 3 }));
     v.close().wait().unwrap();
   }
+
+  #[test]
+  fn stats_signing_keys_and_backup_on_either_engine() {
+    use crate::client::testing::{event, fresh, open, On, BOTH};
+    use crate::domain::events::types::ACCOUNT_CREATED;
+    for on in BOTH {
+      let v = open(&fresh(on), json!({"orgId": "org_s"}), 3);
+      let before = v.stats().wait().unwrap();
+      event(&v, ACCOUNT_CREATED, Some("u1"));
+      v.rotate_signing_key(None).wait().unwrap();
+      let s = v.stats().wait().unwrap();
+      // The rotation's own event counts too.
+      assert_eq!(s.events, before.events + 2, "{on:?}");
+      assert_eq!((s.accounts, s.identities, s.tokens), (0, 0, 0));
+      assert!(s.database_bytes > 0, "{on:?}");
+      let keys = v.list_signing_keys().wait().unwrap();
+      assert_eq!(keys.len(), 2);
+      assert!(!keys[0].current && keys[1].current);
+      assert!(keys
+        .iter()
+        .all(|k| k.retired_at.is_none() && k.created_at > 0));
+      let dir = tempfile::tempdir().unwrap();
+      let dest = json!(dir.path().join("copy.db").to_string_lossy());
+      match on {
+        On::Sqlite => assert!(v.backup(&dest).wait().unwrap().bytes > 0),
+        On::Postgres => {
+          let e = v.backup(&dest).wait().unwrap_err();
+          assert_eq!(
+            (e.code(), e.field.as_deref()),
+            ("VALIDATION_ERROR", Some("destPath"))
+          );
+          assert!(e.message.contains("pg_dump"));
+        }
+      }
+      v.close().wait().unwrap();
+    }
+  }
 }

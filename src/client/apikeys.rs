@@ -195,3 +195,90 @@ impl Vault {
     })())
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::client::testing::{fresh, open, On, BOTH};
+  use crate::scoped::ScopeOptions;
+  use serde_json::json;
+
+  #[test]
+  fn keys_resolve_across_scopes_and_revocation_ends_their_tokens() {
+    for on in BOTH {
+      resolve_and_revoke(on);
+    }
+  }
+
+  fn resolve_and_revoke(on: On) {
+    let root = open(&fresh(on), json!({"orgId": "org_a"}), 4);
+    let prod = root
+      .for_scope(
+        ScopeOptions::parse(Some(
+          &json!({"orgId": "org_b", "environment": "production"}),
+        ))
+        .unwrap(),
+      )
+      .wait()
+      .unwrap();
+    let key = prod.create_api_key(None).wait().unwrap();
+    assert!(key.api_key.starts_with("pk_"));
+    // Any client resolves it to its own scope.
+    let found = root
+      .resolve_api_key(&json!(key.api_key))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(
+      (found.org_id.as_str(), found.environment.as_str()),
+      ("org_b", "production")
+    );
+    let request =
+      json!({"client_id": key.info.client_id, "client_secret": key.client_secret, "audience": "a"});
+    let issued = root.issue_access_token(&request).wait().unwrap().unwrap();
+    let grant = root
+      .resolve_access_token(&json!(issued.access_token), &json!("a"))
+      .wait()
+      .unwrap()
+      .unwrap();
+    assert_eq!(grant.key.client_id, key.info.client_id);
+    assert!(root
+      .resolve_access_token(&json!(issued.access_token), &json!("b"))
+      .wait()
+      .unwrap()
+      .is_none());
+    let wrong = json!({"client_id": key.info.client_id, "client_secret": format!("lvs_{}", "0".repeat(64)), "audience": "a"});
+    assert!(root.issue_access_token(&wrong).wait().unwrap().is_none());
+    root
+      .revoke_api_key(&json!(key.info.client_id))
+      .wait()
+      .unwrap();
+    assert!(root
+      .resolve_api_key(&json!(key.api_key))
+      .wait()
+      .unwrap()
+      .is_none());
+    assert!(root
+      .resolve_access_token(&json!(issued.access_token), &json!("a"))
+      .wait()
+      .unwrap()
+      .is_none());
+    assert!(root.issue_access_token(&request).wait().unwrap().is_none());
+    assert_eq!(
+      root
+        .revoke_api_key(&json!("lvc_unknown"))
+        .wait()
+        .unwrap_err()
+        .code(),
+      "NOT_FOUND"
+    );
+    let listed = root
+      .list_api_keys(Some(&json!({"orgId": "org_b"})))
+      .wait()
+      .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+    prod.close().wait().unwrap();
+    root.close().wait().unwrap();
+  }
+}

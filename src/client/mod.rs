@@ -12,6 +12,8 @@ mod apikeys;
 mod end_users;
 mod events;
 mod keys;
+#[cfg(test)]
+pub(crate) mod testing;
 mod tokens;
 mod users;
 mod webhooks;

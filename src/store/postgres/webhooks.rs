@@ -337,3 +337,64 @@ impl WebhookRows for PgTx<'_> {
     )
   }
 }
+
+#[cfg(test)]
+mod tests {
+  use serde_json::json;
+
+  use super::super::conn::PgConn;
+  use super::super::{Target, XID_ID};
+  use crate::client::testing::{event, fresh, open, On};
+  use crate::domain::events::types::ACCOUNT_CREATED;
+
+  /// An event whose transaction began first (smaller id) but commits after a later one was
+  /// claimable: the cursor must not pass it.
+  #[test]
+  fn an_event_committed_late_is_still_delivered_in_order() {
+    let at = fresh(On::Postgres);
+    let v = open(&at, json!({"orgId": "org_1"}), 7);
+    let created = v
+      .create_webhook(&json!({"url": "https://h.example/hook"}))
+      .wait()
+      .unwrap();
+    let target =
+      Target::parse(at["url"].as_str().unwrap(), at["schema"].as_str().unwrap()).unwrap();
+    let mut slow = PgConn::connect(&target).unwrap();
+    slow.batch("BEGIN").unwrap();
+    slow
+      .batch(&format!(
+        "INSERT INTO events (id, scope_id, type, linked_account_id, data, created_at)
+         VALUES ({XID_ID} + 1, {}, '{ACCOUNT_CREATED}', 'late', '{{}}', 0)",
+        v.scope().id
+      ))
+      .unwrap();
+    event(&v, ACCOUNT_CREATED, Some("early"));
+    let claim = || {
+      v.claim_webhook_deliveries(Some(&json!({"limit": 10})))
+        .wait()
+        .unwrap()
+    };
+    // "early" committed, but an older transaction is still running: nothing is claimable yet.
+    assert!(claim().is_empty());
+    slow.batch("COMMIT").unwrap();
+    let got = claim();
+    let ids: Vec<(String, i64)> = got
+      .iter()
+      .map(|c| {
+        let body: serde_json::Value = serde_json::from_str(&c.body).unwrap();
+        (
+          body["data"]["end_user_id"].as_str().unwrap().to_string(),
+          c.message_id.parse().unwrap(),
+        )
+      })
+      .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let late = ids.iter().find(|(u, _)| u == "late").unwrap().1;
+    let early = ids.iter().find(|(u, _)| u == "early").unwrap().1;
+    assert!(late < early);
+    let w = v.list_webhooks(None).wait().unwrap();
+    assert_eq!(w[0].id, created.webhook.id);
+    assert_eq!(w[0].cursor, early);
+    v.close().wait().unwrap();
+  }
+}
