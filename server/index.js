@@ -78,7 +78,7 @@ async function openClient(options) {
   if (options.db !== undefined && options.url !== undefined) {
     throw Object.assign(new Error('give either db or url, not both'), { code: 'VALIDATION_ERROR', field: 'url' })
   }
-  const where = options.url !== undefined ? { url: options.url } : { path: options.db ?? 'linkvault.db' }
+  const where = options.url !== undefined ? { url: options.url, ...(options.schema !== undefined ? { schema: options.schema } : {}) } : { path: options.db ?? 'linkvault.db' }
   const open = { ...(options.clientOptions || {}) }
   if (options.publicUrl) open.publicUrl = String(options.publicUrl).replace(/\/+$/, '')
   if (options.appName !== undefined) open.appName = options.appName
@@ -93,6 +93,7 @@ async function openClient(options) {
  * @param {import('linkvault').Client} [options.client] an open root Client (kept open on close)
  * @param {string} [options.db] SQLite file to open when no client is given (default linkvault.db)
  * @param {string} [options.url] PostgreSQL URL to open when no client is given
+ * @param {string} [options.schema] with `url`: the PostgreSQL schema (default 'linkvault')
  * @param {object} [options.clientOptions] further `Client.open` options (encryptionKey, …)
  * @param {string} [options.publicUrl] the URL clients reach the server at (default: from the
  *   request's Host); used for absolute links such as a session's `auth_url`

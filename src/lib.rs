@@ -13,8 +13,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::await_holding_lock)]
 
 pub mod accounts;
-pub mod admin;
-pub mod apikeys;
 pub mod client;
 pub mod clock;
 pub mod consents;
@@ -27,7 +25,6 @@ pub mod input;
 pub mod scoped;
 pub mod store;
 pub mod users;
-pub mod webhooks;
 
 mod binding;
 #[cfg(test)]

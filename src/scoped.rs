@@ -65,12 +65,16 @@ impl Vault {
             crate::client::open_scope(&*store, &sealer, Some(options.org_id), &options.environment)?
           } else {
             let (org, env) = (options.org_id, options.environment);
-            store
-              .find_scope(org.clone(), env.clone())
-              .wait()?
-              .ok_or_else(|| {
-                Error::not_found(format!("No data for org {org} in environment {env}"))
-              })?
+            let (o, e) = (org.clone(), env.clone());
+            let id = crate::store::read(&*store, move |tx| tx.scope_id(&o, &e)).wait()?;
+            let id = id.ok_or_else(|| {
+              Error::not_found(format!("No data for org {org} in environment {env}"))
+            })?;
+            Scope {
+              id,
+              org_id: org,
+              environment: env,
+            }
           };
           let options = TokenOptions {
             signing_secret: None,

@@ -43,7 +43,7 @@ function storeOptions(values) {
   const key = process.env.LINKVAULT_ENCRYPTION_KEY ? { encryptionKey: process.env.LINKVAULT_ENCRYPTION_KEY } : {}
   if (values.url !== undefined) {
     if (!/^postgres(ql)?:\/\//.test(values.url)) throw new UsageError(`--url must be a postgres:// or postgresql:// URL`)
-    return { url: values.url, ...(values.schema !== undefined && { schema: values.schema }), ...key }
+    return { url: values.url, ...(values.schema !== undefined ? { schema: values.schema } : {}), ...key }
   }
   if (values.db === '') throw new UsageError('--db must not be empty')
   return { path: values.db ?? 'linkvault.db', ...key }

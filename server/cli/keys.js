@@ -19,6 +19,8 @@ list    Lists keys (never their secrets): client_id, org, environment, name, key
         created and revoked times. --json prints a JSON array.
 revoke  Revokes a key by its client_id: its API key, secret and access tokens stop working
         (a running server stops accepting them within a second).
+
+With --url (a PostgreSQL store), --schema NAME picks the schema of its tables (default linkvault).
 `
 
 function environmentOf(values) {

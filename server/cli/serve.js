@@ -7,6 +7,7 @@ const { STORE_OPTIONS, UsageError, parse, runCommand, storeOptions } = require('
 
 const usage = `Usage: linkvault serve [--db PATH | --url POSTGRES_URL [--schema NAME]] [--host 127.0.0.1]
                        [--port 8080] [--tls-cert FILE --tls-key FILE] [--public-url URL]
+                       [--wait SECONDS]
 
 Serves Cobalt's, Auth0's and Fiskil's REST APIs on a linkvault store.
 
@@ -18,6 +19,10 @@ Serves Cobalt's, Auth0's and Fiskil's REST APIs on a linkvault store.
   --tls-cert FILE    PEM certificate chain: serve HTTPS (with --tls-key)
   --tls-key FILE     PEM private key of --tls-cert
   --public-url URL   the URL clients reach this server at (for absolute links such as auth_url)
+  --wait SECONDS     with --url: how long to wait for PostgreSQL at start (default 30; 0: one try).
+                     While the server is down, starting up or refuses connections, opening is
+                     retried with backoff (0.2 s doubling to 5 s); then one line on stderr and
+                     exit code 1. A refused login or a missing database fails at once.
 
 Prints "listening on http(s)://HOST:PORT" on stdout when ready; JSON logs go to stderr
 (level: LINKVAULT_LOG_LEVEL, default info). SIGTERM or SIGINT: stops accepting connections,
@@ -38,6 +43,49 @@ function parsePublicUrl(text) {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--public-url must be an absolute http(s) URL, got '${text}'`)
   return url.href.replace(/\/+$/, '')
+}
+
+/** Default of --wait: seconds to wait for PostgreSQL at start. */
+const DEFAULT_WAIT_SECONDS = 30
+
+function parseWait(text) {
+  if (!/^\d{1,4}$/.test(text) || Number(text) > 3600) throw new UsageError(`--wait must be an integer from 0 to 3600 (seconds), got '${text}'`)
+  return Number(text)
+}
+
+/**
+ * Whether opening failed because the PostgreSQL server cannot be reached yet (down, starting
+ * up, refusing connections), as opposed to a refused login or a missing database, which waiting
+ * does not fix.
+ */
+function serverNotReady(e) {
+  if (!e || e.code !== 'STORAGE_ERROR') return false
+  const m = String(e.message)
+  if (/authentication|password|does not exist|pg_hba|permission denied/i.test(m)) return false
+  return /cannot connect to the PostgreSQL server|is unavailable|starting up|shutting down/.test(m)
+}
+
+/**
+ * Runs `open` until it succeeds, retrying while `serverNotReady` with backoff (0.2 s doubling to
+ * 5 s) for at most `waitSeconds`; then rethrows the last error, saying how long it waited.
+ */
+async function withStartupRetries(open, waitSeconds, logger, sleep = (ms) => new Promise((r) => setTimeout(r, ms))) {
+  const deadline = Date.now() + waitSeconds * 1000
+  let delay = 200
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await open()
+    } catch (e) {
+      const left = deadline - Date.now()
+      if (!serverNotReady(e) || left <= 0) {
+        if (serverNotReady(e) && waitSeconds > 0) e.message = `${e.message} (waited ${waitSeconds} s; see --wait)`
+        throw e
+      }
+      logger.warn({ attempt, retryInMs: Math.min(delay, left) }, 'PostgreSQL is not reachable yet; retrying')
+      await sleep(Math.min(delay, left))
+      delay = Math.min(delay * 2, 5000)
+    }
+  }
 }
 
 function readPem(flag, file) {
@@ -65,6 +113,7 @@ function parseServeArgs(argv) {
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'public-url': { type: 'string' },
+    wait: { type: 'string' },
   })
   if (values.help) return { help: true }
   const store = storeOptions(values)
@@ -74,7 +123,9 @@ function parseServeArgs(argv) {
   if ((values['tls-cert'] === undefined) !== (values['tls-key'] === undefined)) throw new UsageError('--tls-cert and --tls-key go together')
   const https = values['tls-cert'] !== undefined ? { cert: readPem('--tls-cert', values['tls-cert']), key: readPem('--tls-key', values['tls-key']) } : undefined
   const publicUrl = values['public-url'] !== undefined ? parsePublicUrl(values['public-url']) : undefined
-  return { store, host, port, https, publicUrl }
+  const wait = values.wait !== undefined ? parseWait(values.wait) : DEFAULT_WAIT_SECONDS
+  if (values.wait !== undefined && store.url === undefined) throw new UsageError('--wait applies to --url (a PostgreSQL server)')
+  return { store, host, port, https, publicUrl, wait }
 }
 
 async function serve(argv, io = process) {
@@ -99,11 +150,9 @@ async function serve(argv, io = process) {
 
 async function run(opts, logger, io) {
   const { buildServer } = require('../index')
-  const where =
-    opts.store.url !== undefined
-      ? { url: opts.store.url, clientOptions: opts.store.schema !== undefined ? { schema: opts.store.schema } : {} }
-      : { db: opts.store.path }
-  const app = await buildServer({ ...where, https: opts.https, publicUrl: opts.publicUrl, loggerInstance: logger })
+  const where = opts.store.url !== undefined ? { url: opts.store.url, schema: opts.store.schema } : { db: opts.store.path }
+  const build = () => buildServer({ ...where, https: opts.https, publicUrl: opts.publicUrl, loggerInstance: logger })
+  const app = opts.store.url !== undefined ? await withStartupRetries(build, opts.wait, logger) : await build()
   let address
   try {
     await app.listen({ host: opts.host, port: opts.port })
@@ -140,4 +189,7 @@ module.exports = {
     return runCommand('serve', () => serve(argv))
   },
   parseServeArgs,
+  withStartupRetries,
+  serverNotReady,
+  DEFAULT_WAIT_SECONDS,
 }

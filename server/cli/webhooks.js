@@ -25,6 +25,8 @@ deliveries  Shows a webhook's deliveries, newest first: message_id, event, end u
             (pending, delivered, failed), attempts, last HTTP status or error, and the next
             attempt of a pending one or when it finished. A delivery is tried 5 times over
             about 10 minutes (40 s, 80 s, 160 s, 320 s apart) before it is recorded as failed.
+
+With --url (a PostgreSQL store), --schema NAME picks the schema of its tables (default linkvault).
 `
 
 function environmentOf(values) {
@@ -60,6 +62,7 @@ async function create(argv, io) {
     db: STORE_OPTIONS.db,
     schema: STORE_OPTIONS.schema,
     url: { type: 'string', multiple: true },
+    schema: STORE_OPTIONS.schema,
     org: { type: 'string' },
     environment: { type: 'string' },
     events: { type: 'string' },

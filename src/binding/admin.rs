@@ -9,10 +9,11 @@ use napi_derive::napi;
 
 use super::client::Client;
 use super::js::{promise, with_json, ProgressCallback};
-use crate::admin::ProgressFn;
 use crate::clock::iso8601;
+use crate::domain::admin::ProgressFn;
+use crate::domain::admin::{SigningKeyInfo, Stats};
 use crate::error::Error;
-use crate::store::{BackupInfo, SigningKeyInfo, Stats};
+use crate::store::BackupInfo;
 
 /// What `backup` wrote.
 #[napi(object)]
@@ -127,7 +128,7 @@ pub(crate) fn progress_option(
     Ok(ValueType::Function) => {
       let cb = ProgressCallback::new(env, &f)
         .map_err(|e| Error::storage(format!("cannot keep onProgress: {}", e.reason)))?;
-      Ok(Some(Arc::new(move |p: crate::admin::Progress| {
+      Ok(Some(Arc::new(move |p: crate::domain::admin::Progress| {
         cb.report(p.done, p.total)
       })))
     }

@@ -8,8 +8,8 @@ use napi_derive::napi;
 
 use super::client::Client;
 use super::js::{json_arg, promise, with_json};
-use crate::apikeys::{AccessGrant, ApiKeyInfo, CreatedApiKey, IssuedAccessToken};
 use crate::clock::iso8601;
+use crate::domain::apikeys::{AccessGrant, ApiKeyInfo, CreatedApiKey, IssuedAccessToken};
 use crate::store::Pending;
 
 /// Options of `createApiKey`.

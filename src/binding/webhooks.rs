@@ -10,8 +10,10 @@ use napi_derive::napi;
 use super::client::Client;
 use super::js::{json_arg, promise, with_json};
 use crate::clock::iso8601;
+use crate::domain::webhooks::{
+  Claimed, CreatedWebhook, Delivery, DeliveryPage, DeliveryState, Webhook,
+};
 use crate::store::Pending;
-use crate::webhooks::{Claimed, CreatedWebhook, Delivery, DeliveryPage, DeliveryState, Webhook};
 
 /// Input of `createWebhook`.
 // Type-only: documents the input in index.d.ts; the input itself is read as JSON so that

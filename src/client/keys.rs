@@ -60,7 +60,7 @@ impl Vault {
   pub fn rotate_encryption_key_with(
     &self,
     new_key: &Value,
-    on_progress: Option<crate::admin::ProgressFn>,
+    on_progress: Option<crate::domain::admin::ProgressFn>,
   ) -> Pending<Rotation> {
     let key = match new_key {
       Value::String(s) => match Key::parse(s, "newKey") {
@@ -119,9 +119,9 @@ fn rotate_blocking(
   sealer: &Arc<Sealer>,
   key_file: Option<&Path>,
   key: Key,
-  on_progress: Option<&crate::admin::ProgressFn>,
+  on_progress: Option<&crate::domain::admin::ProgressFn>,
 ) -> Result<Rotation> {
-  let report = |done, total| crate::admin::report(on_progress, done, total);
+  let report = |done, total| crate::domain::admin::report(on_progress, done, total);
   let key_id = hex_encode(&key.id());
   let begun = begin(store, sealer, key.clone()).wait()?;
   let mut out = Rotation {

@@ -8,11 +8,16 @@
 
 // Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
 mod accounts;
+mod admin;
+mod apikeys;
 mod end_users;
 mod events;
 mod keys;
+#[cfg(test)]
+pub(crate) mod testing;
 mod tokens;
 mod users;
+mod webhooks;
 
 pub use keys::Rotation;
 pub(crate) use tokens::open_runtime as open_token_runtime;

@@ -431,14 +431,14 @@ pub fn integrity(tx: &mut (impl KeyTx + ?Sized)) -> Result<Integrity> {
 /// rotation record, the sealed values.
 pub fn integrity_reporting(
   tx: &mut (impl KeyTx + ?Sized),
-  on_progress: Option<&crate::admin::ProgressFn>,
+  on_progress: Option<&crate::domain::admin::ProgressFn>,
 ) -> Result<Integrity> {
   const STEPS: u64 = 3;
-  crate::admin::report(on_progress, 0, STEPS);
+  crate::domain::admin::report(on_progress, 0, STEPS);
   let mut details = tx.structure_problems()?;
-  crate::admin::report(on_progress, 1, STEPS);
+  crate::domain::admin::report(on_progress, 1, STEPS);
   let rotation = progress(tx)?;
-  crate::admin::report(on_progress, 2, STEPS);
+  crate::domain::admin::report(on_progress, 2, STEPS);
   match rotation {
     Some(p) => details.push(format!(
       "note: a key rotation is in progress (to key {}); call rotateEncryptionKey to finish it",
@@ -453,7 +453,7 @@ pub fn integrity_reporting(
       }
     }
   }
-  crate::admin::report(on_progress, STEPS, STEPS);
+  crate::domain::admin::report(on_progress, STEPS, STEPS);
   let ok = details.iter().all(|d| d.starts_with("note:"));
   Ok(Integrity { ok, details })
 }

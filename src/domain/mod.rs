@@ -11,12 +11,15 @@
 //! changes nothing outside it, and appends its events through it.
 
 pub mod accounts;
+pub mod admin;
+pub mod apikeys;
 pub mod end_users;
 pub mod events;
 pub mod keys;
 pub mod scope;
 pub mod tokens;
 pub mod webhook;
+pub mod webhooks;
 
 pub use scope::Scope;
 

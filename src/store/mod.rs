@@ -15,41 +15,50 @@
 //! connection to `domain::accounts` for them.
 
 mod accounts;
-pub mod admin;
-pub mod apikeys;
 pub mod consents;
 mod identities;
 mod listeners;
 mod pending;
 pub mod postgres;
 pub mod sqlite;
-pub mod webhooks;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accounts::Account;
 use crate::crypto::Sealer;
 use crate::domain::accounts::{AccountCascade, AccountRows};
+use crate::domain::admin::AdminRows;
+use crate::domain::apikeys::ApiKeyRows;
 use crate::domain::events::EventLog;
 use crate::domain::keys::KeyTx;
 use crate::domain::scope::ScopeTx;
 use crate::domain::tokens::verifier::Feed;
 use crate::domain::tokens::TokenTx;
+use crate::domain::webhooks::WebhookRows;
 use crate::error::{Error, Result};
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use crate::domain::Scope;
-pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
-pub use apikeys::ApiKeyStore;
 pub use consents::ConsentStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
-pub use sqlite::{Durability, SqliteStore, StoreConfig};
-pub use webhooks::WebhookStore;
+pub use sqlite::{BackupInfo, Durability, SqliteStore, StoreConfig};
 
 /// One transaction, as a job sees it: every row trait of the rules.
-pub trait Tx: AccountCascade + AccountRows + EventLog + KeyTx + ScopeTx + TokenTx {}
+pub trait Tx:
+  AccountCascade
+  + AccountRows
+  + AdminRows
+  + ApiKeyRows
+  + EventLog
+  + KeyTx
+  + ScopeTx
+  + TokenTx
+  + WebhookRows
+{
+}
 
 /// Work run inside one transaction.
 pub trait Job: Send {
@@ -79,6 +88,26 @@ pub trait Engine: Send + Sync {
   fn token_feed(&self, scope: &Scope, sealer: Arc<Sealer>) -> Result<Box<dyn Feed>>;
   /// Finishes queued work and stops; later jobs finish with `CLIENT_CLOSED`.
   fn close(&self) -> Pending<()>;
+  /// What `stats` reports of the engine itself, measured outside a transaction.
+  fn usage(&self) -> Usage {
+    Usage::default()
+  }
+  /// `backup(destPath)`: a consistent copy of the whole store at `dest`. Only a file engine
+  /// can; a server database is backed up with its own tools.
+  fn backup(&self, _dest: PathBuf) -> Pending<BackupInfo> {
+    Pending::ready(Err(Error::validation(
+      "destPath",
+      "backup() copies a SQLite file; back up a PostgreSQL store with pg_dump",
+    )))
+  }
+}
+
+/// The engine's own figures in `stats` (see `domain::admin::Stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+  pub database_bytes: u64,
+  pub wal_bytes: u64,
+  pub write_queue: u64,
 }
 
 /// A job from a closure returning `T`: its result goes to a [`Pending`].
@@ -199,7 +228,4 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store:
-  Engine + AdminStore + ApiKeyStore + ConsentStore + IdentityStore + WebhookStore
-{
-}
+pub trait Store: Engine + ConsentStore + IdentityStore {}

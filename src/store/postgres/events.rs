@@ -16,7 +16,7 @@ use super::XID_ID;
 use crate::domain::events::{Event, EventLog, EventQuery, PruneBefore};
 use crate::error::Result;
 
-const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536";
+pub(super) const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint * 65536";
 
 impl EventLog for PgTx<'_> {
   fn append_event(

@@ -25,6 +25,8 @@
 //! failed and not retried (it may have been saved; nothing acknowledged is ever lost).
 
 mod accounts;
+mod admin;
+mod apikeys;
 mod conn;
 mod events;
 mod feed;
@@ -35,6 +37,7 @@ mod target;
 pub(crate) mod tests;
 mod tokens;
 mod unported;
+mod webhooks;
 
 pub use target::Target;
 
@@ -315,6 +318,20 @@ impl Engine for PgStore {
 
   fn token_feed(&self, scope: &Scope, sealer: Arc<Sealer>) -> Result<Box<dyn Feed>> {
     Ok(Box::new(self.inner.feeds.open(self, scope, sealer)?))
+  }
+
+  fn usage(&self) -> super::Usage {
+    let write_queue = self
+      .inner
+      .queue
+      .read()
+      .ok()
+      .and_then(|g| g.as_ref().map(|q| q.len() as u64))
+      .unwrap_or(0);
+    super::Usage {
+      write_queue,
+      ..super::Usage::default()
+    }
   }
 
   fn close(&self) -> Pending<()> {

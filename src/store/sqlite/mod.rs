@@ -13,11 +13,17 @@
 //! (`store::Job`) bring the rules.
 
 pub(crate) mod accounts;
+mod admin;
+mod apikeys;
+mod backup;
 pub(crate) mod events;
 mod keys;
 pub(crate) mod schema;
 mod tokens;
 mod verifier;
+mod webhooks;
+
+pub use backup::BackupInfo;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, RwLock};
@@ -751,6 +757,14 @@ impl Engine for SqliteStore {
 
   fn close(&self) -> Pending<()> {
     self.db.close()
+  }
+
+  fn usage(&self) -> super::Usage {
+    self.file_usage()
+  }
+
+  fn backup(&self, dest: std::path::PathBuf) -> Pending<BackupInfo> {
+    self.backup_file(dest)
   }
 }
 

@@ -1,5 +1,6 @@
-//! Operations tooling on the SQLite engine: online backups, counts for a health endpoint and the
-//! list of signing keys. Kept apart from the data paths; nothing here changes stored data.
+//! Online backups of the SQLite engine (`backup`) and what `stats` measures outside a
+//! transaction (file sizes, the writer's queue). Kept apart from the data paths; nothing here
+//! changes stored data.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -7,10 +8,10 @@ use std::time::Instant;
 use rusqlite::backup::{Backup, StepResult};
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Pending, Scope, SqliteStore};
-use crate::clock::now_ms;
+use super::SqliteStore;
 use crate::crypto::{hex_encode, random_bytes};
 use crate::error::{Error, Result};
+use crate::store::{Pending, Usage};
 
 /// What a backup wrote.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,51 +23,14 @@ pub struct BackupInfo {
   pub duration_ms: u64,
 }
 
-/// Counts of one scope and the state of the engine.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-  pub accounts: i64,
-  pub identities: i64,
-  pub consents: i64,
-  pub active_consents: i64,
-  /// Session tokens neither expired nor revoked.
-  pub tokens: i64,
-  pub events: i64,
-  /// Size of the database file and of its write-ahead log (0 for `:memory:`).
-  pub database_bytes: u64,
-  pub wal_bytes: u64,
-  /// Writes queued and not yet taken by the writer thread.
-  pub write_queue: u64,
-}
-
-/// One signing key of a scope (never its secret).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SigningKeyInfo {
-  pub kid: String,
-  /// Milliseconds since the epoch.
-  pub created_at: i64,
-  pub retired_at: Option<i64>,
-  /// The key that signs new tokens (the newest live one).
-  pub current: bool,
-}
-
-/// Operations tooling (`backup`, `stats`, `listSigningKeys`).
-pub trait AdminStore: Send + Sync {
-  /// A consistent copy of the whole database at `dest` (which must not exist), taken while
-  /// writes go on.
-  fn backup(&self, dest: PathBuf) -> Pending<BackupInfo>;
-  fn stats(&self, scope: &Scope) -> Pending<Stats>;
-  fn signing_keys(&self, scope: &Scope) -> Pending<Vec<SigningKeyInfo>>;
-}
-
 impl SqliteStore {
   fn is_memory(&self) -> bool {
     self.path() == ":memory:" || self.path().is_empty()
   }
-}
 
-impl AdminStore for SqliteStore {
-  fn backup(&self, dest: PathBuf) -> Pending<BackupInfo> {
+  /// A consistent copy of the whole database at `dest` (which must not exist), taken while
+  /// writes go on.
+  pub fn backup_file(&self, dest: PathBuf) -> Pending<BackupInfo> {
     if self.is_memory() {
       return Pending::ready(Err(Error::validation(
         "destPath",
@@ -92,77 +56,20 @@ impl AdminStore for SqliteStore {
     }
   }
 
-  fn stats(&self, scope: &Scope) -> Pending<Stats> {
-    let scope_id = scope.id;
-    let files = if self.is_memory() {
-      None
+  /// The file sizes and the writer's queue.
+  pub fn file_usage(&self) -> Usage {
+    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (database_bytes, wal_bytes) = if self.is_memory() {
+      (0, 0)
     } else {
-      Some(self.path().to_string())
+      (size(self.path()), size(&format!("{}-wal", self.path())))
     };
-    let write_queue = self.engine().write_queue_len() as u64;
-    self.read(move |conn| {
-      let mut s = counts(conn, scope_id)?;
-      if let Some(path) = files {
-        let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-        s.database_bytes = size(&path);
-        s.wal_bytes = size(&format!("{path}-wal"));
-      }
-      s.write_queue = write_queue;
-      Ok(s)
-    })
+    Usage {
+      database_bytes,
+      wal_bytes,
+      write_queue: self.engine().write_queue_len() as u64,
+    }
   }
-
-  fn signing_keys(&self, scope: &Scope) -> Pending<Vec<SigningKeyInfo>> {
-    let scope_id = scope.id;
-    self.read(move |conn| {
-      let mut keys: Vec<SigningKeyInfo> = conn
-        .prepare_cached(
-          "SELECT kid, created_at, retired_at FROM signing_keys WHERE scope_id = ?1 ORDER BY pk",
-        )?
-        .query_map([scope_id], |r| {
-          Ok(SigningKeyInfo {
-            kid: r.get(0)?,
-            created_at: r.get(1)?,
-            retired_at: r.get(2)?,
-            current: false,
-          })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-      // The newest live key signs (as `store::tokens::current_key` picks it).
-      if let Some(k) = keys.iter_mut().rev().find(|k| k.retired_at.is_none()) {
-        k.current = true;
-      }
-      Ok(keys)
-    })
-  }
-}
-
-/// Counts of one scope, each on an index that starts with the scope.
-fn counts(conn: &Connection, scope_id: i64) -> Result<Stats> {
-  let count = |sql: &str, now: Option<i64>| -> Result<i64> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    Ok(match now {
-      Some(n) => stmt.query_row(rusqlite::params![scope_id, n], |r| r.get(0))?,
-      None => stmt.query_row([scope_id], |r| r.get(0))?,
-    })
-  };
-  let now = now_ms();
-  Ok(Stats {
-    accounts: count("SELECT count(*) FROM accounts WHERE scope_id = ?1", None)?,
-    identities: count("SELECT count(*) FROM identities WHERE scope_id = ?1", None)?,
-    consents: count("SELECT count(*) FROM consents WHERE scope_id = ?1", None)?,
-    active_consents: count(
-      "SELECT count(*) FROM consents WHERE scope_id = ?1 AND active = 1 AND expires_at > ?2",
-      Some(now),
-    )?,
-    tokens: count(
-      "SELECT count(*) FROM session_tokens t JOIN token_families f ON f.pk = t.family_pk
-       WHERE f.scope_id = ?1 AND t.exp > ?2 AND t.revoked_at IS NULL AND f.revoked_at IS NULL",
-      Some(now.div_euclid(1000)),
-    )?,
-    events: count("SELECT count(*) FROM events WHERE scope_id = ?1", None)?,
-    ..Stats::default()
-  })
 }
 
 /// Copies `source` into a new file at `dest` with SQLite's online backup, in one step: the copy
@@ -331,7 +238,7 @@ mod tests {
         .unwrap();
     }
     let dest = dir.path().join("copy.db");
-    let info = store.backup(dest.clone()).wait().unwrap();
+    let info = store.backup_file(dest.clone()).wait().unwrap();
     assert!(info.pages > 0 && info.bytes > 0);
     let copy = Connection::open(&dest).unwrap();
     let n: i64 = copy
@@ -342,12 +249,12 @@ mod tests {
       .query_row("PRAGMA journal_mode", [], |r| r.get(0))
       .unwrap();
     assert_eq!(mode, "delete");
-    let e = store.backup(dest.clone()).wait().unwrap_err();
+    let e = store.backup_file(dest.clone()).wait().unwrap_err();
     assert_eq!(
       (e.code(), e.field.as_deref()),
       ("VALIDATION_ERROR", Some("destPath"))
     );
-    let e = store.backup(PathBuf::from(&path)).wait().unwrap_err();
+    let e = store.backup_file(PathBuf::from(&path)).wait().unwrap_err();
     assert_eq!(e.code(), "VALIDATION_ERROR");
     let e = store
       .backup(dir.path().join("missing").join("x.db"))
@@ -360,9 +267,8 @@ mod tests {
       .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
       .collect();
     assert!(names.iter().all(|n| !n.contains(".partial-")), "{names:?}");
-    let stats = store.stats(&scope).wait().unwrap();
-    assert!(stats.database_bytes > 0);
-    assert_eq!(stats.accounts, 0);
+    let _ = scope;
+    assert!(store.file_usage().database_bytes > 0);
     store.close().wait().unwrap();
   }
 
@@ -370,7 +276,10 @@ mod tests {
   fn memory_databases_cannot_be_backed_up() {
     let store = open(":memory:");
     let dir = tempfile::tempdir().unwrap();
-    let e = store.backup(dir.path().join("x.db")).wait().unwrap_err();
+    let e = store
+      .backup_file(dir.path().join("x.db"))
+      .wait()
+      .unwrap_err();
     assert_eq!(e.code(), "VALIDATION_ERROR");
     store.close().wait().unwrap();
   }

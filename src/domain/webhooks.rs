@@ -1,5 +1,5 @@
-//! Webhook subscriptions and their deliveries from the event log (signatures are in
-//! [`crate::domain::webhook`]).
+//! Webhook subscriptions and their deliveries from the event log: the rules, over the row trait
+//! [`WebhookRows`] each engine implements (signatures are in [`crate::domain::webhook`]).
 //!
 //! A webhook belongs to one scope (org, environment) and receives that scope's events appended
 //! after it was created, optionally only some types. Delivery is *at least once* and *in order
@@ -22,18 +22,19 @@
 //! The secret signs every request (header [`SIGNATURE_HEADER`], the scheme of
 //! `crate::domain::webhook::sign`); it is stored sealed and leaves the core only once, at creation.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
-use crate::client::Vault;
+use super::events::{types, Event, EventLog, EventQuery};
+use super::keys::{self, webhook_secret_aad, MetaRows};
+use super::Scope;
 use crate::clock::iso8601;
-use crate::crypto::{b64url, random_bytes};
-use crate::domain::events::{types, Event};
+use crate::crypto::{self, b64url, random_bytes, Sealer};
 use crate::error::{Error, Result};
 use crate::input::{self, Fields};
-use crate::store::Pending;
 
 /// Attempts per delivery before it is recorded as failed.
 pub const MAX_ATTEMPTS: i64 = 5;
@@ -485,66 +486,313 @@ pub fn new_webhook_id(now_ms: i64) -> Result<String> {
   Ok(format!("wh_{}", crate::crypto::object_id(now_ms)?))
 }
 
-fn pending<T>(r: Result<Pending<T>>) -> Pending<T> {
-  r.unwrap_or_else(|e| Pending::ready(Err(e)))
+/// A webhook as the delivery rules read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+  /// Internal key.
+  pub pk: i64,
+  pub scope_id: i64,
+  pub events: Option<Vec<String>>,
+  pub cursor: i64,
 }
 
-impl Vault {
-  /// `createWebhook`: a webhook of this client's scope; its secret is returned this once.
-  pub fn create_webhook(&self, options: &Value) -> Pending<CreatedWebhook> {
-    pending(
-      parse_input(options, &self.scope.environment)
-        .map(|input| self.store.create_webhook(&self.scope, input)),
-    )
-  }
+/// The head of a line, due for an attempt, with what signing it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DueHead {
+  pub delivery: i64,
+  pub event_id: i64,
+  pub body: String,
+  pub attempts: i64,
+  pub webhook_pk: i64,
+  pub webhook_id: String,
+  pub url: String,
+  pub scope_id: i64,
+  /// The webhook's secret, sealed.
+  pub sealed: Vec<u8>,
+}
 
-  /// `listWebhooks`: webhooks of every scope of the store, filtered.
-  pub fn list_webhooks(&self, options: Option<&Value>) -> Pending<Vec<Webhook>> {
-    pending(parse_filter(options).map(|f| self.store.list_webhooks(f)))
-  }
+/// How an attempt leaves a delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryUpdate {
+  pub state: DeliveryState,
+  pub next_attempt_at: i64,
+  pub last_status: Option<i64>,
+  pub last_error: Option<String>,
+  pub finished_at: Option<i64>,
+}
 
-  /// `deleteWebhook`: by id, in any scope; resolves with the webhook as it was.
-  pub fn delete_webhook(&self, id: &Value) -> Pending<Webhook> {
-    pending(parse_id(id).map(|id| self.store.delete_webhook(id)))
-  }
+/// The webhook tables. Webhooks are administered store-wide (like API keys): list, delete,
+/// deliveries and claims reach every scope; a webhook is created in one scope and receives
+/// only that scope's events.
+pub trait WebhookRows {
+  /// The id of the newest event of a scope (0 if none): where a new webhook starts.
+  fn newest_event_id(&mut self, scope_id: i64) -> Result<i64>;
+  #[allow(clippy::too_many_arguments)]
+  fn insert_webhook(
+    &mut self,
+    scope_id: i64,
+    id: &str,
+    url: &str,
+    events: Option<&str>,
+    sealed: &[u8],
+    cursor: i64,
+    now_ms: i64,
+  ) -> Result<()>;
+  /// A webhook by id, with its pending and failed counts.
+  fn webhook(&mut self, id: &str) -> Result<Option<Webhook>>;
+  fn list_webhooks(&mut self, filter: &WebhookFilter) -> Result<Vec<Webhook>>;
+  /// Deletes a webhook and (by cascade) its deliveries.
+  fn delete_webhook(&mut self, id: &str) -> Result<()>;
+  fn webhook_pk(&mut self, id: &str) -> Result<Option<i64>>;
+  /// Up to `limit` deliveries of a webhook, newest first, per `q`'s state and `before`.
+  fn deliveries(&mut self, webhook_pk: i64, q: &DeliveryQuery, limit: i64)
+    -> Result<Vec<Delivery>>;
+  /// Whether a claim has anything to do: a webhook with events after its cursor, a due
+  /// pending delivery, or a finished one past its retention.
+  fn has_webhook_work(
+    &mut self,
+    now_ms: i64,
+    delivered_before: i64,
+    failed_before: i64,
+  ) -> Result<bool>;
+  /// Every webhook, by pk.
+  fn subscriptions(&mut self) -> Result<Vec<Subscription>>;
+  /// Adds a delivery of an event unless the webhook has one for it.
+  fn insert_delivery(
+    &mut self,
+    webhook_pk: i64,
+    event: &Event,
+    body: &str,
+    now_ms: i64,
+  ) -> Result<()>;
+  fn set_cursor(&mut self, webhook_pk: i64, cursor: i64) -> Result<()>;
+  /// Deletes up to `batch` finished deliveries past their retention.
+  fn prune_deliveries(
+    &mut self,
+    delivered_before: i64,
+    failed_before: i64,
+    batch: i64,
+  ) -> Result<()>;
+  /// The due heads of lines (the oldest pending delivery of each webhook and end user, not
+  /// leased), soonest first.
+  fn due_heads(&mut self, now_ms: i64, limit: i64) -> Result<Vec<DueHead>>;
+  /// Counts an attempt and leases the delivery until `lease_until`.
+  fn lease_delivery(&mut self, delivery: i64, lease_until: i64, now_ms: i64) -> Result<()>;
+  fn delivery(&mut self, delivery: i64) -> Result<Option<Delivery>>;
+  /// Records an attempt's outcome and ends its lease.
+  fn update_delivery(&mut self, delivery: i64, update: &DeliveryUpdate) -> Result<()>;
+  /// The (org, environment) of the scope of the auth session whose `session_id` has this
+  /// digest (the consent page's look-up; kept here until consents move onto row traits).
+  fn auth_session_scope(&mut self, session_hash: &[u8; 32]) -> Result<Option<(String, String)>>;
+}
 
-  pub fn list_webhook_deliveries(
-    &self,
-    id: &Value,
-    query: Option<&Value>,
-  ) -> Pending<DeliveryPage> {
-    pending((|| {
-      let id = parse_id(id)?;
-      let q = parse_delivery_query(query)?;
-      Ok(self.store.list_deliveries(id, q))
-    })())
-  }
+/// What the webhook operations need from their transaction.
+pub trait WebhookTx: WebhookRows + EventLog + MetaRows {}
+impl<T: WebhookRows + EventLog + MetaRows + ?Sized> WebhookTx for T {}
 
-  pub fn claim_webhook_deliveries(&self, options: Option<&Value>) -> Pending<Vec<Claimed>> {
-    pending(parse_claim(options).map(|o| self.store.claim_deliveries(o)))
-  }
+/// `createWebhook`: generates the secret (sealed under the database's key), starting after
+/// the newest event of the scope (events already in the log are not this webhook's).
+pub fn create(
+  tx: &mut (impl WebhookTx + ?Sized),
+  sealer: &Sealer,
+  scope: &Scope,
+  input: &WebhookInput,
+  now_ms: i64,
+) -> Result<CreatedWebhook> {
+  keys::sync(tx, sealer)?;
+  let id = new_webhook_id(now_ms)?;
+  let secret = WebhookSecret::generate()?;
+  let sealed = sealer.seal(
+    secret.as_str().as_bytes(),
+    &webhook_secret_aad(scope.id, &id),
+  )?;
+  let events = input
+    .events
+    .as_ref()
+    .map(|e| Value::from(e.clone()).to_string());
+  let cursor = tx.newest_event_id(scope.id)?;
+  tx.insert_webhook(
+    scope.id,
+    &id,
+    &input.url,
+    events.as_deref(),
+    &sealed,
+    cursor,
+    now_ms,
+  )?;
+  Ok(CreatedWebhook {
+    webhook: Webhook {
+      id,
+      org_id: scope.org_id.clone(),
+      environment: scope.environment.clone(),
+      url: input.url.clone(),
+      events: input.events.clone(),
+      cursor,
+      pending: 0,
+      failed: 0,
+      created_at: now_ms,
+    },
+    secret,
+  })
+}
 
-  pub fn record_webhook_attempt(&self, id: &Value, outcome: &Value) -> Pending<Delivery> {
-    pending((|| {
-      let id = match id {
-        Value::Number(n) => n.as_i64().filter(|n| *n > 0),
-        _ => None,
+fn no_webhook(id: &str) -> Error {
+  Error::not_found(format!("No webhook with id {id}"))
+}
+
+/// `deleteWebhook`: the webhook as it was; `NOT_FOUND` if unknown.
+pub fn delete(tx: &mut (impl WebhookRows + ?Sized), id: &str) -> Result<Webhook> {
+  let w = tx.webhook(id)?.ok_or_else(|| no_webhook(id))?;
+  tx.delete_webhook(id)?;
+  Ok(w)
+}
+
+/// `listWebhookDeliveries`: newest first; `NOT_FOUND` for an unknown webhook.
+pub fn deliveries(
+  tx: &mut (impl WebhookRows + ?Sized),
+  webhook_id: &str,
+  q: &DeliveryQuery,
+) -> Result<DeliveryPage> {
+  let pk = tx
+    .webhook_pk(webhook_id)?
+    .ok_or_else(|| no_webhook(webhook_id))?;
+  let mut rows = tx.deliveries(pk, q, q.limit + 1)?;
+  let more = rows.len() as i64 > q.limit;
+  rows.truncate(q.limit as usize);
+  let next = if more {
+    rows.last().map(|d| d.id)
+  } else {
+    None
+  };
+  Ok(DeliveryPage {
+    deliveries: rows,
+    next,
+  })
+}
+
+/// Whether a claim at `now_ms` has anything to do (a read, so that an idle dispatcher polling
+/// costs no write transaction).
+pub fn has_work(tx: &mut (impl WebhookRows + ?Sized), now_ms: i64) -> Result<bool> {
+  tx.has_webhook_work(now_ms, now_ms - KEEP_DELIVERED_MS, now_ms - KEEP_FAILED_MS)
+}
+
+/// Turns the events after each webhook's cursor into delivery records and moves the cursor,
+/// at most [`MATERIALIZE_BATCH`] events per webhook. Events are read with the event log's own
+/// gap-free read (`EventLog::read_events`, as `listEvents`): an engine whose ids do not follow
+/// commit order returns only events no later commit can precede, so the cursor never passes an
+/// event that commits late.
+fn materialize(tx: &mut (impl WebhookTx + ?Sized), now_ms: i64) -> Result<()> {
+  for sub in tx.subscriptions()? {
+    let q = EventQuery {
+      after: sub.cursor,
+      limit: MATERIALIZE_BATCH,
+      types: Vec::new(),
+      linked_account_id: None,
+    };
+    let events = tx.read_events(sub.scope_id, &q, MATERIALIZE_BATCH)?;
+    let Some(last) = events.last().map(|e| e.id) else {
+      continue;
+    };
+    for e in events
+      .iter()
+      .filter(|e| wants(sub.events.as_deref(), &e.kind))
+    {
+      tx.insert_delivery(sub.pk, e, &envelope(e), now_ms)?;
+    }
+    tx.set_cursor(sub.pk, last)?;
+  }
+  Ok(())
+}
+
+/// `claimWebhookDeliveries`: materializes new events, prunes old records, then leases the due
+/// heads of their lines (one per webhook and end user) and signs each body at `now_ms`.
+pub fn claim(
+  tx: &mut (impl WebhookTx + ?Sized),
+  sealer: &Sealer,
+  options: ClaimOptions,
+  now_ms: i64,
+) -> Result<Vec<Claimed>> {
+  keys::learn(tx, sealer)?;
+  materialize(tx, now_ms)?;
+  tx.prune_deliveries(
+    now_ms - KEEP_DELIVERED_MS,
+    now_ms - KEEP_FAILED_MS,
+    PRUNE_BATCH,
+  )?;
+  let heads = tx.due_heads(now_ms, options.limit)?;
+  let mut secrets: HashMap<i64, WebhookSecret> = HashMap::new();
+  let mut out = Vec::with_capacity(heads.len());
+  for h in heads {
+    let secret = match secrets.entry(h.webhook_pk) {
+      Entry::Occupied(e) => e.into_mut(),
+      Entry::Vacant(e) => {
+        let plain = sealer.open(&h.sealed, &webhook_secret_aad(h.scope_id, &h.webhook_id))?;
+        e.insert(WebhookSecret::from_bytes(plain)?)
       }
-      .ok_or_else(|| Error::validation("id", "id must be a delivery id (a positive integer)"))?;
-      let outcome = parse_outcome(outcome)?;
-      Ok(self.store.record_attempt(id, outcome))
-    })())
+    };
+    let signature = super::webhook::sign(
+      h.body.as_bytes(),
+      secret.as_str().as_bytes(),
+      now_ms.div_euclid(1000),
+    )?;
+    tx.lease_delivery(h.delivery, now_ms.saturating_add(options.lease_ms), now_ms)?;
+    out.push(Claimed {
+      id: h.delivery,
+      webhook_id: h.webhook_id,
+      url: h.url,
+      message_id: message_id(h.event_id),
+      attempt: h.attempts + 1,
+      body: h.body,
+      signature,
+    });
   }
-
-  /// The (org, environment) an auth session belongs to, from its `session_id`, in any scope of
-  /// the store: how the consent page finds the client to act with. None if unknown.
-  pub fn locate_auth_session(&self, session_id: &Value) -> Pending<Option<(String, String)>> {
-    pending(
-      input::id(Some(session_id), "session_id", 256).map(|s| self.store.locate_auth_session(s)),
-    )
-  }
+  Ok(out)
 }
 
+fn no_delivery(pk: i64) -> Error {
+  Error::not_found(format!(
+    "No webhook delivery {pk} (its webhook may be deleted)"
+  ))
+}
+
+/// `recordWebhookAttempt`: an outcome for an attempt that is no longer the current one (its
+/// lease ran out and the delivery was handed out again) changes nothing.
+pub fn record(
+  tx: &mut (impl WebhookRows + ?Sized),
+  delivery: i64,
+  outcome: &AttemptOutcome,
+  now_ms: i64,
+) -> Result<Delivery> {
+  let current = tx
+    .delivery(delivery)?
+    .ok_or_else(|| no_delivery(delivery))?;
+  if current.state != DeliveryState::Pending || current.attempts != outcome.attempt {
+    return Ok(current);
+  }
+  let (state, next) = after_attempt(current.attempts, outcome, now_ms);
+  let update = DeliveryUpdate {
+    state,
+    next_attempt_at: next,
+    last_status: outcome.status,
+    last_error: outcome.error.clone(),
+    finished_at: (state != DeliveryState::Pending).then_some(now_ms),
+  };
+  tx.update_delivery(delivery, &update)?;
+  tx.delivery(delivery)?.ok_or_else(|| no_delivery(delivery))
+}
+
+/// The (org, environment) an auth session belongs to, by its `session_id`.
+pub fn locate_auth_session(
+  tx: &mut (impl WebhookRows + ?Sized),
+  session_id: &str,
+) -> Result<Option<(String, String)>> {
+  tx.auth_session_scope(&crypto::sha256(session_id.as_bytes()))
+}
+
+/// The stored form of a webhook's `events` filter (a JSON array), read back.
+pub fn events_list(text: Option<String>) -> Option<Vec<String>> {
+  text.and_then(|t| serde_json::from_str(&t).ok())
+}
 #[cfg(test)]
 mod tests {
   use super::*;

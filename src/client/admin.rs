@@ -1,36 +1,18 @@
-//! Operations tooling on a client (`backup`, `stats`, `listSigningKeys`) and progress reports
-//! for long operations (`onProgress` of `rotateEncryptionKey` and `checkIntegrity`). The SQL is
-//! in `store::admin`.
+//! Operations tooling on a client (`backup`, `stats`, `listSigningKeys`, `checkIntegrity`).
+//! The rules are in `domain::admin`; `backup` is the engine's (a SQLite file copy; a
+//! PostgreSQL store answers VALIDATION_ERROR: back it up with pg_dump).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::end_users::map_result;
 use crate::client::Vault;
+use crate::clock::now_ms;
+use crate::domain::admin::{self, ProgressFn, SigningKeyInfo, Stats};
 use crate::domain::keys::Integrity;
 use crate::error::{Error, Result};
-use crate::store::{BackupInfo, Pending, SigningKeyInfo, Stats};
-
-/// `{ done, total }` of a long operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-  pub done: u64,
-  pub total: u64,
-}
-
-/// Receives progress reports, on the thread doing the work (it must not block).
-pub type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
-
-/// Calls `f` (if any) with `done` (capped at `total`) of `total`.
-pub(crate) fn report(f: Option<&ProgressFn>, done: u64, total: u64) {
-  if let Some(f) = f {
-    f(Progress {
-      done: done.min(total),
-      total,
-    });
-  }
-}
+use crate::store::{self, BackupInfo, Pending};
 
 /// Longest accepted `destPath` (Linux's PATH_MAX), and longest file name: the copy is first
 /// written as `.<name>.partial-<12 hex>`, which must fit the usual 255-byte limit.
@@ -74,12 +56,26 @@ impl Vault {
 
   /// `stats()`: this scope's counts and the engine's state.
   pub fn stats(&self) -> Pending<Stats> {
-    self.store.stats(&self.scope)
+    let scope = self.scope.clone();
+    let counts = store::read(&*self.store, move |tx| admin::stats(tx, &scope, now_ms()));
+    let engine = self.store.clone();
+    map_result(counts, move |r| {
+      r.map(|mut s| {
+        let usage = engine.usage();
+        if s.database_bytes == 0 {
+          s.database_bytes = usage.database_bytes;
+        }
+        s.wal_bytes = usage.wal_bytes;
+        s.write_queue = usage.write_queue;
+        s
+      })
+    })
   }
 
   /// `listSigningKeys()`: this scope's session-token signing keys, oldest first.
   pub fn list_signing_keys(&self) -> Pending<Vec<SigningKeyInfo>> {
-    self.store.signing_keys(&self.scope)
+    let scope = self.scope.clone();
+    store::read(&*self.store, move |tx| admin::signing_keys(tx, &scope))
   }
 
   /// `checkIntegrity({ onProgress })`.
@@ -94,8 +90,9 @@ impl Vault {
 mod tests {
   use super::*;
   use crate::client::OpenOptions;
+  use crate::domain::admin::Progress;
   use serde_json::json;
-  use std::sync::Mutex;
+  use std::sync::{Arc, Mutex};
 
   #[test]
   fn stats_signing_keys_and_progress() {
@@ -131,5 +128,42 @@ mod tests {
     assert_eq!(seen.first(), Some(&Progress { done: 0, total: 3 }));
     assert_eq!(seen.last(), Some(&Progress { done: 3, total: 3 }));
     v.close().wait().unwrap();
+  }
+
+  #[test]
+  fn stats_signing_keys_and_backup_on_either_engine() {
+    use crate::client::testing::{event, fresh, open, On, BOTH};
+    use crate::domain::events::types::ACCOUNT_CREATED;
+    for on in BOTH {
+      let v = open(&fresh(on), json!({"orgId": "org_s"}), 3);
+      let before = v.stats().wait().unwrap();
+      event(&v, ACCOUNT_CREATED, Some("u1"));
+      v.rotate_signing_key(None).wait().unwrap();
+      let s = v.stats().wait().unwrap();
+      // The rotation's own event counts too.
+      assert_eq!(s.events, before.events + 2, "{on:?}");
+      assert_eq!((s.accounts, s.identities, s.tokens), (0, 0, 0));
+      assert!(s.database_bytes > 0, "{on:?}");
+      let keys = v.list_signing_keys().wait().unwrap();
+      assert_eq!(keys.len(), 2);
+      assert!(!keys[0].current && keys[1].current);
+      assert!(keys
+        .iter()
+        .all(|k| k.retired_at.is_none() && k.created_at > 0));
+      let dir = tempfile::tempdir().unwrap();
+      let dest = json!(dir.path().join("copy.db").to_string_lossy());
+      match on {
+        On::Sqlite => assert!(v.backup(&dest).wait().unwrap().bytes > 0),
+        On::Postgres => {
+          let e = v.backup(&dest).wait().unwrap_err();
+          assert_eq!(
+            (e.code(), e.field.as_deref()),
+            ("VALIDATION_ERROR", Some("destPath"))
+          );
+          assert!(e.message.contains("pg_dump"));
+        }
+      }
+      v.close().wait().unwrap();
+    }
   }
 }
