@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod end_users;
 pub mod events;
+pub mod identities;
 pub mod keys;
 pub mod scope;
 pub mod tokens;

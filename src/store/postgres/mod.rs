@@ -28,6 +28,7 @@ mod accounts;
 mod conn;
 mod events;
 mod feed;
+mod identities;
 mod keys;
 mod schema;
 mod target;

@@ -1,17 +1,15 @@
-//! The store traits whose rules still sit in SQLite-only modules (`store::{identities,
-//! consents, apikeys, webhooks, admin}`): on PostgreSQL they answer
+//! The store traits whose rules still sit in SQLite-only modules (`store::{consents, apikeys,
+//! webhooks, admin}`): on PostgreSQL they answer
 //! `STORAGE_ERROR` until they move onto the row traits.
 
 use std::path::PathBuf;
 
 use super::PgStore;
-use crate::accounts::Account;
 use crate::apikeys::{AccessGrant, ApiKeyInfo, KeyFilter, NewApiKey};
 use crate::consents::{AuthSession, Completion, Consent, ConsentFilter, SessionInput};
 use crate::error::Error;
-use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 use crate::store::{
-  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, IdentityStore, Pending, Scope, SigningKeyInfo,
+  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, Pending, Scope, SigningKeyInfo,
   Stats, WebhookStore,
 };
 use crate::webhooks::{
@@ -23,31 +21,6 @@ fn not_yet<T>() -> Pending<T> {
   Pending::ready(Err(Error::storage(
     "storage error: this call is not available on PostgreSQL in this build yet",
   )))
-}
-
-impl IdentityStore for PgStore {
-  fn link_identity(&self, _: &Scope, _: String, _: IdentityInput) -> Pending<Vec<Identity>> {
-    not_yet()
-  }
-  fn link_accounts(
-    &self,
-    _: &Scope,
-    _: String,
-    _: LinkTarget,
-    _: UdfPolicy,
-    _: i64,
-  ) -> Pending<Account> {
-    not_yet()
-  }
-  fn unlink_identity(&self, _: &Scope, _: String, _: String, _: String) -> Pending<Vec<Identity>> {
-    not_yet()
-  }
-  fn accounts_by_email(&self, _: &Scope, _: String) -> Pending<Vec<Account>> {
-    not_yet()
-  }
-  fn link_suggestions(&self, _: &Scope, _: String) -> Pending<Vec<LinkSuggestion>> {
-    not_yet()
-  }
 }
 
 impl ConsentStore for PgStore {

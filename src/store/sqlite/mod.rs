@@ -14,6 +14,7 @@
 
 pub(crate) mod accounts;
 pub(crate) mod events;
+pub(crate) mod identities;
 mod keys;
 pub(crate) mod schema;
 mod tokens;
