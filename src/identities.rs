@@ -595,5 +595,4 @@ mod tests {
       Some("udf")
     );
   }
-
 }

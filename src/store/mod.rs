@@ -167,7 +167,4 @@ where
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store:
-  Engine + AdminStore + ApiKeyStore + ConsentStore + WebhookStore
-{
-}
+pub trait Store: Engine + AdminStore + ApiKeyStore + ConsentStore + WebhookStore {}

@@ -12,9 +12,9 @@
 pub mod link;
 pub mod merge;
 pub mod queries;
-pub mod unlink;
 #[cfg(test)]
 mod tests;
+pub mod unlink;
 
 pub use link::{link, link_action, LinkAction};
 pub use merge::{link_accounts, merge_udf_by_policy, own_identity_plan, OwnIdentityPlan};

@@ -24,7 +24,11 @@ fn upsert(v: &Vault, payload: serde_json::Value) {
   v.upsert_linked_account(&payload, None).wait().unwrap();
 }
 
-fn link(v: &Vault, id: &str, identity: serde_json::Value) -> crate::Result<Vec<crate::identities::Identity>> {
+fn link(
+  v: &Vault,
+  id: &str,
+  identity: serde_json::Value,
+) -> crate::Result<Vec<crate::identities::Identity>> {
   v.link_identity(&json!(id), &identity).wait()
 }
 
@@ -343,7 +347,10 @@ fn unlink_falls_back_then_refuses() {
 
 #[test]
 fn nested_merges_restore_the_right_account() {
-  let v = open(":memory:");
+  nested_merges_restore_the_right_account_on(&open(":memory:"));
+}
+
+fn nested_merges_restore_the_right_account_on(v: &Vault) {
   for (id, name) in [("A", "a"), ("B", "b"), ("C", "c")] {
     upsert(&v, json!({"linked_account_id": id, "name": name}));
     link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
@@ -389,7 +396,10 @@ fn nested_merges_restore_the_right_account() {
 
 #[test]
 fn merge_respects_the_udf_key_limit() {
-  let v = open(":memory:");
+  merge_respects_the_udf_key_limit_on(&open(":memory:"));
+}
+
+fn merge_respects_the_udf_key_limit_on(v: &Vault) {
   let many = |p: &str, n: usize| -> serde_json::Map<String, serde_json::Value> {
     (0..n).map(|i| (format!("{p}{i}"), json!(i))).collect()
   };
@@ -422,7 +432,10 @@ fn merge_respects_the_udf_key_limit() {
 
 #[test]
 fn email_lookup_and_suggestions() {
-  let v = open(":memory:");
+  email_lookup_and_suggestions_on(&open(":memory:"));
+}
+
+fn email_lookup_and_suggestions_on(v: &Vault) {
   for id in ["A", "B", "C", "D"] {
     upsert(&v, json!({"linked_account_id": id}));
   }
@@ -671,7 +684,10 @@ fn a_merged_account_without_identities_is_restorable() {
 /// absorbed included; unlinking another of its identities brings it back with that one only.
 #[test]
 fn whole_and_partial_restores() {
-  let v = open(":memory:");
+  whole_and_partial_restores_on(&open(":memory:"));
+}
+
+fn whole_and_partial_restores_on(v: &Vault) {
   for id in ["A", "B", "C"] {
     upsert(&v, json!({"linked_account_id": id, "name": id}));
     link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
@@ -716,7 +732,10 @@ fn whole_and_partial_restores() {
 /// the merge could not be undone.
 #[test]
 fn a_merge_that_could_not_be_undone_is_refused() {
-  let v = open(":memory:");
+  a_merge_that_could_not_be_undone_is_refused_on(&open(":memory:"));
+}
+
+fn a_merge_that_could_not_be_undone_is_refused_on(v: &Vault) {
   upsert(&v, json!({"linked_account_id": "A"}));
   upsert(&v, json!({"linked_account_id": "C"}));
   // C holds github/9 before any account github|9 exists; then one is created.
@@ -923,8 +942,20 @@ fn run_identity_ops(v: &Vault, prefix: &str, ops: &[IdOp]) -> [usize; 4] {
 fn random_operations_conserve_identities() {
   let (_d, path) = temp();
   let v = open(&path);
+  let ops = random_operations_on(&v, 1..=12);
+  assert!(ops[1] > 100 && ops[2] > 20 && ops[3] > 20, "{ops:?}");
+  let total = count(&path, "SELECT count(*) FROM identities");
+  let distinct = count(
+    &path,
+    "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
+  );
+  assert_eq!(total, distinct);
+}
+
+/// Runs 120 random link / merge / unlink steps per seed on `v`; the counts of what succeeded.
+fn random_operations_on(v: &Vault, seeds: std::ops::RangeInclusive<u64>) -> [usize; 4] {
   let mut ops = [0usize; 4];
-  for seed in 1..=12u64 {
+  for seed in seeds {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let steps: Vec<IdOp> = (0..120)
       .map(|_| match rng.below(10) {
@@ -939,19 +970,13 @@ fn random_operations_conserve_identities() {
         _ => IdOp::Unlink { acc: rng.below(64) },
       })
       .collect();
-    let done = run_identity_ops(&v, &format!("s{seed}-"), &steps);
+    let done = run_identity_ops(v, &format!("s{seed}-"), &steps);
     for (t, d) in ops.iter_mut().zip(done) {
       *t += d;
     }
   }
-  assert!(ops[1] > 100 && ops[2] > 20 && ops[3] > 20, "{ops:?}");
   eprintln!("steps, links, merges, unlinks: {ops:?}");
-  let total = count(&path, "SELECT count(*) FROM identities");
-  let distinct = count(
-    &path,
-    "SELECT count(DISTINCT scope_id || '/' || provider || '/' || user_id) FROM identities",
-  );
-  assert_eq!(total, distinct);
+  ops
 }
 
 /// The same invariants on sequences proptest generates (and shrinks on failure), each on a
@@ -1050,7 +1075,9 @@ fn identity_loading_strategies() {
     for _ in 0..rounds {
       for page in pks.chunks(limit) {
         for pk in page {
-          m += crate::store::sqlite::identities::load(&conn, *pk).unwrap().len();
+          m += crate::store::sqlite::identities::load(&conn, *pk)
+            .unwrap()
+            .len();
         }
       }
     }
@@ -1062,6 +1089,54 @@ fn identity_loading_strategies() {
       batched.as_secs_f64() * 1e6 / pages as f64,
       per_account.as_secs_f64() * 1e6 / pages as f64
     );
+  }
+}
+
+/// The same rules on PostgreSQL (a schema of their own on the test server).
+mod pg {
+  use super::*;
+  use crate::store::postgres::tests::{server_url, unique_schema};
+
+  fn open_pg() -> Vault {
+    let o = OpenOptions::parse(Some(&json!({
+      "url": server_url(), "schema": unique_schema(), "orgId": "org_1", "poolSize": 2,
+      "encryptionKey": "05".repeat(32),
+    })))
+    .unwrap();
+    Vault::open(o).wait().unwrap()
+  }
+
+  #[test]
+  fn pg_nested_merges_restore_the_right_account() {
+    nested_merges_restore_the_right_account_on(&open_pg());
+  }
+
+  #[test]
+  fn pg_merge_respects_the_udf_key_limit() {
+    merge_respects_the_udf_key_limit_on(&open_pg());
+  }
+
+  #[test]
+  fn pg_email_lookup_and_suggestions() {
+    email_lookup_and_suggestions_on(&open_pg());
+  }
+
+  #[test]
+  fn pg_whole_and_partial_restores() {
+    whole_and_partial_restores_on(&open_pg());
+  }
+
+  #[test]
+  fn pg_a_merge_that_could_not_be_undone_is_refused() {
+    a_merge_that_could_not_be_undone_is_refused_on(&open_pg());
+  }
+
+  /// Fewer seeds than on SQLite: every step is a few round trips to the server.
+  #[test]
+  fn pg_random_operations_conserve_identities() {
+    let v = open_pg();
+    let ops = random_operations_on(&v, 1..=3);
+    assert!(ops[1] > 20 && ops[2] > 5 && ops[3] > 5, "{ops:?}");
   }
 }
 
@@ -1208,5 +1283,4 @@ mod rules {
     assert_eq!(err.field.as_deref(), Some("udf"));
     assert_eq!(m.len(), 150);
   }
-
 }

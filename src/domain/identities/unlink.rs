@@ -127,16 +127,23 @@ fn unrestored_record(
     return Ok(None);
   };
   tx.unrestored_merge(mpk)?
-    .map(|MergeRecord { pk, oid, state, credentials }| {
-      serde_json::from_str::<MergedState>(&state)
-        .map(|state| Record {
-          pk,
-          oid,
-          state,
-          credentials,
-        })
-        .map_err(|e| Error::storage(format!("merge record is unreadable: {e}")))
-    })
+    .map(
+      |MergeRecord {
+         pk,
+         oid,
+         state,
+         credentials,
+       }| {
+        serde_json::from_str::<MergedState>(&state)
+          .map(|state| Record {
+            pk,
+            oid,
+            state,
+            credentials,
+          })
+          .map_err(|e| Error::storage(format!("merge record is unreadable: {e}")))
+      },
+    )
     .transpose()
 }
 

@@ -9,8 +9,8 @@ use crate::apikeys::{AccessGrant, ApiKeyInfo, KeyFilter, NewApiKey};
 use crate::consents::{AuthSession, Completion, Consent, ConsentFilter, SessionInput};
 use crate::error::Error;
 use crate::store::{
-  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, Pending, Scope, SigningKeyInfo,
-  Stats, WebhookStore,
+  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, Pending, Scope, SigningKeyInfo, Stats,
+  WebhookStore,
 };
 use crate::webhooks::{
   AttemptOutcome, ClaimOptions, Claimed, CreatedWebhook, Delivery, DeliveryPage, DeliveryQuery,

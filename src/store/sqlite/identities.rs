@@ -204,7 +204,9 @@ impl IdentityRows for SqliteTx<'_> {
   fn move_identities(&mut self, from_pk: i64, to_pk: i64, linked_at: i64) -> Result<()> {
     self
       .conn
-      .prepare_cached("UPDATE identities SET account_pk = ?2, linked_at = ?3 WHERE account_pk = ?1")?
+      .prepare_cached(
+        "UPDATE identities SET account_pk = ?2, linked_at = ?3 WHERE account_pk = ?1",
+      )?
       .execute(params![from_pk, to_pk, linked_at])?;
     Ok(())
   }
