@@ -352,8 +352,8 @@ fn nested_merges_restore_the_right_account() {
 
 fn nested_merges_restore_the_right_account_on(v: &Vault) {
   for (id, name) in [("A", "a"), ("B", "b"), ("C", "c")] {
-    upsert(&v, json!({"linked_account_id": id, "name": name}));
-    link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
+    upsert(v, json!({"linked_account_id": id, "name": name}));
+    link(v, id, json!({"provider": "p", "user_id": id})).unwrap();
   }
   v.link_accounts(&json!("B"), &json!("C"), None)
     .wait()
@@ -403,9 +403,9 @@ fn merge_respects_the_udf_key_limit_on(v: &Vault) {
   let many = |p: &str, n: usize| -> serde_json::Map<String, serde_json::Value> {
     (0..n).map(|i| (format!("{p}{i}"), json!(i))).collect()
   };
-  upsert(&v, json!({"linked_account_id": "A", "udf": many("a", 150)}));
-  upsert(&v, json!({"linked_account_id": "B", "udf": many("b", 60)}));
-  link(&v, "B", json!({"provider": "p", "user_id": "1"})).unwrap();
+  upsert(v, json!({"linked_account_id": "A", "udf": many("a", 150)}));
+  upsert(v, json!({"linked_account_id": "B", "udf": many("b", 60)}));
+  link(v, "B", json!({"provider": "p", "user_id": "1"})).unwrap();
   let err = v
     .link_accounts(&json!("A"), &json!("B"), None)
     .wait()
@@ -437,23 +437,23 @@ fn email_lookup_and_suggestions() {
 
 fn email_lookup_and_suggestions_on(v: &Vault) {
   for id in ["A", "B", "C", "D"] {
-    upsert(&v, json!({"linked_account_id": id}));
+    upsert(v, json!({"linked_account_id": id}));
   }
   link(
-    &v,
+    v,
     "A",
     json!({"provider": "auth0", "user_id": "a", "email": " Ann@X.com ", "email_verified": true}),
   )
   .unwrap();
-  link(&v, "B", json!({"provider": "google-oauth2", "user_id": "b", "email": "ann@x.com", "email_verified": true})).unwrap();
+  link(v, "B", json!({"provider": "google-oauth2", "user_id": "b", "email": "ann@x.com", "email_verified": true})).unwrap();
   link(
-    &v,
+    v,
     "C",
     json!({"provider": "github", "user_id": "c", "email": "ANN@x.COM"}),
   )
   .unwrap();
   link(
-    &v,
+    v,
     "D",
     json!({"provider": "github", "user_id": "d", "email": "ÄNN@x.com", "email_verified": true}),
   )
@@ -689,43 +689,43 @@ fn whole_and_partial_restores() {
 
 fn whole_and_partial_restores_on(v: &Vault) {
   for id in ["A", "B", "C"] {
-    upsert(&v, json!({"linked_account_id": id, "name": id}));
-    link(&v, id, json!({"provider": "p", "user_id": id})).unwrap();
+    upsert(v, json!({"linked_account_id": id, "name": id}));
+    link(v, id, json!({"provider": "p", "user_id": id})).unwrap();
   }
   v.link_accounts(&json!("B"), &json!("C"), None)
     .wait()
     .unwrap();
-  let b_before = ids_of(&v, "B");
+  let b_before = ids_of(v, "B");
   v.link_accounts(&json!("A"), &json!("B"), None)
     .wait()
     .unwrap();
-  assert_eq!(ids_of(&v, "A").len(), 5);
+  assert_eq!(ids_of(v, "A").len(), 5);
   v.unlink_identity(&json!("A"), &json!("linkvault"), &json!("B"))
     .wait()
     .unwrap();
-  assert_eq!(ids_of(&v, "A"), vec![pair("p", "A")]);
-  assert_eq!(ids_of(&v, "B"), b_before);
+  assert_eq!(ids_of(v, "A"), vec![pair("p", "A")]);
+  assert_eq!(ids_of(v, "B"), b_before);
   // C's merge went back with B: unlinking C's own identity from B restores C.
   v.unlink_identity(&json!("B"), &json!("linkvault"), &json!("C"))
     .wait()
     .unwrap();
-  assert_eq!(ids_of(&v, "C"), vec![pair("p", "C")]);
-  assert_eq!(ids_of(&v, "B"), vec![pair("p", "B")]);
+  assert_eq!(ids_of(v, "C"), vec![pair("p", "C")]);
+  assert_eq!(ids_of(v, "B"), vec![pair("p", "B")]);
   // Partial: B's other identity brings B back with it alone; B's own identity row goes.
-  link(&v, "B", json!({"provider": "q", "user_id": "1"})).unwrap();
+  link(v, "B", json!({"provider": "q", "user_id": "1"})).unwrap();
   v.link_accounts(&json!("A"), &json!("B"), None)
     .wait()
     .unwrap();
   v.unlink_identity(&json!("A"), &json!("q"), &json!("1"))
     .wait()
     .unwrap();
-  assert_eq!(ids_of(&v, "B"), vec![pair("q", "1")]);
-  assert_eq!(ids_of(&v, "A"), vec![pair("p", "A"), pair("p", "B")]);
+  assert_eq!(ids_of(v, "B"), vec![pair("q", "1")]);
+  assert_eq!(ids_of(v, "A"), vec![pair("p", "A"), pair("p", "B")]);
   // The record is used: p|B now leaves as the account whose own identity it is.
   v.unlink_identity(&json!("A"), &json!("p"), &json!("B"))
     .wait()
     .unwrap();
-  assert_eq!(ids_of(&v, "p|B"), vec![pair("p", "B")]);
+  assert_eq!(ids_of(v, "p|B"), vec![pair("p", "B")]);
 }
 
 /// A merge whose secondary's own identity is held by a third account is refused: without it
@@ -736,11 +736,11 @@ fn a_merge_that_could_not_be_undone_is_refused() {
 }
 
 fn a_merge_that_could_not_be_undone_is_refused_on(v: &Vault) {
-  upsert(&v, json!({"linked_account_id": "A"}));
-  upsert(&v, json!({"linked_account_id": "C"}));
+  upsert(v, json!({"linked_account_id": "A"}));
+  upsert(v, json!({"linked_account_id": "C"}));
   // C holds github/9 before any account github|9 exists; then one is created.
-  link(&v, "C", json!({"provider": "github", "user_id": "9"})).unwrap();
-  upsert(&v, json!({"linked_account_id": "github|9"}));
+  link(v, "C", json!({"provider": "github", "user_id": "9"})).unwrap();
+  upsert(v, json!({"linked_account_id": "github|9"}));
   let e = v
     .link_accounts(&json!("A"), &json!("github|9"), None)
     .wait()
@@ -751,7 +751,7 @@ fn a_merge_that_could_not_be_undone_is_refused_on(v: &Vault) {
     .unwrap();
   // And linking that identity to A names it as taken.
   assert_eq!(
-    kind(link(&v, "A", json!({"provider": "github", "user_id": 9}))),
+    kind(link(v, "A", json!({"provider": "github", "user_id": 9}))),
     ErrorKind::IdentityAlreadyLinked
   );
 }
