@@ -1,7 +1,7 @@
 //! Property tests (proptest) over the core: every input parser never panics and its errors
 //! always name a field; UDF merges keep their invariants; the session/consent state machine
 //! holds under random operation sequences against the real store. The identity merge/unlink
-//! property test lives with its seeded predecessor in `store::identities`.
+//! property test lives with its seeded predecessor in `domain::identities::tests`.
 //!
 //! Budget: `LINKVAULT_FUZZ_CASES` (or proptest's `PROPTEST_CASES`) sets the number of cases of
 //! every property; the default keeps `cargo test` fast. Long mode:
@@ -333,7 +333,8 @@ fn udf_upsert_merge_invariants() {
 #[test]
 fn udf_link_merge_invariants() {
   use crate::accounts::UdfRow;
-  use crate::identities::{merge_udf_by_policy, UdfPolicy};
+  use crate::domain::identities::merge_udf_by_policy;
+  use crate::identities::UdfPolicy;
   let strategy = (
     proptest::collection::vec((0u8..255, -3i64..3), 0..200).prop_map(unique),
     proptest::collection::vec((0u8..255, -3i64..3), 0..40).prop_map(unique),

@@ -2,8 +2,8 @@
 //! store, the key ring and the scope, runs each call as a job on the store (the rules come from
 //! `domain`), and returns [`Pending`] results that any front end (Node, Rust) awaits.
 //!
-//! One file per concept: `accounts`, `end_users`, `tokens`, `keys` (encryption-key rotation),
-//! `events`; identities and consents are still `impl Vault` blocks in `crate::identities` and
+//! One file per concept: `accounts`, `end_users`, `identities`, `tokens`, `keys`
+//! (encryption-key rotation), `events`; consents are still an `impl Vault` block in
 //! `crate::consents`.
 
 // Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
@@ -12,6 +12,7 @@ mod admin;
 mod apikeys;
 mod end_users;
 mod events;
+mod identities;
 mod keys;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -30,7 +30,7 @@ impl Vault {
       parse_email(email, "email").map(|e| normalize_email(&e))
     };
     match parsed {
-      Ok(norm) => map_result(self.store.accounts_by_email(&self.scope, norm), |r| {
+      Ok(norm) => map_result(self.accounts_by_email(norm), |r| {
         r.map(|v| v.iter().map(User::from).collect())
       }),
       Err(e) => Pending::ready(Err(e)),

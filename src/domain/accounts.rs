@@ -113,14 +113,36 @@ pub trait AccountRows {
   fn identities_of_many(&mut self, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>>;
 }
 
-/// What else ends with an account, owned by modules whose rules are not on row traits yet.
-/// INTEGRATION POINT (consents): runs inside the deleting transaction, before the row goes;
-/// the account's active consents end (`account_deleted`) with their events.
+/// What else ends with an account, or moves with it, owned by modules whose rules are not on
+/// row traits yet. INTEGRATION POINT (consents).
 pub trait AccountCascade {
+  /// Runs inside the deleting transaction, before the row goes: the account's active consents
+  /// end (`account_deleted`) with their events.
   fn end_consents_of_deleted_account(
     &mut self,
     scope: &Scope,
     account_pk: i64,
+    now_ms: i64,
+  ) -> Result<()>;
+  /// Runs inside a merge (`domain::identities`), while both accounts exist: every consent and
+  /// auth session of the merged secondary `from_pk` moves to the primary `to_pk`, with their
+  /// events (`account_merged`). Returns the moved consents' arrangement ids, in order.
+  fn move_consents_of_merged_account(
+    &mut self,
+    scope: &Scope,
+    from_pk: i64,
+    to_pk: i64,
+    now_ms: i64,
+  ) -> Result<Vec<String>>;
+  /// Runs inside an unlink that restores a merged account: the listed consents still on
+  /// `from_pk` move to `to_pk`, with their events (`reason`).
+  fn move_listed_consents(
+    &mut self,
+    scope: &Scope,
+    arrangement_ids: &[String],
+    from_pk: i64,
+    to_pk: i64,
+    reason: &str,
     now_ms: i64,
   ) -> Result<()>;
 }

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod apikeys;
 pub mod end_users;
 pub mod events;
+pub mod identities;
 pub mod keys;
 pub mod scope;
 pub mod tokens;

@@ -10,13 +10,12 @@
 //! effect outside its transaction; the events it appends (`EventLog::append_event`) are part
 //! of the transaction and reach live subscribers ([`Listeners`]) only after the commit.
 //!
-//! Identities and consents still hold their SQL and part of their rules in `identities` and
-//! `consents` here (SQLite only), behind the traits below; `accounts` adapts a SQLite
-//! connection to `domain::accounts` for them.
+//! Consents still hold their SQL and part of their rules in `consents` here (SQLite only),
+//! behind the traits below; `accounts` adapts a SQLite connection to `domain::accounts` for
+//! them.
 
 mod accounts;
 pub mod consents;
-mod identities;
 mod listeners;
 mod pending;
 pub mod postgres;
@@ -25,19 +24,18 @@ pub mod sqlite;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::accounts::Account;
 use crate::crypto::Sealer;
 use crate::domain::accounts::{AccountCascade, AccountRows};
 use crate::domain::admin::AdminRows;
 use crate::domain::apikeys::ApiKeyRows;
 use crate::domain::events::EventLog;
+use crate::domain::identities::IdentityRows;
 use crate::domain::keys::KeyTx;
 use crate::domain::scope::ScopeTx;
 use crate::domain::tokens::verifier::Feed;
 use crate::domain::tokens::TokenTx;
 use crate::domain::webhooks::WebhookRows;
 use crate::error::{Error, Result};
-use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 
 pub use crate::domain::Scope;
 pub use consents::ConsentStore;
@@ -53,6 +51,7 @@ pub trait Tx:
   + AdminRows
   + ApiKeyRows
   + EventLog
+  + IdentityRows
   + KeyTx
   + ScopeTx
   + TokenTx
@@ -194,38 +193,5 @@ where
   pending
 }
 
-/// Identities of linked accounts, merges and unlinks (`crate::identities`).
-pub trait IdentityStore: Send + Sync {
-  /// Attaches an identity (or refreshes its profile when it is already on this account);
-  /// returns the account's identities. `IDENTITY_ALREADY_LINKED` if another account holds it.
-  fn link_identity(
-    &self,
-    scope: &Scope,
-    id: String,
-    input: IdentityInput,
-  ) -> Pending<Vec<Identity>>;
-  /// Merges `target` into `primary` in one transaction; returns the merged primary.
-  /// `token_skew` is the clock skew (seconds) allowed when a `link_with` token is verified.
-  fn link_accounts(
-    &self,
-    scope: &Scope,
-    primary: String,
-    target: LinkTarget,
-    policy: UdfPolicy,
-    token_skew: i64,
-  ) -> Pending<Account>;
-  /// Detaches an identity into a standalone account; returns the remaining identities.
-  fn unlink_identity(
-    &self,
-    scope: &Scope,
-    id: String,
-    provider: String,
-    user_id: String,
-  ) -> Pending<Vec<Identity>>;
-  /// Accounts holding an identity whose normalized email is `email_norm`.
-  fn accounts_by_email(&self, scope: &Scope, email_norm: String) -> Pending<Vec<Account>>;
-  fn link_suggestions(&self, scope: &Scope, id: String) -> Pending<Vec<LinkSuggestion>>;
-}
-
 /// Everything a linkvault client needs from storage.
-pub trait Store: Engine + ConsentStore + IdentityStore {}
+pub trait Store: Engine + ConsentStore {}

@@ -22,17 +22,17 @@ use crate::domain::Scope;
 use crate::error::{Error, Result};
 use crate::identities::Identity;
 
-const ROW_COLUMNS: &str =
+pub(super) const ROW_COLUMNS: &str =
   "a.pk, a.oid, a.name, a.has_app, a.app_id, a.credentials, a.created_at, a.updated_at, a.version, a.account_id,
    a.email, a.phone, a.abn";
 
 const UDF_COLUMNS: &str = "u.key, u.value, u.oid, u.created_at, u.updated_at";
 
-const ID_COLUMNS: &str =
+pub(super) const ID_COLUMNS: &str =
   "i.provider, i.user_id, i.connection, i.is_social, i.email, i.email_verified, i.profile_data, i.linked_at,
    i.connection_id";
 
-fn read_row(r: &Row) -> AccountRow {
+pub(super) fn read_row(r: &Row) -> AccountRow {
   AccountRow {
     pk: r.get(0),
     oid: r.get(1),
@@ -66,7 +66,7 @@ fn read_udf(r: &Row, at: usize) -> UdfRow {
 }
 
 /// The `ID_COLUMNS` starting at column `at`.
-fn read_identity(r: &Row, at: usize) -> Identity {
+pub(super) fn read_identity(r: &Row, at: usize) -> Identity {
   let profile: Option<String> = r.get(at + 6);
   Identity {
     provider: r.get(at),
@@ -450,5 +450,46 @@ impl AccountCascade for PgTx<'_> {
          PostgreSQL yet",
       )),
     }
+  }
+
+  /// As above: an account has no consent or auth session to move; should one exist, the merge
+  /// is refused rather than leaving it on a deleted account.
+  fn move_consents_of_merged_account(
+    &mut self,
+    scope: &Scope,
+    from_pk: i64,
+    _to_pk: i64,
+    _now_ms: i64,
+  ) -> Result<Vec<String>> {
+    let held = self.query_opt(
+      "SELECT 1 FROM consents WHERE scope_id = $1 AND account_pk = $2
+       UNION ALL SELECT 1 FROM auth_sessions WHERE scope_id = $1 AND account_pk = $2 LIMIT 1",
+      &[&scope.id, &from_pk],
+    )?;
+    match held {
+      None => Ok(Vec::new()),
+      Some(_) => Err(Error::storage(
+        "storage error: this account has consents or auth sessions, which this build cannot \
+         move on PostgreSQL yet",
+      )),
+    }
+  }
+
+  fn move_listed_consents(
+    &mut self,
+    _scope: &Scope,
+    arrangement_ids: &[String],
+    _from_pk: i64,
+    _to_pk: i64,
+    _reason: &str,
+    _now_ms: i64,
+  ) -> Result<()> {
+    if arrangement_ids.is_empty() {
+      return Ok(());
+    }
+    Err(Error::storage(
+      "storage error: this merge moved consents, which this build cannot move back on \
+       PostgreSQL yet",
+    ))
   }
 }

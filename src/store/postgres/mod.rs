@@ -30,6 +30,7 @@ mod apikeys;
 mod conn;
 mod events;
 mod feed;
+mod identities;
 mod keys;
 mod schema;
 mod target;

@@ -291,11 +291,11 @@ impl AccountRows for SqliteTx<'_> {
   }
 
   fn identities_of(&mut self, pk: i64) -> Result<Vec<Identity>> {
-    crate::store::identities::load(self.conn, pk)
+    super::identities::load(self.conn, pk)
   }
 
   fn identities_of_many(&mut self, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>> {
-    crate::store::identities::load_many(self.conn, pks)
+    super::identities::load_many(self.conn, pks)
   }
 }
 
@@ -307,5 +307,42 @@ impl AccountCascade for SqliteTx<'_> {
     now_ms: i64,
   ) -> Result<()> {
     crate::store::consents::on_account_deleted(self.conn, scope, account_pk, now_ms).map(|_| ())
+  }
+
+  fn move_consents_of_merged_account(
+    &mut self,
+    scope: &Scope,
+    from_pk: i64,
+    to_pk: i64,
+    now_ms: i64,
+  ) -> Result<Vec<String>> {
+    let ids = self
+      .conn
+      .prepare_cached("SELECT arrangement_id FROM consents WHERE account_pk = ?1 ORDER BY pk")?
+      .query_map([from_pk], |r| r.get(0))?
+      .collect::<rusqlite::Result<Vec<String>>>()?;
+    crate::store::consents::move_consents(self.conn, scope, from_pk, to_pk, now_ms)?;
+    Ok(ids)
+  }
+
+  fn move_listed_consents(
+    &mut self,
+    scope: &Scope,
+    arrangement_ids: &[String],
+    from_pk: i64,
+    to_pk: i64,
+    reason: &str,
+    now_ms: i64,
+  ) -> Result<()> {
+    crate::store::consents::move_listed_consents(
+      self.conn,
+      scope,
+      arrangement_ids,
+      from_pk,
+      to_pk,
+      reason,
+      now_ms,
+    )
+    .map(|_| ())
   }
 }

@@ -17,6 +17,7 @@ mod admin;
 mod apikeys;
 mod backup;
 pub(crate) mod events;
+pub(crate) mod identities;
 mod keys;
 pub(crate) mod schema;
 mod tokens;
