@@ -8,6 +8,7 @@
 
 // Vault methods of the vendor-compatibility calls (Fiskil end users, Auth0 users), kept apart.
 mod accounts;
+mod consents;
 mod end_users;
 mod events;
 mod keys;

@@ -11,6 +11,7 @@
 //! changes nothing outside it, and appends its events through it.
 
 pub mod accounts;
+pub mod consents;
 pub mod end_users;
 pub mod events;
 pub mod keys;

@@ -422,7 +422,13 @@ fn on_secondary_merged(
     now,
   )?;
   // The secondary's consents and pending auth sessions now belong to the primary.
-  super::consents::move_consents(conn, scope, secondary.pk, primary.pk, now)?;
+  crate::domain::consents::move_consents(
+    &mut SqliteTx::new(conn),
+    scope,
+    secondary.pk,
+    primary.pk,
+    now,
+  )?;
   Ok(())
 }
 
@@ -888,8 +894,8 @@ fn restore(
     }
   }
   // The secondary's consents still on the primary follow it back.
-  super::consents::move_listed_consents(
-    conn,
+  crate::domain::consents::move_listed_consents(
+    &mut SqliteTx::new(conn),
     scope,
     &state.consents,
     primary.pk,

@@ -10,14 +10,12 @@
 //! effect outside its transaction; the events it appends (`EventLog::append_event`) are part
 //! of the transaction and reach live subscribers ([`Listeners`]) only after the commit.
 //!
-//! Identities and consents still hold their SQL and part of their rules in `identities` and
-//! `consents` here (SQLite only), behind the traits below; `accounts` adapts a SQLite
-//! connection to `domain::accounts` for them.
+//! Identities still hold their SQL and part of their rules in `identities` here (SQLite only),
+//! behind the traits below; `accounts` adapts a SQLite connection to `domain::accounts` for them.
 
 mod accounts;
 pub mod admin;
 pub mod apikeys;
-pub mod consents;
 mod identities;
 mod listeners;
 mod pending;
@@ -29,7 +27,8 @@ use std::sync::Arc;
 
 use crate::accounts::Account;
 use crate::crypto::Sealer;
-use crate::domain::accounts::{AccountCascade, AccountRows};
+use crate::domain::accounts::AccountRows;
+use crate::domain::consents::ConsentRows;
 use crate::domain::events::EventLog;
 use crate::domain::keys::KeyTx;
 use crate::domain::scope::ScopeTx;
@@ -41,7 +40,6 @@ use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, Udf
 pub use crate::domain::Scope;
 pub use admin::{AdminStore, BackupInfo, SigningKeyInfo, Stats};
 pub use apikeys::ApiKeyStore;
-pub use consents::ConsentStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
@@ -49,7 +47,7 @@ pub use sqlite::{Durability, SqliteStore, StoreConfig};
 pub use webhooks::WebhookStore;
 
 /// One transaction, as a job sees it: every row trait of the rules.
-pub trait Tx: AccountCascade + AccountRows + EventLog + KeyTx + ScopeTx + TokenTx {}
+pub trait Tx: AccountRows + ConsentRows + EventLog + KeyTx + ScopeTx + TokenTx {}
 
 /// Work run inside one transaction.
 pub trait Job: Send {
@@ -200,6 +198,6 @@ pub trait IdentityStore: Send + Sync {
 
 /// Everything a linkvault client needs from storage.
 pub trait Store:
-  Engine + AdminStore + ApiKeyStore + ConsentStore + IdentityStore + WebhookStore
+  Engine + AdminStore + ApiKeyStore + IdentityStore + WebhookStore
 {
 }

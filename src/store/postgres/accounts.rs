@@ -15,8 +15,7 @@ use tokio_postgres::Row;
 
 use super::conn::PgTx;
 use crate::accounts::{EndUserFields, ListFilter, UdfRow};
-use crate::domain::accounts::{AccountCascade, AccountRow, AccountRows};
-use crate::domain::Scope;
+use crate::domain::accounts::{AccountRow, AccountRows};
 use crate::error::{Error, Result};
 use crate::identities::Identity;
 
@@ -131,6 +130,18 @@ impl AccountRows for PgTx<'_> {
             "SELECT {ROW_COLUMNS} FROM accounts a WHERE a.scope_id = $1 AND a.account_id = $2"
           ),
           &[&scope_id, &account_id],
+        )?
+        .as_ref()
+        .map(read_row),
+    )
+  }
+
+  fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>> {
+    Ok(
+      self
+        .query_opt(
+          &format!("SELECT {ROW_COLUMNS} FROM accounts a WHERE a.pk = $1 AND a.scope_id = $2"),
+          &[&pk, &scope_id],
         )?
         .as_ref()
         .map(read_row),
@@ -375,29 +386,5 @@ impl AccountRows for PgTx<'_> {
       out.entry(r.get(0)).or_default().push(read_identity(r, 1));
     }
     Ok(out)
-  }
-}
-
-impl AccountCascade for PgTx<'_> {
-  /// Consents cannot be created on PostgreSQL in this build yet (their rules still sit in the
-  /// SQLite-only `store::consents`), so an account has none to end; should one exist (written by
-  /// a newer build), the deletion is refused rather than leaving an active consent behind.
-  fn end_consents_of_deleted_account(
-    &mut self,
-    scope: &Scope,
-    account_pk: i64,
-    _now_ms: i64,
-  ) -> Result<()> {
-    let active = self.query_opt(
-      "SELECT 1 FROM consents WHERE scope_id = $1 AND account_pk = $2 AND active LIMIT 1",
-      &[&scope.id, &account_pk],
-    )?;
-    match active {
-      None => Ok(()),
-      Some(_) => Err(Error::storage(
-        "storage error: this account has active consents, which this build cannot end on \
-         PostgreSQL yet",
-      )),
-    }
   }
 }

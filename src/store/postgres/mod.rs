@@ -26,6 +26,7 @@
 
 mod accounts;
 mod conn;
+mod consents;
 mod events;
 mod feed;
 mod keys;

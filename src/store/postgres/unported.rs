@@ -1,5 +1,5 @@
 //! The store traits whose rules still sit in SQLite-only modules (`store::{identities,
-//! consents, apikeys, webhooks, admin}`): on PostgreSQL they answer
+//! apikeys, webhooks, admin}`): on PostgreSQL they answer
 //! `STORAGE_ERROR` until they move onto the row traits.
 
 use std::path::PathBuf;
@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use super::PgStore;
 use crate::accounts::Account;
 use crate::apikeys::{AccessGrant, ApiKeyInfo, KeyFilter, NewApiKey};
-use crate::consents::{AuthSession, Completion, Consent, ConsentFilter, SessionInput};
 use crate::error::Error;
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 use crate::store::{
-  AdminStore, ApiKeyStore, BackupInfo, ConsentStore, IdentityStore, Pending, Scope, SigningKeyInfo,
+  AdminStore, ApiKeyStore, BackupInfo, IdentityStore, Pending, Scope, SigningKeyInfo,
   Stats, WebhookStore,
 };
 use crate::webhooks::{
@@ -46,36 +45,6 @@ impl IdentityStore for PgStore {
     not_yet()
   }
   fn link_suggestions(&self, _: &Scope, _: String) -> Pending<Vec<LinkSuggestion>> {
-    not_yet()
-  }
-}
-
-impl ConsentStore for PgStore {
-  fn create_auth_session(&self, _: &Scope, _: SessionInput) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn get_auth_session(&self, _: &Scope, _: String) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn complete_auth_session(&self, _: &Scope, _: String, _: Completion) -> Pending<Consent> {
-    not_yet()
-  }
-  fn cancel_auth_session(&self, _: &Scope, _: String, _: String) -> Pending<AuthSession> {
-    not_yet()
-  }
-  fn list_consents(&self, _: &Scope, _: ConsentFilter) -> Pending<Vec<Consent>> {
-    not_yet()
-  }
-  fn get_consent(&self, _: &Scope, _: String) -> Pending<Consent> {
-    not_yet()
-  }
-  fn revoke_consent(&self, _: &Scope, _: String) -> Pending<Consent> {
-    not_yet()
-  }
-  fn expire_consents(&self, _: &Scope) -> Pending<Vec<String>> {
-    not_yet()
-  }
-  fn record_consent_access(&self, _: &Scope, _: String) -> Pending<Consent> {
     not_yet()
   }
 }

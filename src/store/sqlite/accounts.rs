@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use super::SqliteTx;
 use crate::accounts::{EndUserFields, ListFilter, UdfRow};
-use crate::domain::accounts::{AccountCascade, AccountRow, AccountRows};
-use crate::domain::Scope;
+use crate::domain::accounts::{AccountRow, AccountRows};
 use crate::error::Result;
 use crate::identities::Identity;
 
@@ -112,6 +111,17 @@ impl AccountRows for SqliteTx<'_> {
         .conn
         .prepare_cached(&sql)?
         .query_row(params![scope_id, account_id], read_row)
+        .optional()?,
+    )
+  }
+
+  fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM accounts a WHERE a.pk = ?1 AND a.scope_id = ?2");
+    Ok(
+      self
+        .conn
+        .prepare_cached(&sql)?
+        .query_row(params![pk, scope_id], read_row)
         .optional()?,
     )
   }
@@ -296,16 +306,5 @@ impl AccountRows for SqliteTx<'_> {
 
   fn identities_of_many(&mut self, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>> {
     crate::store::identities::load_many(self.conn, pks)
-  }
-}
-
-impl AccountCascade for SqliteTx<'_> {
-  fn end_consents_of_deleted_account(
-    &mut self,
-    scope: &Scope,
-    account_pk: i64,
-    now_ms: i64,
-  ) -> Result<()> {
-    crate::store::consents::on_account_deleted(self.conn, scope, account_pk, now_ms).map(|_| ())
   }
 }
