@@ -50,11 +50,6 @@ pub fn get(conn: &Connection, scope: &Scope, id: &str) -> Result<Account> {
   domain::get(&mut SqliteTx::new(conn), scope, id)
 }
 
-/// The account's stored primary key, or `NOT_FOUND`.
-pub fn pk_of(conn: &Connection, scope: &Scope, id: &str) -> Result<i64> {
-  domain::find(&mut SqliteTx::new(conn), scope, id).map(|r| r.pk)
-}
-
 /// The accounts `sql` (selecting `ROW_COLUMNS` from `accounts a`) returns, complete.
 pub(super) fn load_accounts(
   conn: &Connection,
