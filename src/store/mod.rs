@@ -197,7 +197,4 @@ pub trait IdentityStore: Send + Sync {
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store:
-  Engine + AdminStore + ApiKeyStore + IdentityStore + WebhookStore
-{
-}
+pub trait Store: Engine + AdminStore + ApiKeyStore + IdentityStore + WebhookStore {}

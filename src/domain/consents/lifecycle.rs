@@ -238,13 +238,7 @@ pub fn move_consents(
     let mut data = event_data(&c);
     data["reason"] = json!("account_merged");
     data["previous_end_user_id"] = json!(from_id);
-    tx.append_event(
-      scope.id,
-      types::CONSENT_UPDATED,
-      Some(&to_id),
-      &data,
-      now,
-    )?;
+    tx.append_event(scope.id, types::CONSENT_UPDATED, Some(&to_id), &data, now)?;
   }
   Ok(ids.len())
 }
@@ -272,13 +266,7 @@ pub fn move_listed_consents(
       let mut data = event_data(&c);
       data["reason"] = json!(reason);
       data["previous_end_user_id"] = json!(from_id);
-      tx.append_event(
-        scope.id,
-        types::CONSENT_UPDATED,
-        Some(&to_id),
-        &data,
-        now,
-      )?;
+      tx.append_event(scope.id, types::CONSENT_UPDATED, Some(&to_id), &data, now)?;
       moved += 1;
     }
   }
@@ -295,7 +283,9 @@ pub fn record_access(
   arrangement_id: &str,
   now: i64,
 ) -> Result<Consent> {
-  let mut c = find_consent(tx, scope, arrangement_id)?.consent.seen_at(now);
+  let mut c = find_consent(tx, scope, arrangement_id)?
+    .consent
+    .seen_at(now);
   check_accessible(&c)?;
   tx.set_last_accessed(scope.id, arrangement_id, now)?;
   c.last_accessed = Some(now);

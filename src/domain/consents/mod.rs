@@ -61,8 +61,7 @@ pub trait ConsentRows {
   /// The session of the scope whose id hashes to `session_hash`.
   fn find_session(&mut self, scope_id: i64, session_hash: &[u8]) -> Result<Option<SessionRow>>;
   /// Adds a pending session (its `pk` and `linked_account_id` are ignored).
-  fn insert_session(&mut self, scope_id: i64, session_hash: &[u8], row: &SessionRow)
-    -> Result<()>;
+  fn insert_session(&mut self, scope_id: i64, session_hash: &[u8], row: &SessionRow) -> Result<()>;
   /// Moves session `pk` to `to` with the given fields, only if it is still pending.
   fn finish_session(
     &mut self,

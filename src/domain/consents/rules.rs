@@ -391,5 +391,4 @@ mod tests {
     let e = resolve_completion(&s, Some(&r), c(Some("other"), None, None)).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("institution_id"));
   }
-
 }

@@ -98,7 +98,9 @@ pub fn session_state_machine(h: &mut dyn Harness) {
   assert_eq!(s.expires_at, T0 + 60_000);
   // Unknown session / account.
   assert_eq!(
-    sessions::get(h.tx(), &scope, "nope", T0).unwrap_err().code(),
+    sessions::get(h.tx(), &scope, "nope", T0)
+      .unwrap_err()
+      .code(),
     "NOT_FOUND"
   );
   assert_eq!(
@@ -270,13 +272,7 @@ pub fn renewal_of_a_consent_that_ended_meanwhile_creates_a_new_one(h: &mut dyn H
   let scope = setup(h);
   let s = session(h, &scope, json!({}), T0).unwrap();
   let c = sessions::complete(h.tx(), &scope, &s.session_id, grant(100), T0).unwrap();
-  let r = session(
-    h,
-    &scope,
-    json!({"arrangement_id": c.arrangement_id}),
-    T0,
-  )
-  .unwrap();
+  let r = session(h, &scope, json!({"arrangement_id": c.arrangement_id}), T0).unwrap();
   lifecycle::revoke(h.tx(), &scope, &c.arrangement_id, T0 + 1).unwrap();
   let fresh = sessions::complete(
     h.tx(),
@@ -308,14 +304,20 @@ pub fn account_deletion_and_merge(h: &mut dyn Harness) {
   let pending = session(h, &scope, json!({"linked_account_id": "u2"}), T0).unwrap();
   let u1 = accounts::find(h.tx(), &scope, "u1").unwrap().pk;
   let u2 = accounts::find(h.tx(), &scope, "u2").unwrap().pk;
-  assert_eq!(lifecycle::move_consents(h.tx(), &scope, u2, u2, T0).unwrap(), 0);
+  assert_eq!(
+    lifecycle::move_consents(h.tx(), &scope, u2, u2, T0).unwrap(),
+    0
+  );
   assert_eq!(
     lifecycle::move_consents(h.tx(), &scope, u2, 999, T0)
       .unwrap_err()
       .code(),
     "NOT_FOUND"
   );
-  assert_eq!(lifecycle::move_consents(h.tx(), &scope, u2, u1, T0 + 5_000).unwrap(), 2);
+  assert_eq!(
+    lifecycle::move_consents(h.tx(), &scope, u2, u1, T0 + 5_000).unwrap(),
+    2
+  );
   let (moved, _) = lifecycle::get(h.tx(), &scope, &c.arrangement_id, T0 + 5_000).unwrap();
   assert_eq!(moved.end_user_id, "u1");
   assert!(moved.active);

@@ -98,12 +98,7 @@ impl ConsentRows for PgTx<'_> {
     )
   }
 
-  fn insert_session(
-    &mut self,
-    scope_id: i64,
-    session_hash: &[u8],
-    row: &SessionRow,
-  ) -> Result<()> {
+  fn insert_session(&mut self, scope_id: i64, session_hash: &[u8], row: &SessionRow) -> Result<()> {
     self.defer(
       "INSERT INTO auth_sessions (scope_id, oid, session_hash, account_pk, redirect_uri, cancel_uri,
          institution_id, permissions, arrangement_id, state, created_at, expires_at)

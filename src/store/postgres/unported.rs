@@ -10,8 +10,8 @@ use crate::apikeys::{AccessGrant, ApiKeyInfo, KeyFilter, NewApiKey};
 use crate::error::Error;
 use crate::identities::{Identity, IdentityInput, LinkSuggestion, LinkTarget, UdfPolicy};
 use crate::store::{
-  AdminStore, ApiKeyStore, BackupInfo, IdentityStore, Pending, Scope, SigningKeyInfo,
-  Stats, WebhookStore,
+  AdminStore, ApiKeyStore, BackupInfo, IdentityStore, Pending, Scope, SigningKeyInfo, Stats,
+  WebhookStore,
 };
 use crate::webhooks::{
   AttemptOutcome, ClaimOptions, Claimed, CreatedWebhook, Delivery, DeliveryPage, DeliveryQuery,

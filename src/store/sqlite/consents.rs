@@ -94,12 +94,7 @@ impl ConsentRows for SqliteTx<'_> {
     )
   }
 
-  fn insert_session(
-    &mut self,
-    scope_id: i64,
-    session_hash: &[u8],
-    row: &SessionRow,
-  ) -> Result<()> {
+  fn insert_session(&mut self, scope_id: i64, session_hash: &[u8], row: &SessionRow) -> Result<()> {
     self
       .conn
       .prepare_cached(
@@ -328,7 +323,14 @@ impl ConsentRows for SqliteTx<'_> {
         "UPDATE consents SET account_pk = ?4, end_user_id = ?5, updated_at = ?6
          WHERE scope_id = ?1 AND arrangement_id = ?2 AND account_pk = ?3",
       )?
-      .execute(params![scope_id, arrangement_id, from_pk, to_pk, to_id, now])?;
+      .execute(params![
+        scope_id,
+        arrangement_id,
+        from_pk,
+        to_pk,
+        to_id,
+        now
+      ])?;
     Ok(changed == 1)
   }
 
