@@ -288,8 +288,7 @@ pub fn renewal_of_a_consent_that_ended_meanwhile_creates_a_new_one(h: &mut dyn H
   let data = h
     .events()
     .into_iter()
-    .filter(|(t, _)| t == "consent.received")
-    .last()
+    .rfind(|(t, _)| t == "consent.received")
     .unwrap()
     .1;
   assert_eq!(data["renewal_of"], json!(c.arrangement_id));
