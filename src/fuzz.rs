@@ -411,9 +411,9 @@ fn udf_link_merge_invariants() {
 
 #[test]
 fn consent_state_machine_rules() {
-  use crate::consents::{
+  use crate::consents::{SessionState, SessionStatus, Termination};
+  use crate::domain::consents::rules::{
     ceil_to_second, check_finishable, consent_expiry, session_status, termination, Ending,
-    SessionState, SessionStatus, Termination,
   };
   let state = prop_oneof![
     Just(SessionState::Pending),

@@ -10,6 +10,7 @@
 mod accounts;
 mod admin;
 mod apikeys;
+mod consents;
 mod end_users;
 mod events;
 mod identities;

@@ -56,6 +56,8 @@ impl std::fmt::Debug for AccountRow {
 pub trait AccountRows {
   /// The account `account_id` of the scope.
   fn find_account(&mut self, scope_id: i64, account_id: &str) -> Result<Option<AccountRow>>;
+  /// The account of the scope whose row is `pk`.
+  fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>>;
   /// Adds an account row (its `pk` is ignored: the engine assigns a new one, greater than every
   /// pk ever used, so keyset cursors never meet a reused position); returns its pk.
   fn insert_account(&mut self, scope_id: i64, row: &AccountRow) -> Result<i64>;
@@ -113,8 +115,8 @@ pub trait AccountRows {
   fn identities_of_many(&mut self, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>>;
 }
 
-/// What else ends with an account, or moves with it, owned by modules whose rules are not on
-/// row traits yet. INTEGRATION POINT (consents).
+/// What else ends with an account, or moves with it: the account's consents and auth sessions.
+/// Implemented once, in `domain::consents`, for every transaction with consent rows.
 pub trait AccountCascade {
   /// Runs inside the deleting transaction, before the row goes: the account's active consents
   /// end (`account_deleted`) with their events.

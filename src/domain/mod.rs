@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod apikeys;
+pub mod consents;
 pub mod end_users;
 pub mod events;
 pub mod identities;

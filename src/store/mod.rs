@@ -9,13 +9,7 @@
 //! after a conflict runs it again from the start, on a fresh transaction), so it must have no
 //! effect outside its transaction; the events it appends (`EventLog::append_event`) are part
 //! of the transaction and reach live subscribers ([`Listeners`]) only after the commit.
-//!
-//! Consents still hold their SQL and part of their rules in `consents` here (SQLite only),
-//! behind the traits below; `accounts` adapts a SQLite connection to `domain::accounts` for
-//! them.
 
-mod accounts;
-pub mod consents;
 mod listeners;
 mod pending;
 pub mod postgres;
@@ -25,9 +19,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::crypto::Sealer;
-use crate::domain::accounts::{AccountCascade, AccountRows};
+use crate::domain::accounts::AccountRows;
 use crate::domain::admin::AdminRows;
 use crate::domain::apikeys::ApiKeyRows;
+use crate::domain::consents::ConsentRows;
 use crate::domain::events::EventLog;
 use crate::domain::identities::IdentityRows;
 use crate::domain::keys::KeyTx;
@@ -38,7 +33,6 @@ use crate::domain::webhooks::WebhookRows;
 use crate::error::{Error, Result};
 
 pub use crate::domain::Scope;
-pub use consents::ConsentStore;
 pub use listeners::{Listener, Listeners};
 pub use pending::{Answer, Pending};
 pub use postgres::PgStore;
@@ -46,10 +40,10 @@ pub use sqlite::{BackupInfo, Durability, SqliteStore, StoreConfig};
 
 /// One transaction, as a job sees it: every row trait of the rules.
 pub trait Tx:
-  AccountCascade
-  + AccountRows
+  AccountRows
   + AdminRows
   + ApiKeyRows
+  + ConsentRows
   + EventLog
   + IdentityRows
   + KeyTx
@@ -194,4 +188,4 @@ where
 }
 
 /// Everything a linkvault client needs from storage.
-pub trait Store: Engine + ConsentStore {}
+pub trait Store: Engine {}

@@ -17,8 +17,7 @@ use tokio_postgres::Row;
 
 use super::conn::PgTx;
 use crate::accounts::{EndUserFields, ListFilter, UdfRow};
-use crate::domain::accounts::{AccountCascade, AccountRow, AccountRows};
-use crate::domain::Scope;
+use crate::domain::accounts::{AccountRow, AccountRows};
 use crate::error::{Error, Result};
 use crate::identities::Identity;
 
@@ -181,6 +180,18 @@ impl AccountRows for PgTx<'_> {
             "SELECT {ROW_COLUMNS} FROM accounts a WHERE a.scope_id = $1 AND a.account_id = $2"
           ),
           &[&scope_id, &account_id],
+        )?
+        .as_ref()
+        .map(read_row),
+    )
+  }
+
+  fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>> {
+    Ok(
+      self
+        .query_opt(
+          &format!("SELECT {ROW_COLUMNS} FROM accounts a WHERE a.pk = $1 AND a.scope_id = $2"),
+          &[&pk, &scope_id],
         )?
         .as_ref()
         .map(read_row),
@@ -426,70 +437,5 @@ impl AccountRows for PgTx<'_> {
       out.entry(r.get(0)).or_default().push(read_identity(r, 1));
     }
     Ok(out)
-  }
-}
-
-impl AccountCascade for PgTx<'_> {
-  /// Consents cannot be created on PostgreSQL in this build yet (their rules still sit in the
-  /// SQLite-only `store::consents`), so an account has none to end; should one exist (written by
-  /// a newer build), the deletion is refused rather than leaving an active consent behind.
-  fn end_consents_of_deleted_account(
-    &mut self,
-    scope: &Scope,
-    account_pk: i64,
-    _now_ms: i64,
-  ) -> Result<()> {
-    let active = self.query_opt(
-      "SELECT 1 FROM consents WHERE scope_id = $1 AND account_pk = $2 AND active LIMIT 1",
-      &[&scope.id, &account_pk],
-    )?;
-    match active {
-      None => Ok(()),
-      Some(_) => Err(Error::storage(
-        "storage error: this account has active consents, which this build cannot end on \
-         PostgreSQL yet",
-      )),
-    }
-  }
-
-  /// As above: an account has no consent or auth session to move; should one exist, the merge
-  /// is refused rather than leaving it on a deleted account.
-  fn move_consents_of_merged_account(
-    &mut self,
-    scope: &Scope,
-    from_pk: i64,
-    _to_pk: i64,
-    _now_ms: i64,
-  ) -> Result<Vec<String>> {
-    let held = self.query_opt(
-      "SELECT 1 FROM consents WHERE scope_id = $1 AND account_pk = $2
-       UNION ALL SELECT 1 FROM auth_sessions WHERE scope_id = $1 AND account_pk = $2 LIMIT 1",
-      &[&scope.id, &from_pk],
-    )?;
-    match held {
-      None => Ok(Vec::new()),
-      Some(_) => Err(Error::storage(
-        "storage error: this account has consents or auth sessions, which this build cannot \
-         move on PostgreSQL yet",
-      )),
-    }
-  }
-
-  fn move_listed_consents(
-    &mut self,
-    _scope: &Scope,
-    arrangement_ids: &[String],
-    _from_pk: i64,
-    _to_pk: i64,
-    _reason: &str,
-    _now_ms: i64,
-  ) -> Result<()> {
-    if arrangement_ids.is_empty() {
-      return Ok(());
-    }
-    Err(Error::storage(
-      "storage error: this merge moved consents, which this build cannot move back on \
-       PostgreSQL yet",
-    ))
   }
 }

@@ -28,6 +28,7 @@ mod accounts;
 mod admin;
 mod apikeys;
 mod conn;
+mod consents;
 mod events;
 mod feed;
 mod identities;
@@ -37,7 +38,6 @@ mod target;
 #[cfg(test)]
 pub(crate) mod tests;
 mod tokens;
-mod unported;
 mod webhooks;
 
 pub use target::Target;

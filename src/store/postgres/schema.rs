@@ -192,8 +192,8 @@ CREATE TABLE auth_sessions (
   oid            TEXT NOT NULL,
   session_hash   BYTEA NOT NULL UNIQUE,
   account_pk     BIGINT NOT NULL REFERENCES accounts(pk) ON DELETE CASCADE,
-  redirect_uri   TEXT NOT NULL,
-  cancel_uri     TEXT NOT NULL,
+  redirect_uri   TEXT,
+  cancel_uri     TEXT,
   institution_id TEXT,
   permissions    TEXT,
   arrangement_id TEXT,
@@ -203,7 +203,8 @@ CREATE TABLE auth_sessions (
   consent_id     TEXT,
   created_at     BIGINT NOT NULL,
   expires_at     BIGINT NOT NULL,
-  finished_at    BIGINT
+  finished_at    BIGINT,
+  CHECK ((redirect_uri IS NULL) = (cancel_uri IS NULL))
 );
 CREATE INDEX auth_sessions_account ON auth_sessions (account_pk);
 
@@ -225,6 +226,9 @@ CREATE TABLE consents (
   termination_reason TEXT CHECK (termination_reason IN ('revoked', 'expired', 'account_deleted')),
   terminated_at      BIGINT,
   updated_at         BIGINT NOT NULL,
+  institution_logo   TEXT,
+  institution_type   TEXT NOT NULL DEFAULT 'banking' CHECK (institution_type IN ('banking', 'energy')),
+  last_accessed      BIGINT,
   UNIQUE (scope_id, arrangement_id)
 );
 CREATE INDEX consents_account ON consents (account_pk);

@@ -8,8 +8,7 @@ use serde_json::Value;
 
 use super::SqliteTx;
 use crate::accounts::{EndUserFields, ListFilter, UdfRow};
-use crate::domain::accounts::{AccountCascade, AccountRow, AccountRows};
-use crate::domain::Scope;
+use crate::domain::accounts::{AccountRow, AccountRows};
 use crate::error::Result;
 use crate::identities::Identity;
 
@@ -112,6 +111,17 @@ impl AccountRows for SqliteTx<'_> {
         .conn
         .prepare_cached(&sql)?
         .query_row(params![scope_id, account_id], read_row)
+        .optional()?,
+    )
+  }
+
+  fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>> {
+    let sql = format!("SELECT {ROW_COLUMNS} FROM accounts a WHERE a.pk = ?1 AND a.scope_id = ?2");
+    Ok(
+      self
+        .conn
+        .prepare_cached(&sql)?
+        .query_row(params![pk, scope_id], read_row)
         .optional()?,
     )
   }
@@ -296,53 +306,5 @@ impl AccountRows for SqliteTx<'_> {
 
   fn identities_of_many(&mut self, pks: &[i64]) -> Result<HashMap<i64, Vec<Identity>>> {
     super::identities::load_many(self.conn, pks)
-  }
-}
-
-impl AccountCascade for SqliteTx<'_> {
-  fn end_consents_of_deleted_account(
-    &mut self,
-    scope: &Scope,
-    account_pk: i64,
-    now_ms: i64,
-  ) -> Result<()> {
-    crate::store::consents::on_account_deleted(self.conn, scope, account_pk, now_ms).map(|_| ())
-  }
-
-  fn move_consents_of_merged_account(
-    &mut self,
-    scope: &Scope,
-    from_pk: i64,
-    to_pk: i64,
-    now_ms: i64,
-  ) -> Result<Vec<String>> {
-    let ids = self
-      .conn
-      .prepare_cached("SELECT arrangement_id FROM consents WHERE account_pk = ?1 ORDER BY pk")?
-      .query_map([from_pk], |r| r.get(0))?
-      .collect::<rusqlite::Result<Vec<String>>>()?;
-    crate::store::consents::move_consents(self.conn, scope, from_pk, to_pk, now_ms)?;
-    Ok(ids)
-  }
-
-  fn move_listed_consents(
-    &mut self,
-    scope: &Scope,
-    arrangement_ids: &[String],
-    from_pk: i64,
-    to_pk: i64,
-    reason: &str,
-    now_ms: i64,
-  ) -> Result<()> {
-    crate::store::consents::move_listed_consents(
-      self.conn,
-      scope,
-      arrangement_ids,
-      from_pk,
-      to_pk,
-      reason,
-      now_ms,
-    )
-    .map(|_| ())
   }
 }

@@ -9,13 +9,14 @@
 //! No work runs on Node's thread and none on the async runtime's workers.
 //!
 //! The engine only persists: [`SqliteTx`] implements the row traits of `domain` over one
-//! connection inside the current transaction (`accounts`, `tokens`, `keys`, `events` here), and jobs
+//! connection inside the current transaction (`accounts`, `consents`, `tokens`, `keys`, `events` here), and jobs
 //! (`store::Job`) bring the rules.
 
 pub(crate) mod accounts;
 mod admin;
 mod apikeys;
 mod backup;
+mod consents;
 pub(crate) mod events;
 pub(crate) mod identities;
 mod keys;
