@@ -198,7 +198,6 @@ impl Vault {
 
 #[cfg(test)]
 mod tests {
-  use super::*;
   use crate::client::testing::{fresh, open, On, BOTH};
   use crate::scoped::ScopeOptions;
   use serde_json::json;
