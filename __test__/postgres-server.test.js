@@ -200,7 +200,7 @@ describe('PostgreSQL: admin', () => {
     const before = await c.stats()
     expect(before).toMatchObject({ accounts: 0, identities: 0, consents: 0, tokens: 0, wal_bytes: 0 })
     expect(before.database_bytes).toBeGreaterThan(0)
-    const kid = await c.rotateSigningKey()
+    const { kid } = await c.rotateSigningKey()
     const after = await c.stats()
     expect(after.events).toBe(before.events + 1)
     const keys = await c.listSigningKeys()
