@@ -22,7 +22,8 @@ Serves Cobalt's, Auth0's and Fiskil's REST APIs on a linkvault store.
   --wait SECONDS     with --url: how long to wait for PostgreSQL at start (default 30; 0: one try).
                      While the server is down, starting up or refuses connections, opening is
                      retried with backoff (0.2 s doubling to 5 s); then one line on stderr and
-                     exit code 1. A refused login or a missing database fails at once.
+                     exit code 1. A refused login, a missing database or a host name that
+                     does not resolve fails at once.
 
 Prints "listening on http(s)://HOST:PORT" on stdout when ready; JSON logs go to stderr
 (level: LINKVAULT_LOG_LEVEL, default info). SIGTERM or SIGINT: stops accepting connections,
@@ -61,7 +62,9 @@ function parseWait(text) {
 function serverNotReady(e) {
   if (!e || e.code !== 'STORAGE_ERROR') return false
   const m = String(e.message)
-  if (/authentication|password|does not exist|pg_hba|permission denied/i.test(m)) return false
+  // A refused login, a missing database or role, or a host name that does not resolve: waiting
+  // does not fix a wrong URL.
+  if (/authentication|password|does not exist|pg_hba|permission denied|lookup address|name or service not known|nodename nor servname/i.test(m)) return false
   return /cannot connect to the PostgreSQL server|is unavailable|starting up|shutting down/.test(m)
 }
 

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{OpenOptions, Vault};
-use crate::crypto::Key;
+use crate::crypto::hex_encode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum On {
@@ -34,10 +34,11 @@ pub(crate) fn open(at: &Value, extra: Value, key: u8) -> Vault {
   let mut options = at.clone();
   if let (Some(o), Value::Object(e)) = (options.as_object_mut(), extra) {
     o.extend(e);
+    o.insert("encryptionKey".into(), json!(hex_encode(&[key; 32])));
   }
-  let mut o = OpenOptions::parse(Some(&options)).unwrap();
-  o.encryption_key = Some(Key::from_bytes([key; 32]));
-  Vault::open(o).wait().unwrap()
+  Vault::open(OpenOptions::parse(Some(&options)).unwrap())
+    .wait()
+    .unwrap()
 }
 
 /// Appends an event to `v`'s scope, as a mutation of an end user would.

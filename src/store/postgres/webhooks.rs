@@ -167,6 +167,8 @@ impl WebhookRows for PgTx<'_> {
   }
 
   /// Events count as work only below the event log's horizon (those a claim can take now).
+  /// When the only new events lie past it (an older transaction is still running), the engine
+  /// reads again in a moment, as `listEvents` does, rather than answering "nothing to do".
   fn has_webhook_work(
     &mut self,
     now_ms: i64,
@@ -174,20 +176,26 @@ impl WebhookRows for PgTx<'_> {
     failed_before: i64,
   ) -> Result<bool> {
     let sql = format!(
-      "SELECT EXISTS (SELECT 1 FROM webhooks w WHERE EXISTS
-         (SELECT 1 FROM events e WHERE e.scope_id = w.scope_id AND e.id > w.cursor
-            AND e.id < {HORIZON}))
-       OR EXISTS (SELECT 1 FROM webhook_deliveries
-         WHERE state = 'pending' AND next_attempt_at <= $1 AND lease_until <= $1)
-       OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE state <> 'pending' AND finished_at < $2
-         AND (state = 'delivered' OR finished_at < $3))"
+      "WITH h AS (SELECT {HORIZON} AS horizon)
+       SELECT EXISTS (SELECT 1 FROM webhooks w, h WHERE EXISTS
+           (SELECT 1 FROM events e WHERE e.scope_id = w.scope_id AND e.id > w.cursor
+              AND e.id < h.horizon))
+         OR EXISTS (SELECT 1 FROM webhook_deliveries
+           WHERE state = 'pending' AND next_attempt_at <= $1 AND lease_until <= $1)
+         OR EXISTS (SELECT 1 FROM webhook_deliveries WHERE state <> 'pending' AND finished_at < $2
+           AND (state = 'delivered' OR finished_at < $3)),
+         EXISTS (SELECT 1 FROM webhooks w, h WHERE EXISTS
+           (SELECT 1 FROM events e WHERE e.scope_id = w.scope_id AND e.id > w.cursor
+              AND e.id >= h.horizon))"
     );
-    Ok(
-      self
-        .query_opt(&sql, &[&now_ms, &delivered_before, &failed_before])?
-        .map(|r| r.get(0))
-        .unwrap_or(false),
-    )
+    let (work, hidden) = self
+      .query_opt(&sql, &[&now_ms, &delivered_before, &failed_before])?
+      .map(|r| (r.get(0), r.get(1)))
+      .unwrap_or((false, false));
+    if !work && hidden {
+      self.horizon_wait = true;
+    }
+    Ok(work)
   }
 
   fn subscriptions(&mut self) -> Result<Vec<Subscription>> {
