@@ -49,7 +49,7 @@ impl<'a> Fields<'a> {
   pub fn str(&self, key: &str) -> Result<Option<&'a str>> {
     match self.get(key) {
       None => Ok(None),
-      Some(Value::String(s)) => Ok(Some(s)),
+      Some(Value::String(s)) => no_nul(&self.path(key), s).map(Some),
       Some(_) => Err(Error::validation(
         self.path(key),
         format!("{} must be a string", self.path(key)),
@@ -104,17 +104,22 @@ impl<'a> Fields<'a> {
   pub fn strings(&self, key: &str) -> Result<Option<Vec<String>>> {
     match self.get(key) {
       None => Ok(None),
-      Some(Value::Array(items)) => items
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned))
-        .collect::<Option<Vec<_>>>()
-        .map(Some)
-        .ok_or_else(|| {
-          Error::validation(
-            self.path(key),
-            format!("{} must be an array of strings", self.path(key)),
-          )
-        }),
+      Some(Value::Array(items)) => {
+        let list = items
+          .iter()
+          .map(|v| v.as_str().map(str::to_owned))
+          .collect::<Option<Vec<_>>>()
+          .ok_or_else(|| {
+            Error::validation(
+              self.path(key),
+              format!("{} must be an array of strings", self.path(key)),
+            )
+          })?;
+        for item in &list {
+          no_nul(&self.path(key), item)?;
+        }
+        Ok(Some(list))
+      }
       Some(_) => Err(Error::validation(
         self.path(key),
         format!("{} must be an array of strings", self.path(key)),
@@ -123,10 +128,25 @@ impl<'a> Fields<'a> {
   }
 }
 
-/// A required, non-empty string id of at most `max` characters.
+/// `s` unless it holds a NUL character: text is stored as text on every engine, and
+/// PostgreSQL's text cannot hold U+0000 (refused on SQLite too, so that both stores accept the
+/// same input). Inside JSON values (UDF values, profile data) NUL is kept, escaped.
+pub fn no_nul<'s>(field: &str, s: &'s str) -> Result<&'s str> {
+  if s.contains('\0') {
+    return Err(Error::validation(
+      field,
+      format!("{field} must not contain NUL characters (U+0000)"),
+    ));
+  }
+  Ok(s)
+}
+
+/// A required, non-empty string id of at most `max` characters, without NUL.
 pub fn id(value: Option<&Value>, field: &str, max: usize) -> Result<String> {
   match value {
-    Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max => Ok(s.clone()),
+    Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= max => {
+      no_nul(field, s).map(str::to_owned)
+    }
     Some(Value::String(s)) if s.is_empty() => {
       Err(Error::validation(field, format!("{field} is required")))
     }

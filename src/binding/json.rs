@@ -117,6 +117,13 @@ impl JsonReader {
     // SAFETY: `v` was checked to be a string.
     let s = unsafe { String::from_napi_value(self.env, v) }
       .map_err(|_| self.fail(field, "could not be read as a string"))?;
+    if s.contains('\0') {
+      // Both stores keep text as text, and PostgreSQL's cannot hold U+0000.
+      return Err(self.fail(
+        field,
+        "contains a NUL character (U+0000), which cannot be stored",
+      ));
+    }
     if !s.contains('\u{FFFD}') {
       return Ok(s);
     }

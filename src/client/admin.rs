@@ -57,6 +57,8 @@ impl Vault {
   /// `stats()`: this scope's counts and the engine's state.
   pub fn stats(&self) -> Pending<Stats> {
     let scope = self.scope.clone();
+    // The queue as the call finds it (on PostgreSQL this read waits in the same queue).
+    let write_queue = self.store.usage().write_queue;
     let counts = store::read(&*self.store, move |tx| admin::stats(tx, &scope, now_ms()));
     let engine = self.store.clone();
     map_result(counts, move |r| {
@@ -66,7 +68,7 @@ impl Vault {
           s.database_bytes = usage.database_bytes;
         }
         s.wal_bytes = usage.wal_bytes;
-        s.write_queue = usage.write_queue;
+        s.write_queue = write_queue;
         s
       })
     })
