@@ -73,7 +73,10 @@ describe('dispatch, help and usage errors', () => {
     [['stats', '--db'], /^linkvault stats: Option '--db <value>' argument missing$/],
     [['backup'], /^linkvault backup: missing DEST$/],
     [['check', 'extra'], /^linkvault check: unexpected argument 'extra'$/],
-    [['stats', '--url', 'postgres://x'], /^linkvault stats: --url needs the PostgreSQL store/],
+    [['stats', '--url', 'mysql://x'], /^linkvault stats: --url must be a postgres:\/\/ or postgresql:\/\/ URL$/],
+    [['stats', '--schema', 's'], /^linkvault stats: --schema names a PostgreSQL schema: it needs --url$/],
+    [['check', '--db', 'x.db', '--url', 'postgres://h/db'], /^linkvault check: give either --db or --url, not both$/],
+    [['backup', 'x.db', '--url', 'postgres://h/db'], /^linkvault backup: backup copies a SQLite file; back up a PostgreSQL store with pg_dump$/],
     [['stats', '--environment', 'staging'], /^linkvault stats: --environment must be 'test' or 'production'/],
   ])('%j is a usage error: one line on stderr, exit 2', (args, message) => {
     const r = cli(args)

@@ -1,5 +1,5 @@
 'use strict'
-const { storeOptions, scopeOptions, keyOptions, parse, usageText, openClient, print } = require('./common')
+const { storeOptions, scopeOptions, keyOptions, parse, usageText, openClient, print, UsageError } = require('./common')
 
 const options = {
   ...storeOptions,
@@ -14,13 +14,14 @@ const usage = usageText(
   `Writes a consistent copy of the whole database (every organization and environment) to DEST,
 which must not exist, while other processes go on reading and writing. The copy is one
 self-contained SQLite file. It holds credentials sealed under the encryption key: store the key
-elsewhere than the backups.`,
+elsewhere than the backups. A PostgreSQL store (--url) is backed up with pg_dump instead.`,
   options,
 )
 
 async function run(argv) {
   const args = parse(argv, { options, positionals: ['DEST'], usage })
   if (!args) return 0
+  if (args.values.url !== undefined) throw new UsageError('backup copies a SQLite file; back up a PostgreSQL store with pg_dump')
   const client = await openClient(args.values)
   try {
     const result = await client.backup(args.positionals[0])

@@ -10,7 +10,7 @@ const options = {
 
 const summary = 'check the database file (integrity, foreign keys, sealed values)'
 const usage = usageText(
-  'check [--db PATH] [--json]',
+  'check [--db PATH | --url URL [--schema NAME]] [--json]',
   `Runs checkIntegrity(): SQLite's integrity_check and foreign_key_check, and that every sealed
 value is under the file's encryption key. Prints "ok", or one line per problem found and exits
 with code 1.`,

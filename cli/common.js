@@ -26,13 +26,11 @@ class CommandError extends Error {
   }
 }
 
-/**
- * Where the data is, for every command. `--url` is reserved for the PostgreSQL store: when
- * `Client.open` accepts a `url`, `openClient` passes it on.
- */
+/** Where the data is, for every command: a SQLite file (`--db`) or a PostgreSQL schema (`--url`). */
 const storeOptions = {
   db: { type: 'string', description: 'PATH', help: 'SQLite database file (default ./linkvault.db)' },
-  url: { type: 'string', description: 'URL', help: 'PostgreSQL connection URL (not available in this version)' },
+  url: { type: 'string', description: 'URL', help: 'PostgreSQL connection URL (postgres://…) instead of --db; its key: LINKVAULT_ENCRYPTION_KEY or --key-file' },
+  schema: { type: 'string', description: 'NAME', help: "with --url: the PostgreSQL schema of linkvault's tables (default linkvault)" },
 }
 
 /** Which (organization, environment) the client works in. */
@@ -92,10 +90,13 @@ function usageText(synopsis, description, options) {
   return `Usage: linkvault ${synopsis}\n\n${description}\n\nOptions:\n${describeOptions(options)}\n`
 }
 
-/** The database path of `--db` (default ./linkvault.db); `--url` is refused for now. */
+/** The database path of `--db` (default ./linkvault.db); null with `--url` (PostgreSQL). */
 function databasePath(values, { mustExist = true } = {}) {
+  if (values.db !== undefined && values.url !== undefined) throw new UsageError('give either --db or --url, not both')
+  if (values.schema !== undefined && values.url === undefined) throw new UsageError('--schema names a PostgreSQL schema: it needs --url')
   if (values.url !== undefined) {
-    throw new UsageError('--url needs the PostgreSQL store, which this version of linkvault does not have; use --db PATH')
+    if (!/^postgres(ql)?:\/\//.test(values.url)) throw new UsageError('--url must be a postgres:// or postgresql:// URL')
+    return null
   }
   const file = path.resolve(values.db ?? 'linkvault.db')
   if (mustExist && !fs.existsSync(file)) throw new CommandError(`no database at ${file} (use --db PATH)`)
@@ -104,11 +105,12 @@ function databasePath(values, { mustExist = true } = {}) {
 
 /**
  * Where the key of `file` is: LINKVAULT_ENCRYPTION_KEY (`{ env: true }`), else the file of
- * --key-file, else an existing <file>.key (`{ file }`); null when there is none.
+ * --key-file, else an existing <file>.key (`{ file }`; not for a PostgreSQL store, `file` null);
+ * null when there is none.
  */
 function keySource(values, file) {
   if (process.env.LINKVAULT_ENCRYPTION_KEY?.trim()) return { env: true }
-  const keyFile = values['key-file'] ?? (fs.existsSync(`${file}.key`) ? `${file}.key` : undefined)
+  const keyFile = values['key-file'] ?? (file !== null && fs.existsSync(`${file}.key`) ? `${file}.key` : undefined)
   return keyFile === undefined ? null : { file: path.resolve(keyFile) }
 }
 
@@ -116,7 +118,7 @@ function keySource(values, file) {
 function encryptionKey(values, file) {
   const source = keySource(values, file)
   if (source === null) {
-    throw new CommandError(`no encryption key for ${file}: set LINKVAULT_ENCRYPTION_KEY or pass --key-file FILE`)
+    throw new CommandError(`no encryption key for ${file ?? 'the PostgreSQL store'}: set LINKVAULT_ENCRYPTION_KEY or pass --key-file FILE`)
   }
   if (source.env) return process.env.LINKVAULT_ENCRYPTION_KEY.trim()
   try {
@@ -127,8 +129,9 @@ function encryptionKey(values, file) {
 }
 
 /**
- * Opens a client on `--db` (or, later, `--url`) in the scope of `--org`/`--environment`, with
- * the key from LINKVAULT_ENCRYPTION_KEY, --key-file or <db>.key. A key is never generated here.
+ * Opens a client on `--db` or `--url` (with `--schema`) in the scope of `--org`/`--environment`,
+ * with the key from LINKVAULT_ENCRYPTION_KEY, --key-file or <db>.key. A key is never generated
+ * here.
  */
 async function openClient(values, { mustExist = true } = {}) {
   const { Client } = require('..')
@@ -137,6 +140,15 @@ async function openClient(values, { mustExist = true } = {}) {
     throw new UsageError(`--environment must be 'test' or 'production', not '${environment}'`)
   }
   const file = databasePath(values, { mustExist })
+  if (file === null) {
+    return Client.open({
+      url: values.url,
+      ...(values.schema !== undefined && { schema: values.schema }),
+      environment,
+      encryptionKey: encryptionKey(values, null),
+      ...(values.org !== undefined && { orgId: values.org }),
+    })
+  }
   // A new test database gets its <db>.key from Client.open, as in code.
   const creating = !mustExist && !fs.existsSync(file) && environment === 'test'
   const key = creating && !process.env.LINKVAULT_ENCRYPTION_KEY?.trim() && values['key-file'] === undefined ? undefined : encryptionKey(values, file)

@@ -13,7 +13,7 @@ const options = {
 
 const summary = 'write the linked accounts of one scope as JSON lines'
 const usage = usageText(
-  'export [--db PATH] [--org ORG] [--environment ENV] [--with-credentials] [--out FILE]',
+  'export [--db PATH | --url URL [--schema NAME]] [--org ORG] [--environment ENV] [--with-credentials] [--out FILE]',
   `Writes one JSON object per line: first a header
   {"type":"linkvault.export","version":1,"org_id":…,"environment":…,"exported_at":…}
 then one line per linked account, in creation order:

@@ -11,7 +11,7 @@ const options = {
 
 const summary = 'read linked accounts from JSON lines (the export format) into one scope'
 const usage = usageText(
-  'import [FILE] [--db PATH] [--org ORG] [--environment ENV]',
+  'import [FILE] [--db PATH | --url URL [--schema NAME]] [--org ORG] [--environment ENV]',
   `Reads the JSON lines \`linkvault export\` writes, from FILE or stdin ('-' or no FILE), and
 upserts each linked account (name, udf, your_app) into the scope of --org/--environment, then
 links its identities. Credentials are imported when the line has them; a line without them never

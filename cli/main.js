@@ -52,9 +52,9 @@ linkvault ${pkg.version}: operations on a linkvault database.
 Commands:
 ${rows.map(([n, s]) => `  ${n.padEnd(width)}  ${s}`).join('\n')}
 
-Every command takes --db PATH (default ./linkvault.db) and --help. The encryption key comes
-from LINKVAULT_ENCRYPTION_KEY, --key-file FILE, or <db>.key when it exists; never from the
-command line. Errors print one line on stderr and exit non-zero (2 for a usage error).
+Every command takes --db PATH (default ./linkvault.db), or --url POSTGRES_URL [--schema NAME]
+for a PostgreSQL store, and --help. The encryption key comes from LINKVAULT_ENCRYPTION_KEY,
+--key-file FILE, or <db>.key when it exists; never from the command line. Errors print one line on stderr and exit non-zero (2 for a usage error).
 `
 }
 

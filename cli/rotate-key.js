@@ -12,9 +12,9 @@ const options = {
 
 const summary = 're-encrypt every stored secret under a new encryption key, online'
 const usage = usageText(
-  'rotate-key [--db PATH] [--new-key-file FILE] [--json]',
+  'rotate-key [--db PATH | --url URL [--schema NAME]] [--new-key-file FILE] [--json]',
   `Runs rotateEncryptionKey(newKey) with a progress bar on stderr (when it is a terminal). The
-current key comes from LINKVAULT_ENCRYPTION_KEY, --key-file or <db>.key; the new one (32 bytes as
+current key comes from LINKVAULT_ENCRYPTION_KEY, --key-file or <db>.key (with --url: the first two); the new one (32 bytes as
 64 hex characters or base64) from LINKVAULT_NEW_ENCRYPTION_KEY or --new-key-file, never from the
 command line. Other processes keep working meanwhile, and a client holding either key reads
 everything until the rotation ends; an interrupted rotation resumes when run again with the same

@@ -10,7 +10,7 @@ const options = {
 
 const summary = 'count accounts, identities, consents, tokens and events; database and WAL size'
 const usage = usageText(
-  'stats [--db PATH] [--org ORG] [--environment ENV] [--json]',
+  'stats [--db PATH | --url URL [--schema NAME]] [--org ORG] [--environment ENV] [--json]',
   `Runs stats() for one organization and environment: linked accounts, identities, consents
 (all and active), live session tokens and events, the database and WAL sizes in bytes and the
 write-queue depth.`,
