@@ -599,7 +599,7 @@ export interface ClientOptions {
   url?: string
   /**
    * With `url`: the PostgreSQL schema holding linkvault's tables, created if missing
-   * (default `'linkvault'`; letters, digits and underscores).
+   * (default `'linkvault'`; 1–63 letters, digits and underscores, not starting with a digit).
    */
   schema?: string
   /**

@@ -14,37 +14,34 @@ const path = require('node:path')
 
 /** Store-parametric suites that pass on PostgreSQL: run by both projects. */
 const POSTGRES_SUITES = [
-  // tokens, signing keys, key rotation and events are on PostgreSQL (src/store/postgres/).
+  '__test__/accounts.test.js',
+  '__test__/admin.test.js',
+  '__test__/apikeys.test.js',
+  '__test__/auth0.test.js',
+  '__test__/cobalt.test.js',
+  '__test__/concurrency.test.js',
+  '__test__/consents.test.js',
+  '__test__/errors.test.js',
+  '__test__/events.test.js',
+  '__test__/fiskil.test.js',
+  '__test__/hostile.test.js',
+  '__test__/identities.test.js',
+  '__test__/keys.test.js',
+  '__test__/tokens.test.js',
+  'server/__test__/auth0.test.js',
+  'server/__test__/cli.test.js',
+  'server/__test__/cobalt.test.js',
+  'server/__test__/consent-page.test.js',
+  'server/__test__/fiskil.test.js',
+  'server/__test__/webhooks-cli.test.js',
+  'server/__test__/webhooks.test.js',
 ]
 
 /**
- * Store-parametric suites whose module is not on PostgreSQL yet (the engine answers
- * STORAGE_ERROR "not available on PostgreSQL in this build yet", src/store/postgres/unported.rs):
- * they run on SQLite only until their module lands, then move to POSTGRES_SUITES.
+ * Store-parametric suites that do not run on PostgreSQL yet, each with the reason; they run on
+ * SQLite only until then. Empty: every module is on PostgreSQL.
  */
-const NOT_YET_ON_POSTGRES = {
-  '__test__/accounts.test.js': 'linked accounts',
-  '__test__/admin.test.js': 'stats() and the modules it counts; its backup/key-file cases are SQLite-only inside',
-  '__test__/apikeys.test.js': 'API keys and forScope',
-  '__test__/auth0.test.js': 'identities (Auth0 users) on linked accounts',
-  '__test__/cobalt.test.js': 'linked accounts (the Cobalt SDK surface)',
-  '__test__/concurrency.test.js': 'linked accounts (concurrent upserts, processes on one database)',
-  '__test__/consents.test.js': 'auth sessions and consents',
-  '__test__/errors.test.js': 'linked accounts (its fixtures write accounts)',
-  '__test__/events.test.js': 'linked accounts, auth sessions and consents (the events it lists)',
-  '__test__/fiskil.test.js': 'end users, auth sessions and consents',
-  '__test__/hostile.test.js': 'every module (hostile input to every method)',
-  '__test__/identities.test.js': 'identities and merges',
-  '__test__/keys.test.js': 'linked accounts (the sealed credentials it rotates)',
-  '__test__/tokens.test.js': 'linked accounts (tokens are minted for an account)',
-  'server/__test__/auth0.test.js': 'API keys (the server authenticates with them) and identities',
-  'server/__test__/cli.test.js': 'API keys (keys create/list/revoke)',
-  'server/__test__/cobalt.test.js': 'API keys and linked accounts',
-  'server/__test__/consent-page.test.js': 'auth sessions and consents',
-  'server/__test__/fiskil.test.js': 'API keys, end users and consents',
-  'server/__test__/webhooks-cli.test.js': 'webhooks',
-  'server/__test__/webhooks.test.js': 'webhooks',
-}
+const NOT_YET_ON_POSTGRES = {}
 
 /** Suites that run once, on SQLite, by nature: why each has nothing to run on PostgreSQL. */
 const SQLITE_ONLY = {
@@ -111,4 +108,3 @@ module.exports = {
   ],
 }
 
-module.exports.suites = { POSTGRES_SUITES, NOT_YET_ON_POSTGRES, SQLITE_ONLY }

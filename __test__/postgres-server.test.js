@@ -239,7 +239,7 @@ describe('linkvault serve --url and the keys/webhooks commands on PostgreSQL', (
     await c.close()
   })
 
-  test('serve --url: /healthz, /readyz; a Cobalt route answers the documented STORAGE_ERROR until accounts are on PostgreSQL', async () => {
+  test('serve --url: /healthz, /readyz; a Cobalt route writes and reads an account there', async () => {
     const schema = newSchema()
     const url = pgUrl()
     const key = lastJson((await cli(['keys', 'create', '--url', url, '--schema', schema, '--org', 'org_srv'])).stdout)
@@ -268,10 +268,12 @@ describe('linkvault serve --url and the keys/webhooks commands on PostgreSQL', (
         headers: { 'content-type': 'application/json', 'x-api-key': key.api_key },
         body: JSON.stringify({ linked_account_id: 'u1', name: 'Ann' }),
       })
-      // The API key was resolved on PostgreSQL (a wrong one is 401); accounts are not there yet.
-      expect(res.status).toBeGreaterThanOrEqual(500)
-      const body = await res.json()
-      expect(body.message).toMatch(/not available on PostgreSQL in this build yet/)
+      // The API key was resolved on PostgreSQL (a wrong one is 401), the account written there.
+      expect(res.status).toBe(200)
+      expect(await res.json()).toMatchObject({ account_id: 'u1', name: 'Ann', __v: 0 })
+      const got = await fetch(`${base}/api/v2/public/linked-account/u1`, { headers: { 'x-api-key': key.api_key } })
+      expect(got.status).toBe(200)
+      expect(await got.json()).toMatchObject({ account_id: 'u1', name: 'Ann' })
       const wrong = await fetch(`${base}/api/v2/public/linked-account`, { headers: { 'x-api-key': `tk_${'0'.repeat(64)}` } })
       expect(wrong.status).toBe(401)
     } finally {

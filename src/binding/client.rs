@@ -27,7 +27,7 @@ pub struct ClientOptions {
   /// 503) naming host and port.
   pub url: Option<String>,
   /// With `url`: the PostgreSQL schema holding linkvault's tables, created if missing
-  /// (default `'linkvault'`; letters, digits and underscores).
+  /// (default `'linkvault'`; 1–63 letters, digits and underscores, not starting with a digit).
   pub schema: Option<String>,
   /// With `url`: connections of this client (1–100, default 10), plus one that listens for
   /// other processes' revocations.
