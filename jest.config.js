@@ -46,7 +46,7 @@ const NOT_YET_ON_POSTGRES = {}
 /** Suites that run once, on SQLite, by nature: why each has nothing to run on PostgreSQL. */
 const SQLITE_ONLY = {
   '__test__/api.test.js': 'no database: checks the typings, binding and docs agree',
-  '__test__/cli.test.js': 'the admin CLI (check, backup, export, import, rotate-key, stats) opens --db files only',
+  '__test__/cli.test.js': 'the admin CLI on SQLite files (key files beside them, --db); its --url side is postgres-cli.test.js',
   '__test__/faults.test.js': 'file faults: crashes mid-write, many writers on one file, disk full, read-only files, :memory:',
   '__test__/install.test.js': 'no database: installs the packed package into a fresh project',
   '__test__/readme.test.js': 'no database: compiles the README code blocks',
