@@ -57,6 +57,22 @@ function canonical(v) {
 
 const iso = (ms) => new Date(ms).toISOString()
 
+/** Credentials sealed with AES-256-GCM under `key`, bound to their account (iv | tag | data). */
+function sealCredentials(key, obj, id) {
+  const iv = crypto.randomBytes(12)
+  const c = crypto.createCipheriv('aes-256-gcm', key, iv)
+  c.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
+  const ct = Buffer.concat([c.update(JSON.stringify(obj)), c.final()])
+  return Buffer.concat([iv, c.getAuthTag(), ct])
+}
+
+function openCredentials(key, buf, id) {
+  const d = crypto.createDecipheriv('aes-256-gcm', key, buf.subarray(0, 12))
+  d.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
+  d.setAuthTag(buf.subarray(12, 28))
+  return JSON.parse(Buffer.concat([d.update(buf.subarray(28)), d.final()]).toString())
+}
+
 class Baseline {
   constructor(file, key, { orgId = 'org_bench', environment = 'test' } = {}) {
     this.db = new Database(file)
@@ -105,18 +121,11 @@ class Baseline {
   }
 
   seal(obj, id) {
-    const iv = crypto.randomBytes(12)
-    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv)
-    c.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
-    const ct = Buffer.concat([c.update(JSON.stringify(obj)), c.final()])
-    return Buffer.concat([iv, c.getAuthTag(), ct])
+    return sealCredentials(this.key, obj, id)
   }
 
   open(buf, id) {
-    const d = crypto.createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12))
-    d.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
-    d.setAuthTag(buf.subarray(12, 28))
-    return JSON.parse(Buffer.concat([d.update(buf.subarray(28)), d.final()]).toString())
+    return openCredentials(this.key, buf, id)
   }
 
   upsertLinkedAccount(payload) {
@@ -331,4 +340,5 @@ class Baseline {
   }
 }
 
-module.exports = { Baseline, canonical }
+// The helpers the other baselines share (pg-baseline.js, minimal-baseline.js).
+module.exports = { Baseline, canonical, iso, objectId, sealCredentials, openCredentials }

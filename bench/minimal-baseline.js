@@ -3,9 +3,8 @@
 // change), one transaction per call — and nothing else: no sealed credentials, no event row, no
 // identities. better-sqlite3 in WAL mode, synchronous=NORMAL, prepared statements. It is the
 // floor a hand-written store could reach; linkvault does more per call (sealing, the event log).
-const crypto = require('node:crypto')
 const Database = require('better-sqlite3')
-const { canonical } = require('./baseline')
+const { canonical, iso, objectId } = require('./baseline')
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS accounts (
@@ -14,15 +13,6 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS udf (
   account_pk INTEGER NOT NULL, key TEXT NOT NULL, pos INTEGER NOT NULL, value TEXT NOT NULL, oid TEXT NOT NULL,
   created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, PRIMARY KEY (account_pk, key)) WITHOUT ROWID;`
-
-const iso = (ms) => new Date(ms).toISOString()
-
-function objectId(now) {
-  const b = Buffer.alloc(12)
-  b.writeUInt32BE(Math.floor(now / 1000), 0)
-  crypto.randomFillSync(b, 4)
-  return b.toString('hex')
-}
 
 class MinimalBaseline {
   constructor(file, { orgId = 'org_bench', environment = 'test' } = {}) {

@@ -4,9 +4,8 @@
 // shape) written with node-postgres the way a good Node developer would: a Pool, named
 // (prepared) parameterized statements, one transaction per call, the account row locked with
 // SELECT ... FOR UPDATE and created with INSERT ... ON CONFLICT, in a schema of its own.
-const crypto = require('node:crypto')
 const pg = require('pg')
-const { canonical } = require('./baseline')
+const { canonical, iso, objectId, sealCredentials, openCredentials } = require('./baseline')
 
 const SCOPE = 1
 
@@ -71,14 +70,6 @@ const Q = {
   credentials: { name: 'credentials', text: 'SELECT credentials FROM accounts WHERE scope_id = $1 AND account_id = $2' },
 }
 
-function objectId(now) {
-  const b = Buffer.alloc(12)
-  b.writeUInt32BE(Math.floor(now / 1000), 0)
-  crypto.randomFillSync(b, 4)
-  return b.toString('hex')
-}
-
-const iso = (ms) => new Date(ms).toISOString()
 const notFound = (id) => Object.assign(new Error(`Linked Account with account id ${id} not found`), { code: 'NOT_FOUND' })
 // bigint columns hold millisecond timestamps and small counters: safe as JS numbers.
 const types = { getTypeParser: (oid, format) => (oid === 20 ? Number : pg.types.getTypeParser(oid, format)) }
@@ -119,18 +110,11 @@ class PgBaseline {
   }
 
   seal(obj, id) {
-    const iv = crypto.randomBytes(12)
-    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv)
-    c.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
-    const ct = Buffer.concat([c.update(JSON.stringify(obj)), c.final()])
-    return Buffer.concat([iv, c.getAuthTag(), ct])
+    return sealCredentials(this.key, obj, id)
   }
 
   open(buf, id) {
-    const d = crypto.createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, 12))
-    d.setAAD(Buffer.from(`creds/${SCOPE}/${id}`))
-    d.setAuthTag(buf.subarray(12, 28))
-    return JSON.parse(Buffer.concat([d.update(buf.subarray(28)), d.final()]).toString())
+    return openCredentials(this.key, buf, id)
   }
 
   upsertLinkedAccount(payload) {
