@@ -20,6 +20,15 @@ fn payload(id: &str, r: usize) -> Value {
   })
 }
 
+/// Whether the row `name` runs: `BENCH_ONLY` (as in bench/run.js) is a comma-separated list of
+/// substrings of row names; unset, every row runs.
+fn selected(name: &str) -> bool {
+  match std::env::var("BENCH_ONLY") {
+    Ok(only) if !only.is_empty() => only.split(',').any(|s| name.contains(s.trim())),
+    _ => true,
+  }
+}
+
 /// Runs `n` calls of `op` with at most `inflight` outstanding, `RUNS` times after a warm-up.
 fn measure<T, F>(runs: usize, n: usize, inflight: usize, mut op: F) -> (f64, f64, f64)
 where
@@ -46,6 +55,15 @@ where
   }
   rates.sort_by(|a, b| a.total_cmp(b));
   (rates[rates.len() / 2], rates[0], rates[rates.len() - 1])
+}
+
+type Rate = (f64, f64, f64);
+
+/// Measures the row `name` unless `BENCH_ONLY` leaves it out.
+fn push_row(rows: &mut Vec<(String, Rate)>, name: String, run: impl FnOnce() -> Rate) {
+  if selected(&name) {
+    rows.push((name, run()));
+  }
 }
 
 fn finish<T>(p: Pending<T>) {
@@ -105,77 +123,80 @@ fn main() {
     .collect();
   let mut link_seq = 0usize;
   let mut rows = Vec::new();
-  rows.push((
+  push_row(
+    &mut rows,
     "verifySessionTokenSync (baseline jsonwebtoken) sync".to_string(),
-    measure(runs, n * 20, 1, |i, _| {
-      Pending::ready(vault.verify_session_token(&tokens[i % 100]))
-    }),
-  ));
+    || {
+      measure(runs, n * 20, 1, |i, _| {
+        Pending::ready(vault.verify_session_token(&tokens[i % 100]))
+      })
+    },
+  );
   for inflight in [1usize, 64] {
     let name = |op: &str| format!("{op} x{inflight}");
-    rows.push((
-      name("upsertLinkedAccount (insert)"),
+    push_row(&mut rows, name("upsertLinkedAccount (insert)"), || {
       measure(runs, n, inflight, |i, r| {
         vault.upsert_linked_account(&payload(&format!("new-{r}-{i}-{inflight}"), r), None)
-      }),
-    ));
-    rows.push((
-      name("upsertLinkedAccount (update)"),
+      })
+    });
+    push_row(&mut rows, name("upsertLinkedAccount (update)"), || {
       measure(runs, n, inflight, |i, r| {
         vault.upsert_linked_account(
           &payload(&format!("user-{}", i % accounts), r + 1 + inflight),
           None,
         )
-      }),
-    ));
-    rows.push((
-      name("getLinkedAccountById"),
+      })
+    });
+    push_row(&mut rows, name("getLinkedAccountById"), || {
       measure(runs, n, inflight, |i, _| {
         vault.get_linked_account_by_id(&json!(format!("user-{}", i % accounts)))
-      }),
-    ));
-    rows.push((
-      name("getAllLinkedAccounts (page of 50)"),
+      })
+    });
+    push_row(&mut rows, name("getAllLinkedAccounts (page of 50)"), || {
       measure(runs, n / 10, inflight, |i, _| {
         vault.get_all_linked_accounts(Some(&json!({ "page": 1 + i % 20, "limit": 50 })))
-      }),
-    ));
-    rows.push((
-      name("getTokenForLinkedAccount (mint)"),
+      })
+    });
+    push_row(&mut rows, name("getTokenForLinkedAccount (mint)"), || {
       measure(runs, n, inflight, |i, _| {
         vault.get_token_for_linked_account(
           &json!({ "linked_account_id": format!("user-{}", i % accounts), "force_refresh": true }),
         )
-      }),
-    ));
-    rows.push((
+      })
+    });
+    push_row(
+      &mut rows,
       name("verifySessionToken (async; baseline jose)"),
-      measure(runs, n * 5, inflight, |i, _| {
-        Pending::ready(vault.verify_session_token(&tokens[i % 100]))
-      }),
-    ));
-    rows.push((
+      || {
+        measure(runs, n * 5, inflight, |i, _| {
+          Pending::ready(vault.verify_session_token(&tokens[i % 100]))
+        })
+      },
+    );
+    push_row(
+      &mut rows,
       name("listLinkedAccounts (keyset page of 50)"),
-      measure(runs, n / 10, inflight, |i, _| {
-        let q = match &cursors[i % cursors.len()] {
-          Some(c) => json!({ "limit": 50, "after": c }),
-          None => json!({ "limit": 50 }),
-        };
-        vault.list_linked_accounts(Some(&q))
-      }),
-    ));
+      || {
+        measure(runs, n / 10, inflight, |i, _| {
+          let q = match &cursors[i % cursors.len()] {
+            Some(c) => json!({ "limit": 50, "after": c }),
+            None => json!({ "limit": 50 }),
+          };
+          vault.list_linked_accounts(Some(&q))
+        })
+      },
+    );
   }
   for inflight in [1usize, 64] {
-    rows.push((
-      format!("linkIdentity x{inflight}"),
+    push_row(&mut rows, format!("linkIdentity x{inflight}"), || {
       measure(runs, n, inflight, |i, _| {
         link_seq += 1;
         vault.link_identity(
           &json!(format!("user-{}", i % accounts)),
           &json!({ "provider": "github", "user_id": format!("gh-{link_seq}"), "email": format!("U{i}@Example.com"), "email_verified": true, "isSocial": true }),
         )
-      }),
-    ));
+      })
+    });
   }
   let _ = vault.close().wait();
   let _ = std::fs::remove_dir_all(&dir);

@@ -602,6 +602,111 @@ mod tests {
     assert!(a.verify(&make("ext-3", now + 1, "org_1")).is_ok());
   }
 
+  /// Rewrites a closed file's token tables in the layout of schema version 8 (tokens keyed by
+  /// jti with their account, refresh tokens indexed by jti and expiry: migration 2's tables,
+  /// as linkvault wrote them before migration 9), rows as they are.
+  fn downgrade_to_v8(path: &str) {
+    let v2 = crate::store::sqlite::schema::migration_sql(2);
+    let start = v2.find("CREATE TABLE token_families").unwrap();
+    let end = v2.find("-- Append-only revocation log").unwrap();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn
+      .execute_batch(&format!(
+        "BEGIN;
+         ALTER TABLE refresh_tokens RENAME TO r9;
+         ALTER TABLE session_tokens RENAME TO s9;
+         ALTER TABLE token_families RENAME TO f9;
+         DROP INDEX token_families_account;
+         DROP INDEX token_families_expiry;
+         DROP INDEX refresh_tokens_family;
+         {}
+         INSERT INTO token_families (pk, scope_id, account_pk, scopes, ttl, created_at, expires_at, revoked_at)
+           SELECT pk, scope_id, account_pk, scopes, ttl, created_at, expires_at, revoked_at FROM f9;
+         INSERT INTO session_tokens (jti, family_pk, account_pk, kid, iat, exp, revoked_at)
+           SELECT t.jti, t.family_pk, f.account_pk, t.kid, t.iat, t.exp, t.revoked_at
+           FROM s9 t JOIN f9 f ON f.pk = t.family_pk;
+         INSERT INTO refresh_tokens (hash, family_pk, jti, expires_at, used_at, revoked_at)
+           SELECT hash, family_pk, jti, expires_at, used_at, revoked_at FROM r9;
+         DROP TABLE r9;
+         DROP TABLE s9;
+         DROP TABLE f9;
+         PRAGMA user_version = 8;
+         COMMIT;",
+        &v2[start..end]
+      ))
+      .unwrap();
+    let n: i64 = conn
+      .query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('session_tokens_account', 'refresh_tokens_jti')",
+        [],
+        |r| r.get(0),
+      )
+      .unwrap();
+    assert_eq!(n, 2);
+  }
+
+  /// A file of schema version 8 migrates to 9 with its tokens as they were: live tokens verify,
+  /// revoked ones stay revoked, refresh tokens rotate, a used one is still detected as reused
+  /// (and revokes its family), tokens are found again for reuse, for revokeSessionToken (with
+  /// their refresh tokens) and for account deletion.
+  #[test]
+  fn tokens_survive_migration_9() {
+    let (_dir, path) = temp_db();
+    let a = open(&path, "org_1", None).unwrap();
+    a.account("u1");
+    a.account("u2");
+    let live = a.mint("u1", false);
+    let rotated = a.mint("u1", true);
+    let next = a.refresh(&rotated.refresh_token).unwrap();
+    let revoked = a.mint("u2", false);
+    assert_eq!(a.revoke(&revoked.token).unwrap(), 1);
+    let other = a.mint("u2", true);
+    a.store.close().wait().unwrap();
+    drop(a);
+    downgrade_to_v8(&path);
+
+    let b = open(&path, "org_1", None).unwrap();
+    let version: i64 = b
+      .store
+      .read(|conn| Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+      .wait()
+      .unwrap();
+    assert_eq!(version, crate::store::sqlite::schema::latest_version());
+    for t in [&live, &rotated, &next, &other] {
+      assert!(b.verify(&t.token).is_ok());
+    }
+    assert_eq!(b.code(&revoked.token), "TOKEN_REVOKED");
+    assert_eq!(
+      b.refresh(&revoked.refresh_token).unwrap_err().code(),
+      "TOKEN_REVOKED"
+    );
+    assert_eq!(b.revoke(&revoked.token).unwrap(), 0);
+    assert!(b.mint("u1", false).reused);
+    // revokeSessionToken finds a migrated token and its refresh token.
+    assert_eq!(b.revoke(&other.token).unwrap(), 1);
+    assert_eq!(b.code(&other.token), "TOKEN_REVOKED");
+    assert_eq!(
+      b.refresh(&other.refresh_token).unwrap_err().code(),
+      "TOKEN_REVOKED"
+    );
+    // A refresh token used before the migration is a reuse: its family is revoked.
+    assert_eq!(
+      b.refresh(&rotated.refresh_token).unwrap_err().code(),
+      "TOKEN_REVOKED"
+    );
+    assert_eq!(b.code(&next.token), "TOKEN_REVOKED");
+    assert_eq!(
+      b.refresh(&next.refresh_token).unwrap_err().code(),
+      "TOKEN_REVOKED"
+    );
+    // The untouched family still rotates, then goes with its account.
+    let fresh = b.refresh(&live.refresh_token).unwrap();
+    assert!(b.verify(&fresh.token).is_ok());
+    b.delete_account("u1").wait().unwrap();
+    assert_eq!(b.code(&fresh.token), "TOKEN_REVOKED");
+    assert_eq!(b.code(&live.token), "TOKEN_REVOKED");
+  }
+
   #[test]
   fn expired_rows_are_pruned() {
     let (_dir, path) = temp_db();

@@ -37,7 +37,6 @@ pub struct RefreshRow {
   pub used: bool,
   pub revoked: bool,
   pub scope_id: i64,
-  pub account_pk: i64,
   /// The family's scope set (stored form, see [`scopes_key`]).
   pub scopes: Option<String>,
   pub ttl: i64,
@@ -70,13 +69,8 @@ pub trait FamilyRows {
   ) -> Result<i64>;
   /// Raises the family's expiry to `until` (never lowers it).
   fn extend_family(&mut self, family: i64, until: i64) -> Result<()>;
-  fn insert_session_token(
-    &mut self,
-    claims: &Claims,
-    family: i64,
-    account_pk: i64,
-    kid: &str,
-  ) -> Result<()>;
+  /// Records an issued token's claims in its family (the account is the family's).
+  fn insert_session_token(&mut self, claims: &Claims, family: i64, kid: &str) -> Result<()>;
   fn insert_refresh_token(
     &mut self,
     hash: &[u8; 32],
@@ -87,9 +81,12 @@ pub trait FamilyRows {
   fn find_refresh_token(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshRow>>;
   fn mark_refresh_used(&mut self, hash: &[u8; 32], now_ms: i64) -> Result<()>;
   /// Deletes, anywhere in the database, at most `batch` rows per table of: families expired
-  /// before `horizon`, tokens expired before `horizon`, refresh tokens expired before `now`,
-  /// jti revocations and token uses expired before `horizon`. True if a table had more.
-  fn prune_expired(&mut self, now: i64, horizon: i64, batch: i64) -> Result<bool>;
+  /// before `horizon` (with their tokens and refresh tokens), jti revocations and token uses
+  /// expired before `horizon`. True if a table had more.
+  fn prune_expired(&mut self, horizon: i64, batch: i64) -> Result<bool>;
+  /// Deletes the family's tokens expired before `horizon` and refresh tokens expired before
+  /// `now` (a family kept alive by refreshing would otherwise keep them all).
+  fn prune_family(&mut self, family: i64, now: i64, horizon: i64) -> Result<()>;
 }
 
 /// Rows pruned per table per pass.
@@ -101,20 +98,23 @@ thread_local! {
   static LAST_PRUNE: std::cell::Cell<i64> = const { std::cell::Cell::new(i64::MIN) };
 }
 
-/// Deletes rows that can no longer matter: families whose last token and refresh token expired,
-/// tokens expired past the revocation margin, expired refresh tokens, revocations and uses of
-/// tokens expired past the margin. A pass costs tens of microseconds even with nothing to
+/// Deletes rows that can no longer matter: families whose last token and refresh token expired
+/// (with their rows: a family's expiry covers each of its tokens plus the revocation margin and
+/// each of its refresh tokens, so no row outlives its use), revocations and uses of tokens
+/// expired past the margin. A pass costs tens of microseconds even with nothing to
 /// delete, so it runs at most once per second per connection, a bounded batch per table, and
 /// again on the next write while a backlog remains.
 pub fn prune(tx: &mut (impl TokenTx + ?Sized), now: i64) -> Result<()> {
   if LAST_PRUNE.with(|l| l.get()) == now {
     return Ok(());
   }
-  let backlog = tx.prune_expired(now, now - REVOCATION_MARGIN_SECS, PRUNE_BATCH)?;
+  let backlog = tx.prune_expired(now - REVOCATION_MARGIN_SECS, PRUNE_BATCH)?;
   LAST_PRUNE.with(|l| l.set(if backlog { i64::MIN } else { now }));
   Ok(())
 }
 
+/// A new refresh token recorded in `family`. The caller makes sure the family's expiry covers
+/// `expires_at`.
 fn insert_refresh(
   tx: &mut (impl TokenTx + ?Sized),
   family: i64,
@@ -123,18 +123,24 @@ fn insert_refresh(
 ) -> Result<String> {
   let (token, hash) = new_refresh_token()?;
   tx.insert_refresh_token(&hash, family, jti, expires_at)?;
-  tx.extend_family(family, expires_at)?;
   Ok(token)
 }
 
-/// Signs and records a new token (and its refresh token) in `family`.
+/// When a family must be kept until: past its token `exp` by the revocation margin, and until
+/// its refresh token expires.
+fn family_expiry(exp: i64, refresh_exp: i64) -> i64 {
+  (exp + REVOCATION_MARGIN_SECS).max(refresh_exp)
+}
+
+/// Signs and records a new token (and its refresh token) in `family`. A new family's expiry
+/// already covers them (set by [`mint`]); an older one (`extend`) is raised to cover them.
 #[allow(clippy::too_many_arguments)]
 fn issue_in_family(
   tx: &mut (impl TokenTx + ?Sized),
   sealer: &Sealer,
   scope: &Scope,
   family: i64,
-  account_pk: i64,
+  extend: bool,
   account_id: &str,
   scopes: Option<Vec<String>>,
   ttl: i64,
@@ -152,9 +158,12 @@ fn issue_in_family(
     scopes,
   };
   let token = encode(&kid, &claims, &secret)?;
-  tx.insert_session_token(&claims, family, account_pk, &kid)?;
-  tx.extend_family(family, claims.exp + REVOCATION_MARGIN_SECS)?;
-  let refresh_token = insert_refresh(tx, family, &claims.jti, now + refresh_ttl)?;
+  tx.insert_session_token(&claims, family, &kid)?;
+  let refresh_exp = now + refresh_ttl;
+  if extend {
+    tx.extend_family(family, family_expiry(claims.exp, refresh_exp))?;
+  }
+  let refresh_token = insert_refresh(tx, family, &claims.jti, refresh_exp)?;
   Ok(Issued {
     token,
     expires_in: ttl,
@@ -202,6 +211,7 @@ fn reuse(
     scopes: req.scopes.clone(),
   };
   let token = encode(&t.kid, &claims, &secret)?;
+  tx.extend_family(t.family, refresh_exp)?;
   let refresh_token = insert_refresh(tx, t.family, &claims.jti, refresh_exp)?;
   Ok(Some(Issued {
     token,
@@ -238,16 +248,15 @@ pub fn mint(
     scopes_key(&req.scopes).as_deref(),
     req.ttl,
     now_ms,
-    // The family lives as long as its first token (plus the revocation margin) and refresh
-    // token; set now so issuing into it needs no update.
-    (now + req.ttl + REVOCATION_MARGIN_SECS).max(now + policy.refresh_ttl),
+    // Set now so issuing into it needs no update.
+    family_expiry(now + req.ttl, now + policy.refresh_ttl),
   )?;
   issue_in_family(
     tx,
     sealer,
     scope,
     family,
-    account_pk,
+    false,
     &req.account_id,
     req.scopes.clone(),
     req.ttl,
@@ -308,12 +317,14 @@ pub fn refresh(
     ));
   }
   tx.mark_refresh_used(&hash, now_ms)?;
+  // Refreshing keeps the family alive: drop what of it has expired meanwhile.
+  tx.prune_family(row.family, now, now - REVOCATION_MARGIN_SECS)?;
   issue_in_family(
     tx,
     sealer,
     scope,
     row.family,
-    row.account_pk,
+    true,
     &row.account_id,
     scopes_from_key(row.scopes),
     row.ttl,

@@ -27,6 +27,13 @@ pub enum Revocation {
   Account { account_id: String, cutoff: i64 },
 }
 
+/// An issued token's row: its family and whether it is revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+  pub family: i64,
+  pub revoked: bool,
+}
+
 /// Revocations read from the log, and where to resume the next read.
 #[derive(Clone, Debug, Default)]
 pub struct RevocationPage {
@@ -71,12 +78,18 @@ pub trait RevocationRows {
   ) -> Result<()>;
   /// The account's unrevoked families.
   fn account_families(&mut self, account_pk: i64) -> Result<Vec<i64>>;
-  /// For a token linkvault issued in this scope: whether it is revoked. None if not ours.
-  fn session_token_revoked(&mut self, scope_id: i64, jti: &str) -> Result<Option<bool>>;
-  fn revoke_session_token_row(&mut self, jti: &str, now_ms: i64) -> Result<()>;
-  /// Revokes the unused, unrevoked refresh tokens issued with `jti` that expire after `now`;
-  /// returns how many.
-  fn revoke_refresh_of(&mut self, jti: &str, now_ms: i64, now: i64) -> Result<u64>;
+  /// A token linkvault issued in this scope for the account `account_id` (found through the
+  /// account's families), if it is still stored.
+  fn session_token(
+    &mut self,
+    scope_id: i64,
+    account_id: &str,
+    jti: &str,
+  ) -> Result<Option<StoredToken>>;
+  fn revoke_session_token_row(&mut self, family: i64, jti: &str, now_ms: i64) -> Result<()>;
+  /// Revokes the family's unused, unrevoked refresh tokens issued with `jti` that expire after
+  /// `now`; returns how many.
+  fn revoke_refresh_of(&mut self, family: i64, jti: &str, now_ms: i64, now: i64) -> Result<u64>;
 }
 
 fn invalid(message: &str) -> Error {
@@ -201,16 +214,17 @@ pub fn revoke_token(
   // Logged only while the token could still verify somewhere.
   let worth_logging = claims.exp > now - REVOCATION_MARGIN_SECS;
   let mut changed = false;
-  match tx.session_token_revoked(scope.id, &claims.jti)? {
-    Some(already) => {
-      if !already {
-        tx.revoke_session_token_row(&claims.jti, now_ms)?;
+  // The claims are authenticated: the token's account is the one it was issued for.
+  match tx.session_token(scope.id, &claims.linked_account_id, &claims.jti)? {
+    Some(row) => {
+      if !row.revoked {
+        tx.revoke_session_token_row(row.family, &claims.jti, now_ms)?;
         if worth_logging && !tx.jti_listed(scope.id, &claims.jti)? {
           tx.insert_jti_revocation(scope.id, &claims.jti, claims.exp)?;
         }
         changed = true;
       }
-      changed |= tx.revoke_refresh_of(&claims.jti, now_ms, now)? > 0;
+      changed |= tx.revoke_refresh_of(row.family, &claims.jti, now_ms, now)? > 0;
     }
     None => {
       if worth_logging && !tx.jti_listed(scope.id, &claims.jti)? {

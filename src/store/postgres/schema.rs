@@ -14,9 +14,10 @@ use super::quote_ident;
 use crate::error::{Error, Result};
 
 /// (version, SQL). Append only; never edit a released entry.
-const MIGRATIONS: &[(i64, &str)] = &[(
-  1,
-  r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+  (
+    1,
+    r#"
 CREATE TABLE meta (
   key   TEXT PRIMARY KEY,
   value BYTEA NOT NULL
@@ -304,7 +305,25 @@ CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
 CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
   WHERE state <> 'pending';
 "#,
-)];
+  ),
+  (
+    2,
+    r#"
+-- Fewer indexes written per mint (issue 14; SQLite migration 9 explains the layout): rows
+-- expire with their family (no per-token expiry index), session tokens are keyed by
+-- (family_pk, jti) and reach their account through the family, refresh tokens are found
+-- through their family.
+DROP INDEX session_tokens_account;
+DROP INDEX session_tokens_family;
+DROP INDEX session_tokens_expiry;
+ALTER TABLE session_tokens DROP CONSTRAINT session_tokens_pkey;
+ALTER TABLE session_tokens DROP COLUMN account_pk;
+ALTER TABLE session_tokens ADD PRIMARY KEY (family_pk, jti);
+DROP INDEX refresh_tokens_jti;
+DROP INDEX refresh_tokens_expiry;
+"#,
+  ),
+];
 
 pub fn latest_version() -> i64 {
   MIGRATIONS.last().map(|m| m.0).unwrap_or(0)

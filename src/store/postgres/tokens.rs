@@ -9,7 +9,7 @@ use super::conn::PgTx;
 use super::{NOTIFY_CHANNEL, XID_ID};
 use crate::domain::tokens::families::{LiveToken, RefreshRow};
 use crate::domain::tokens::keys::StoredKey;
-use crate::domain::tokens::revocation::{Revocation, RevocationPage};
+use crate::domain::tokens::revocation::{Revocation, RevocationPage, StoredToken};
 use crate::domain::tokens::{Claims, FamilyRows, RevocationRows, SigningKeyRows, TokenTx};
 use crate::error::Result;
 
@@ -114,10 +114,11 @@ impl FamilyRows for PgTx<'_> {
       self
         .query_opt(
           "SELECT t.jti, t.kid, t.iat, t.exp, t.family_pk, k.secret
-             FROM session_tokens t
-             JOIN token_families f ON f.pk = t.family_pk
+             FROM token_families f
+             JOIN session_tokens t ON t.family_pk = f.pk
              JOIN signing_keys k ON k.scope_id = f.scope_id AND k.kid = t.kid
-            WHERE t.account_pk = $1 AND f.scopes IS NOT DISTINCT FROM $2::text
+            WHERE f.account_pk = $1 AND f.scopes IS NOT DISTINCT FROM $2::text
+              AND f.expires_at > $3
               AND t.revoked_at IS NULL AND f.revoked_at IS NULL AND k.retired_at IS NULL
               AND t.exp > $3 AND t.exp <= $4
             ORDER BY t.exp DESC LIMIT 1",
@@ -171,19 +172,12 @@ impl FamilyRows for PgTx<'_> {
     Ok(())
   }
 
-  fn insert_session_token(
-    &mut self,
-    claims: &Claims,
-    family: i64,
-    account_pk: i64,
-    kid: &str,
-  ) -> Result<()> {
+  fn insert_session_token(&mut self, claims: &Claims, family: i64, kid: &str) -> Result<()> {
     self.defer(
-      "INSERT INTO session_tokens (jti, family_pk, account_pk, kid, iat, exp) VALUES ($1, $2, $3, $4, $5, $6)",
+      "INSERT INTO session_tokens (family_pk, jti, kid, iat, exp) VALUES ($1, $2, $3, $4, $5)",
       vec![
-        Box::new(claims.jti.clone()),
         Box::new(family),
-        Box::new(account_pk),
+        Box::new(claims.jti.clone()),
         Box::new(kid.to_string()),
         Box::new(claims.iat),
         Box::new(claims.exp),
@@ -216,7 +210,7 @@ impl FamilyRows for PgTx<'_> {
       self
         .query_opt(
           "SELECT r.family_pk, r.expires_at, r.used_at IS NOT NULL, r.revoked_at IS NOT NULL,
-                  f.scope_id, f.account_pk, f.scopes, f.ttl, f.revoked_at IS NOT NULL, a.account_id
+                  f.scope_id, f.scopes, f.ttl, f.revoked_at IS NOT NULL, a.account_id
              FROM refresh_tokens r
              JOIN token_families f ON f.pk = r.family_pk
              JOIN accounts a ON a.pk = f.account_pk
@@ -229,11 +223,10 @@ impl FamilyRows for PgTx<'_> {
           used: r.get(2),
           revoked: r.get(3),
           scope_id: r.get(4),
-          account_pk: r.get(5),
-          scopes: r.get(6),
-          ttl: r.get(7),
-          family_revoked: r.get(8),
-          account_id: r.get(9),
+          scopes: r.get(5),
+          ttl: r.get(6),
+          family_revoked: r.get(7),
+          account_id: r.get(8),
         }),
     )
   }
@@ -248,39 +241,33 @@ impl FamilyRows for PgTx<'_> {
 
   /// Queued with the next statements (the counts would cost a round trip): reports no backlog,
   /// so the next pass comes a second later.
-  fn prune_expired(&mut self, now: i64, horizon: i64, batch: i64) -> Result<bool> {
-    for (sql, limit) in [
-      (
-        "DELETE FROM token_families WHERE pk IN
-           (SELECT pk FROM token_families WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        horizon,
-      ),
-      (
-        "DELETE FROM session_tokens WHERE jti IN
-           (SELECT jti FROM session_tokens WHERE exp < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        horizon,
-      ),
-      (
-        "DELETE FROM refresh_tokens WHERE hash IN
-           (SELECT hash FROM refresh_tokens WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        now,
-      ),
-      (
-        "DELETE FROM token_revocations WHERE seq IN
-           (SELECT seq FROM token_revocations WHERE kind = 'jti' AND expires_at < $1 LIMIT $2
-            FOR UPDATE SKIP LOCKED)",
-        horizon,
-      ),
-      (
-        "DELETE FROM token_uses WHERE (scope_id, purpose, jti) IN
-           (SELECT scope_id, purpose, jti FROM token_uses WHERE expires_at < $1 LIMIT $2
-            FOR UPDATE SKIP LOCKED)",
-        horizon,
-      ),
+  fn prune_expired(&mut self, horizon: i64, batch: i64) -> Result<bool> {
+    // A family's tokens and refresh tokens go with it (ON DELETE CASCADE).
+    for sql in [
+      "DELETE FROM token_families WHERE pk IN
+         (SELECT pk FROM token_families WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+      "DELETE FROM token_revocations WHERE seq IN
+         (SELECT seq FROM token_revocations WHERE kind = 'jti' AND expires_at < $1 LIMIT $2
+          FOR UPDATE SKIP LOCKED)",
+      "DELETE FROM token_uses WHERE (scope_id, purpose, jti) IN
+         (SELECT scope_id, purpose, jti FROM token_uses WHERE expires_at < $1 LIMIT $2
+          FOR UPDATE SKIP LOCKED)",
     ] {
-      self.defer(sql, vec![Box::new(limit), Box::new(batch)]);
+      self.defer(sql, vec![Box::new(horizon), Box::new(batch)]);
     }
     Ok(false)
+  }
+
+  fn prune_family(&mut self, family: i64, now: i64, horizon: i64) -> Result<()> {
+    self.defer(
+      "DELETE FROM session_tokens WHERE family_pk = $1 AND exp < $2",
+      vec![Box::new(family), Box::new(horizon)],
+    );
+    self.defer(
+      "DELETE FROM refresh_tokens WHERE family_pk = $1 AND expires_at < $2",
+      vec![Box::new(family), Box::new(now)],
+    );
+    Ok(())
   }
 }
 
@@ -493,32 +480,47 @@ impl RevocationRows for PgTx<'_> {
     )
   }
 
-  fn session_token_revoked(&mut self, scope_id: i64, jti: &str) -> Result<Option<bool>> {
+  fn session_token(
+    &mut self,
+    scope_id: i64,
+    account_id: &str,
+    jti: &str,
+  ) -> Result<Option<StoredToken>> {
     Ok(
       self
         .query_opt(
-          "SELECT t.revoked_at IS NOT NULL FROM session_tokens t
-             JOIN token_families f ON f.pk = t.family_pk
-            WHERE t.jti = $1 AND f.scope_id = $2",
-          &[&jti, &scope_id],
+          "SELECT t.family_pk, t.revoked_at IS NOT NULL
+             FROM accounts a
+             JOIN token_families f ON f.account_pk = a.pk
+             JOIN session_tokens t ON t.family_pk = f.pk AND t.jti = $3
+            WHERE a.scope_id = $1 AND a.account_id = $2",
+          &[&scope_id, &account_id, &jti],
         )?
-        .map(|r| r.get(0)),
+        .map(|r| StoredToken {
+          family: r.get(0),
+          revoked: r.get(1),
+        }),
     )
   }
 
-  fn revoke_session_token_row(&mut self, jti: &str, now_ms: i64) -> Result<()> {
+  fn revoke_session_token_row(&mut self, family: i64, jti: &str, now_ms: i64) -> Result<()> {
     self.defer(
-      "UPDATE session_tokens SET revoked_at = $2 WHERE jti = $1",
-      vec![Box::new(jti.to_string()), Box::new(now_ms)],
+      "UPDATE session_tokens SET revoked_at = $3 WHERE family_pk = $1 AND jti = $2",
+      vec![
+        Box::new(family),
+        Box::new(jti.to_string()),
+        Box::new(now_ms),
+      ],
     );
     Ok(())
   }
 
-  fn revoke_refresh_of(&mut self, jti: &str, now_ms: i64, now: i64) -> Result<u64> {
+  fn revoke_refresh_of(&mut self, family: i64, jti: &str, now_ms: i64, now: i64) -> Result<u64> {
     self.execute(
-      "UPDATE refresh_tokens SET revoked_at = $2
-        WHERE jti = $1 AND revoked_at IS NULL AND used_at IS NULL AND expires_at > $3",
-      &[&jti, &now_ms, &now],
+      "UPDATE refresh_tokens SET revoked_at = $3
+        WHERE family_pk = $1 AND jti = $2 AND revoked_at IS NULL AND used_at IS NULL
+          AND expires_at > $4",
+      &[&family, &jti, &now_ms, &now],
     )
   }
 }

@@ -1,13 +1,13 @@
-//! The session-token tables on SQLite (schema: migration 2): signing keys, families, issued
-//! tokens (claims), refresh-token hashes, the revocation log, epochs and token uses. Rows only;
-//! the rules are in `domain::tokens`.
+//! The session-token tables on SQLite (schema: migrations 2 and 9): signing keys, families,
+//! issued tokens (claims), refresh-token hashes, the revocation log, epochs and token uses.
+//! Rows only; the rules are in `domain::tokens`.
 
 use rusqlite::{params, OptionalExtension};
 
 use super::SqliteTx;
 use crate::domain::tokens::families::{LiveToken, RefreshRow};
 use crate::domain::tokens::keys::StoredKey;
-use crate::domain::tokens::revocation::{Revocation, RevocationPage};
+use crate::domain::tokens::revocation::{Revocation, RevocationPage, StoredToken};
 use crate::domain::tokens::{Claims, FamilyRows, RevocationRows, SigningKeyRows, TokenTx};
 use crate::error::Result;
 
@@ -107,10 +107,10 @@ impl FamilyRows for SqliteTx<'_> {
         .conn
         .prepare_cached(
           "SELECT t.jti, t.kid, t.iat, t.exp, t.family_pk, k.secret
-             FROM session_tokens t
-             JOIN token_families f ON f.pk = t.family_pk
+             FROM token_families f
+             JOIN session_tokens t ON t.family_pk = f.pk
              JOIN signing_keys k ON k.scope_id = f.scope_id AND k.kid = t.kid
-            WHERE t.account_pk = ?1 AND f.scopes IS ?2
+            WHERE f.account_pk = ?1 AND f.scopes IS ?2 AND f.expires_at > ?3
               AND t.revoked_at IS NULL AND f.revoked_at IS NULL AND k.retired_at IS NULL
               AND t.exp > ?3 AND t.exp <= ?4
             ORDER BY t.exp DESC LIMIT 1",
@@ -166,21 +166,13 @@ impl FamilyRows for SqliteTx<'_> {
     Ok(())
   }
 
-  fn insert_session_token(
-    &mut self,
-    claims: &Claims,
-    family: i64,
-    account_pk: i64,
-    kid: &str,
-  ) -> Result<()> {
+  fn insert_session_token(&mut self, claims: &Claims, family: i64, kid: &str) -> Result<()> {
     self
       .conn
       .prepare_cached(
-        "INSERT INTO session_tokens (jti, family_pk, account_pk, kid, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO session_tokens (family_pk, jti, kid, iat, exp) VALUES (?1, ?2, ?3, ?4, ?5)",
       )?
-      .execute(params![
-        claims.jti, family, account_pk, kid, claims.iat, claims.exp
-      ])?;
+      .execute(params![family, claims.jti, kid, claims.iat, claims.exp])?;
     Ok(())
   }
 
@@ -206,7 +198,7 @@ impl FamilyRows for SqliteTx<'_> {
         .conn
         .prepare_cached(
           "SELECT r.family_pk, r.expires_at, r.used_at IS NOT NULL, r.revoked_at IS NOT NULL,
-                  f.scope_id, f.account_pk, f.scopes, f.ttl, f.revoked_at IS NOT NULL, a.account_id
+                  f.scope_id, f.scopes, f.ttl, f.revoked_at IS NOT NULL, a.account_id
              FROM refresh_tokens r
              JOIN token_families f ON f.pk = r.family_pk
              JOIN accounts a ON a.pk = f.account_pk
@@ -219,11 +211,10 @@ impl FamilyRows for SqliteTx<'_> {
             used: r.get(2)?,
             revoked: r.get(3)?,
             scope_id: r.get(4)?,
-            account_pk: r.get(5)?,
-            scopes: r.get(6)?,
-            ttl: r.get(7)?,
-            family_revoked: r.get(8)?,
-            account_id: r.get(9)?,
+            scopes: r.get(5)?,
+            ttl: r.get(6)?,
+            family_revoked: r.get(7)?,
+            account_id: r.get(8)?,
           })
         })
         .optional()?,
@@ -238,23 +229,14 @@ impl FamilyRows for SqliteTx<'_> {
     Ok(())
   }
 
-  fn prune_expired(&mut self, now: i64, horizon: i64, batch: i64) -> Result<bool> {
+  fn prune_expired(&mut self, horizon: i64, batch: i64) -> Result<bool> {
     let mut backlog = false;
+    // A family's tokens and refresh tokens go with it (ON DELETE CASCADE).
     for (sql, limit) in [
       (
         "DELETE FROM token_families WHERE pk IN
            (SELECT pk FROM token_families WHERE expires_at < ?1 LIMIT ?2)",
         horizon,
-      ),
-      (
-        "DELETE FROM session_tokens WHERE jti IN
-           (SELECT jti FROM session_tokens WHERE exp < ?1 LIMIT ?2)",
-        horizon,
-      ),
-      (
-        "DELETE FROM refresh_tokens WHERE hash IN
-           (SELECT hash FROM refresh_tokens WHERE expires_at < ?1 LIMIT ?2)",
-        now,
       ),
       (
         "DELETE FROM token_revocations WHERE seq IN
@@ -274,6 +256,18 @@ impl FamilyRows for SqliteTx<'_> {
       backlog |= n as i64 >= batch;
     }
     Ok(backlog)
+  }
+
+  fn prune_family(&mut self, family: i64, now: i64, horizon: i64) -> Result<()> {
+    self
+      .conn
+      .prepare_cached("DELETE FROM session_tokens WHERE family_pk = ?1 AND exp < ?2")?
+      .execute(params![family, horizon])?;
+    self
+      .conn
+      .prepare_cached("DELETE FROM refresh_tokens WHERE family_pk = ?1 AND expires_at < ?2")?
+      .execute(params![family, now])?;
+    Ok(())
   }
 }
 
@@ -453,36 +447,51 @@ impl RevocationRows for SqliteTx<'_> {
     )
   }
 
-  fn session_token_revoked(&mut self, scope_id: i64, jti: &str) -> Result<Option<bool>> {
+  fn session_token(
+    &mut self,
+    scope_id: i64,
+    account_id: &str,
+    jti: &str,
+  ) -> Result<Option<StoredToken>> {
     Ok(
       self
         .conn
         .prepare_cached(
-          "SELECT t.revoked_at IS NOT NULL FROM session_tokens t
-             JOIN token_families f ON f.pk = t.family_pk
-            WHERE t.jti = ?1 AND f.scope_id = ?2",
+          "SELECT t.family_pk, t.revoked_at IS NOT NULL
+             FROM accounts a
+             JOIN token_families f ON f.account_pk = a.pk
+             JOIN session_tokens t ON t.family_pk = f.pk AND t.jti = ?3
+            WHERE a.scope_id = ?1 AND a.account_id = ?2",
         )?
-        .query_row(params![jti, scope_id], |r| r.get(0))
+        .query_row(params![scope_id, account_id, jti], |r| {
+          Ok(StoredToken {
+            family: r.get(0)?,
+            revoked: r.get(1)?,
+          })
+        })
         .optional()?,
     )
   }
 
-  fn revoke_session_token_row(&mut self, jti: &str, now_ms: i64) -> Result<()> {
+  fn revoke_session_token_row(&mut self, family: i64, jti: &str, now_ms: i64) -> Result<()> {
     self
       .conn
-      .prepare_cached("UPDATE session_tokens SET revoked_at = ?2 WHERE jti = ?1")?
-      .execute(params![jti, now_ms])?;
+      .prepare_cached(
+        "UPDATE session_tokens SET revoked_at = ?3 WHERE family_pk = ?1 AND jti = ?2",
+      )?
+      .execute(params![family, jti, now_ms])?;
     Ok(())
   }
 
-  fn revoke_refresh_of(&mut self, jti: &str, now_ms: i64, now: i64) -> Result<u64> {
+  fn revoke_refresh_of(&mut self, family: i64, jti: &str, now_ms: i64, now: i64) -> Result<u64> {
     let n = self
       .conn
       .prepare_cached(
-        "UPDATE refresh_tokens SET revoked_at = ?2
-          WHERE jti = ?1 AND revoked_at IS NULL AND used_at IS NULL AND expires_at > ?3",
+        "UPDATE refresh_tokens SET revoked_at = ?3
+          WHERE family_pk = ?1 AND jti = ?2 AND revoked_at IS NULL AND used_at IS NULL
+            AND expires_at > ?4",
       )?
-      .execute(params![jti, now_ms, now])?;
+      .execute(params![family, jti, now_ms, now])?;
     Ok(n as u64)
   }
 }
