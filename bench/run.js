@@ -18,6 +18,9 @@ const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
 // "upsert, random order, mixed": MIX_IDS ids, each upserted 4 times, in a shuffled order.
 const MIX_IDS = Number(process.env.BENCH_MIX_IDS ?? 5000)
 const MIX_TIMES = 4
+// BENCH_ONLY=mint,verify: only the rows whose names contain one of these (also in the Rust core).
+const ONLY = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+const selected = (name) => ONLY.length === 0 || ONLY.some((part) => name.includes(part))
 
 /** A fixed shuffle (mulberry32) of every id MIX_TIMES times, with each upsert's occurrence number. */
 function mixedOrder() {
@@ -186,12 +189,14 @@ async function main() {
   for (const op of ops) {
     if (op.sync) {
       const name = `${op.name} sync`
+      if (!selected(name)) continue
       process.stderr.write(`measuring ${name}\n`)
       rows.push({ name, lv: measureSync(op.n, op.lv), base: measureSync(op.n, op.base) })
       continue
     }
     for (const inflight of op.only64 ? [64] : [1, 64]) {
       const name = `${op.name} x${inflight}`
+      if (!selected(name)) continue
       process.stderr.write(`measuring ${name}\n`)
       const a = await measure(op.n, inflight, op.lv)
       const b = await measure(op.n, inflight, async (i, r) => op.base(i, r))
@@ -200,7 +205,24 @@ async function main() {
     }
   }
 
-  // Honesty check: both implementations hold the same data and answer alike.
+  // Honesty check: both implementations hold the same data and answer alike (it needs every row).
+  if (ONLY.length === 0) await sampleCheck(lv, base, min, lvTokens, baseTokens)
+  const lag = await eventLoopLag(lv)
+  await lv.close()
+  base.close()
+  min.close()
+  fs.rmSync(dir, { recursive: true, force: true })
+
+  process.stderr.write('measuring the Rust core\n')
+  const core = rustCore()
+  print(rows, core)
+  console.log(
+    `event loop: a 1 ms interval while 64 upserts were in flight (${lag.upserts} upserts, ${lag.ticks} ticks): ` +
+      `late by p50 ${lag.p50.toFixed(2)} ms, p99 ${lag.p99.toFixed(2)} ms, max ${lag.max.toFixed(2)} ms`,
+  )
+}
+
+async function sampleCheck(lv, base, min, lvTokens, baseTokens) {
   for (const id of ['user-0', `user-${ACCOUNTS - 1}`, 'new-1-7']) {
     assert.deepStrictEqual(comparable(await lv.getLinkedAccountById(id)), comparable(base.getLinkedAccountById(id)), `sample ${id} differs`)
   }
@@ -227,19 +249,6 @@ async function main() {
     assert.deepStrictEqual(core(a), core(m), `${id} differs from the minimal baseline`)
   }
   process.stderr.write('sample check: linkvault and baseline results are equal\n')
-  const lag = await eventLoopLag(lv)
-  await lv.close()
-  base.close()
-  min.close()
-  fs.rmSync(dir, { recursive: true, force: true })
-
-  process.stderr.write('measuring the Rust core\n')
-  const core = rustCore()
-  print(rows, core)
-  console.log(
-    `event loop: a 1 ms interval while 64 upserts were in flight (${lag.upserts} upserts, ${lag.ticks} ticks): ` +
-      `late by p50 ${lag.p50.toFixed(2)} ms, p99 ${lag.p99.toFixed(2)} ms, max ${lag.max.toFixed(2)} ms`,
-  )
 }
 
 function print(rows, core) {

@@ -334,3 +334,95 @@ fn pg_tx_pipelines_and_reports_conflicts() {
   assert_eq!(n, 0);
   let _ = Key::random();
 }
+
+/// A schema at version 1 (tokens keyed by jti with their account, refresh tokens indexed by jti
+/// and expiry) migrates to 2 with its tokens as they were: live tokens verify, revoked ones stay
+/// revoked, a refresh token used before is still detected as reused, tokens are found again
+/// for reuse and for revokeSessionToken (with their refresh tokens).
+#[test]
+fn tokens_survive_migration_2() {
+  let schema = unique_schema();
+  let a = open(&schema, "org_1", [4; 32]).unwrap();
+  for id in ["u1", "u2"] {
+    a.upsert_linked_account(&json!({ "linked_account_id": id }), None)
+      .wait()
+      .unwrap();
+  }
+  let mint = |v: &Vault, id: &str, force: bool| {
+    v.get_token_for_linked_account(&json!({ "linked_account_id": id, "force_refresh": force }))
+      .wait()
+      .unwrap()
+  };
+  let live = mint(&a, "u1", false);
+  let rotated = mint(&a, "u1", true);
+  let next = a
+    .refresh_session_token(&json!(rotated.refresh_token))
+    .wait()
+    .unwrap();
+  let revoked = mint(&a, "u2", false);
+  assert_eq!(
+    a.revoke_session_token(&json!(revoked.token))
+      .wait()
+      .unwrap(),
+    1
+  );
+  let other = mint(&a, "u2", true);
+  a.close().wait().unwrap();
+  // The token tables as migration 1 made them, rows as they are.
+  let mut c = raw(&schema);
+  c.batch(&format!(
+    "BEGIN;
+     SET LOCAL search_path TO {};
+     ALTER TABLE session_tokens DROP CONSTRAINT session_tokens_pkey;
+     ALTER TABLE session_tokens ADD COLUMN account_pk BIGINT REFERENCES accounts(pk) ON DELETE CASCADE;
+     UPDATE session_tokens t SET account_pk = f.account_pk FROM token_families f WHERE f.pk = t.family_pk;
+     ALTER TABLE session_tokens ALTER COLUMN account_pk SET NOT NULL;
+     ALTER TABLE session_tokens ADD PRIMARY KEY (jti);
+     CREATE INDEX session_tokens_account ON session_tokens (account_pk, exp);
+     CREATE INDEX session_tokens_family ON session_tokens (family_pk);
+     CREATE INDEX session_tokens_expiry ON session_tokens (exp);
+     CREATE INDEX refresh_tokens_jti ON refresh_tokens (jti);
+     CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+     DELETE FROM migrations WHERE version > 1;
+     COMMIT;",
+    quote_ident(&schema)
+  ))
+  .unwrap();
+
+  let b = open(&schema, "org_1", [4; 32]).unwrap();
+  assert_eq!(
+    c.scalar_i64(&format!(
+      "SELECT max(version) FROM {}.migrations",
+      quote_ident(&schema)
+    ))
+    .unwrap(),
+    schema::latest_version()
+  );
+  let code = |t: &str| b.verify_session_token(t).unwrap_err().code();
+  let refresh_code = |r: &str| {
+    b.refresh_session_token(&json!(r))
+      .wait()
+      .unwrap_err()
+      .code()
+  };
+  for t in [&live, &rotated, &next, &other] {
+    assert!(b.verify_session_token(&t.token).is_ok());
+  }
+  assert_eq!(code(&revoked.token), "TOKEN_REVOKED");
+  assert_eq!(refresh_code(&revoked.refresh_token), "TOKEN_REVOKED");
+  assert!(mint(&b, "u1", false).reused);
+  assert_eq!(
+    b.revoke_session_token(&json!(other.token)).wait().unwrap(),
+    1
+  );
+  assert_eq!(code(&other.token), "TOKEN_REVOKED");
+  assert_eq!(refresh_code(&other.refresh_token), "TOKEN_REVOKED");
+  assert_eq!(refresh_code(&rotated.refresh_token), "TOKEN_REVOKED");
+  assert_eq!(code(&next.token), "TOKEN_REVOKED");
+  let fresh = b
+    .refresh_session_token(&json!(live.refresh_token))
+    .wait()
+    .unwrap();
+  assert!(b.verify_session_token(&fresh.token).is_ok());
+  b.close().wait().unwrap();
+}
