@@ -617,7 +617,7 @@ mod tests {
          ALTER TABLE session_tokens RENAME TO s9;
          ALTER TABLE token_families RENAME TO f9;
          DROP INDEX token_families_account;
-         DROP INDEX token_families_expiry;
+         DROP INDEX IF EXISTS token_families_expiry;
          DROP INDEX refresh_tokens_family;
          {}
          INSERT INTO token_families (pk, scope_id, account_pk, scopes, ttl, created_at, expires_at, revoked_at)

@@ -426,11 +426,12 @@ CREATE INDEX webhook_deliveries_finished ON webhook_deliveries (finished_at)
   (
     9,
     r#"
--- Fewer b-trees written per mint (issue 14): 6 instead of 12.
+-- Fewer b-trees written per mint (issue 14): 5 instead of 12.
 -- * Rows expire with their family: a family's expires_at covers each of its tokens (plus the
 --   revocation margin) and refresh tokens, so pruning deletes families (their rows go by
 --   cascade) and the per-token expiry indexes are gone. A family kept alive by refreshing
---   drops its own expired rows when it is refreshed (src/domain/tokens/families.rs).
+--   drops its own expired rows when it is refreshed (src/domain/tokens/families.rs). Families
+--   have no expiry index either: pruning sweeps them in pk order (src/store/sqlite/tokens.rs).
 -- * session_tokens is keyed by (family_pk, jti): the family index is the key itself, and a
 --   token is found by its family or, for revokeSessionToken, through its account's families
 --   (the jti and account of an authenticated token), so neither a jti nor an account index is
@@ -463,7 +464,6 @@ CREATE TABLE token_families (
   revoked_at INTEGER
 );
 CREATE INDEX token_families_account ON token_families (account_pk);
-CREATE INDEX token_families_expiry ON token_families (expires_at);
 
 CREATE TABLE session_tokens (
   family_pk  INTEGER NOT NULL REFERENCES token_families(pk) ON DELETE CASCADE,
