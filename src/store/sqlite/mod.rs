@@ -316,10 +316,11 @@ impl Db {
     } else {
       job
     };
-    counts.queued.fetch_add(1, Ordering::Relaxed);
+    let alone = counts.queued.fetch_add(1, Ordering::Relaxed) == 0;
     self.read_job(Box::new(Queued {
       job,
       counts: counts.clone(),
+      alone,
     }));
   }
 
@@ -544,12 +545,14 @@ fn open_reader(path: &str) -> Result<Connection> {
   Ok(conn)
 }
 
-/// When point reads run on the calling thread. Not when some are on the reader threads
-/// already: many calls in flight are served faster by the reader threads, in parallel with
-/// Node's thread, than one after another on it. And not more than [`INLINE_STREAK`] in a row:
-/// a promise settled at once resumes its `await` without a turn of the event loop, so a loop of
-/// awaited point reads would otherwise keep timers and I/O waiting for as long as it runs; every
-/// `INLINE_STREAK + 1`th read goes to a reader thread, and awaiting it lets the loop turn.
+/// When point reads run on the calling thread. Not more than [`INLINE_STREAK`] in a row: a
+/// promise settled at once resumes its `await` without a turn of the event loop, so a loop of
+/// awaited point reads would otherwise keep timers and I/O waiting for as long as it runs; the
+/// next read goes to a reader thread, and awaiting it lets the loop turn. A new streak starts
+/// only when that read was answered alone (nothing else queued when it was sent or when it was
+/// answered): the caller awaits one call at a time. Many calls in flight keep going to the
+/// reader threads, which serve them in parallel with Node's thread, faster than one after
+/// another on it. And never while other point reads wait for a reader thread.
 #[derive(Default)]
 struct PointReads {
   /// Point reads queued for the reader threads and not yet answered.
@@ -571,6 +574,8 @@ impl PointReads {
 struct Queued {
   job: Box<dyn Job>,
   counts: Arc<PointReads>,
+  /// Whether no other point read was queued when it was.
+  alone: bool,
 }
 
 impl Job for Queued {
@@ -580,8 +585,10 @@ impl Job for Queued {
 
   fn finish(self: Box<Self>, outcome: Result<()>) {
     // Counted out before the answer, so that the caller resuming on it may run inline again.
-    self.counts.queued.fetch_sub(1, Ordering::Relaxed);
-    self.counts.streak.store(0, Ordering::Relaxed);
+    let still_queued = self.counts.queued.fetch_sub(1, Ordering::Relaxed) - 1;
+    if self.alone && still_queued == 0 {
+      self.counts.streak.store(0, Ordering::Relaxed);
+    }
     self.job.finish(outcome)
   }
 }
@@ -1068,9 +1075,7 @@ mod tests {
     assert!(id.is_some());
     let held = s.db.inline.lock().unwrap();
     let later = scope_read(&s).try_take();
-    let later = later
-      .err()
-      .expect("the inline connection was held: a reader thread answers");
+    let later = later.expect_err("the inline connection was held: a reader thread answers");
     assert_eq!(later.wait().unwrap(), id);
     drop(held);
     assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
@@ -1089,24 +1094,23 @@ mod tests {
     for _ in 1..INLINE_STREAK {
       assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
     }
-    let queued = scope_read(&s).try_take().err().expect("the streak is over");
+    let queued = scope_read(&s).try_take().expect_err("the streak is over");
     assert_eq!(queued.wait().unwrap(), id);
-    // A reader thread answered: a new streak starts.
+    // A reader thread answered it alone: a new streak starts.
     assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
     // While one waits for a reader thread, the next ones wait too. (The only reader thread is
     // kept busy until `go`, and the inline connection held while the first read is made.)
+    s.db
+      .point_reads
+      .streak
+      .store(INLINE_STREAK - 1, Ordering::Relaxed);
     let (go, wait) = crossbeam_channel::bounded::<()>(0);
     let busy = s.read(move |_| wait.recv().map_err(|_| Error::closed()));
     let held = s.db.inline.lock().unwrap();
     let first = scope_read(&s).try_take().err().unwrap();
     drop(held);
     let next: Vec<_> = (0..4)
-      .map(|_| {
-        scope_read(&s)
-          .try_take()
-          .err()
-          .expect("behind a queued one")
-      })
+      .map(|_| scope_read(&s).try_take().expect_err("behind a queued one"))
       .collect();
     go.send(()).unwrap();
     busy.wait().unwrap();
@@ -1114,6 +1118,12 @@ mod tests {
     for p in next {
       assert_eq!(p.wait().unwrap(), id);
     }
+    // They were answered together, not alone (calls in flight): the streak goes on.
+    let streak = s.db.point_reads.streak.load(Ordering::Relaxed);
+    assert_eq!(streak, INLINE_STREAK - 1);
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    let lone = scope_read(&s).try_take().expect_err("the streak is over");
+    assert_eq!(lone.wait().unwrap(), id);
     assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
     s.close().wait().unwrap();
     v.close().wait().unwrap();
@@ -1149,8 +1159,7 @@ mod tests {
     });
     let pending = read
       .try_take()
-      .err()
-      .expect("not answered on the calling thread");
+      .expect_err("not answered on the calling thread");
     let (runs, elsewhere, id) = pending.wait().unwrap();
     assert_eq!((runs, elsewhere), (2, true));
     assert!(id.is_some());
