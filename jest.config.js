@@ -27,6 +27,7 @@ const POSTGRES_SUITES = [
   '__test__/hostile.test.js',
   '__test__/identities.test.js',
   '__test__/keys.test.js',
+  '__test__/point-reads.test.js',
   '__test__/tokens.test.js',
   'server/__test__/auth0.test.js',
   'server/__test__/cli.test.js',

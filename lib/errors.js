@@ -78,7 +78,11 @@ function wrap(fn) {
       throw fromNative(e, wrapped)
     }
     if (result !== null && typeof result === 'object' && typeof result.then === 'function') {
-      return result.then(undefined, rethrow)
+      // A promise of another realm (the addon's, seen from a Jest test's realm) is adopted by
+      // this realm's Promise first: `await` registers on a foreign promise only a microtask
+      // later, and a promise that is already rejected (a point read answered on this thread)
+      // would otherwise be converted before the awaiting frames are known to V8.
+      return (result instanceof Promise ? result : Promise.resolve(result)).then(undefined, rethrow)
     }
     return result
   }

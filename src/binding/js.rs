@@ -8,6 +8,8 @@
 //! drained on Node's thread through one threadsafe function per JS thread ([`Bridge`]), so the
 //! 64 writes of one group commit cost one wake-up, not 64. There the value is converted, or a
 //! real JS `Error` is built with its `code`, `status` and `field`, and the promise settles.
+//! A result that is already there when the method returns (a point read served on Node's
+//! thread, `store::read_point`; refused input) settles its promise at once instead.
 
 use std::cell::RefCell;
 use std::ffi::c_void;
@@ -285,9 +287,19 @@ where
   M: FnOnce(T) -> V + Send + 'static,
 {
   let raw_env = env.raw();
-  let bridge = Bridge::current(raw_env)?;
   let mut deferred = ptr::null_mut();
   let mut promise = ptr::null_mut();
+  let pending = match pending.try_take() {
+    // Already answered (a point read served on this thread, refused input): settled now, with
+    // no trip through the bridge. Still a promise: callers `await` it as any other.
+    Ok(r) => {
+      check_status!(unsafe { sys::napi_create_promise(raw_env, &mut deferred, &mut promise) })?;
+      settle(raw_env, RawDeferred(deferred), r.map(map));
+      return Ok(PromiseRaw::new(raw_env, promise));
+    }
+    Err(pending) => pending,
+  };
+  let bridge = Bridge::current(raw_env)?;
   check_status!(unsafe { sys::napi_create_promise(raw_env, &mut deferred, &mut promise) })?;
   bridge.begin(raw_env);
   let deferred = RawDeferred(deferred);

@@ -57,7 +57,7 @@ impl Vault {
   /// The account `id` of this client's scope (`NOT_FOUND` if none).
   pub(crate) fn get_account(&self, id: String) -> Pending<Account> {
     let scope = self.scope.clone();
-    store::read(&*self.store, move |tx| rules::get(tx, &scope, &id))
+    store::read_point(&*self.store, move |tx| rules::get(tx, &scope, &id))
   }
 
   pub fn delete_linked_account(&self, id: &Value) -> Pending<()> {
@@ -97,7 +97,7 @@ impl Vault {
   pub fn get_linked_account_credentials(&self, id: &Value) -> Pending<Option<Credentials>> {
     Pending::flatten(account_id(id).map(|id| {
       let (sealer, scope) = (self.sealer.clone(), self.scope.clone());
-      store::read(&*self.store, move |tx| {
+      store::read_point(&*self.store, move |tx| {
         rules::credentials(tx, &sealer, &scope, &id)
       })
     }))

@@ -103,7 +103,7 @@ impl Vault {
       return Pending::ready(Ok(None));
     }
     let key = key.clone();
-    store::read(&*self.store, move |tx| apikeys::resolve(tx, &key))
+    store::read_point(&*self.store, move |tx| apikeys::resolve(tx, &key))
   }
 
   /// `issueAccessToken({ client_id, client_secret, audience, ttl_seconds? })`: a new access

@@ -71,7 +71,7 @@ impl Vault {
   pub fn get_auth_session(&self, session_id: &Value) -> Pending<AuthSession> {
     Pending::flatten(session_key(session_id).map(|s| {
       let scope = self.scope.clone();
-      store::read(&*self.store, move |tx| {
+      store::read_point(&*self.store, move |tx| {
         sessions::get(tx, &scope, &s, now_ms())
       })
     }))
@@ -120,7 +120,7 @@ impl Vault {
   pub fn get_consent(&self, arrangement_id: &Value) -> Pending<Consent> {
     Pending::flatten(arrangement(arrangement_id).map(|a| {
       let scope = self.scope.clone();
-      let read = store::read(&*self.store, move |tx| {
+      let read = store::read_point(&*self.store, move |tx| {
         lifecycle::get(tx, &scope, &a, now_ms())
       });
       recording_lapses(self.store.clone(), self.scope.clone(), read)

@@ -71,6 +71,14 @@ pub trait Engine: Send + Sync {
   fn write_job(&self, job: Box<dyn Job>);
   /// Runs `job` in a read-only transaction (one consistent snapshot).
   fn read_job(&self, job: Box<dyn Job>);
+  /// Runs a bounded read `job` (a point read by key) as [`Engine::read_job`] does, or, when
+  /// that is cheaper and cannot wait, to completion on the calling thread before returning
+  /// (the SQLite engine, when its inline read connection is free at once). Node's thread calls
+  /// this: it must never block. The default (a server database, whose every read is a network
+  /// round trip) is `read_job`.
+  fn read_point_job(&self, job: Box<dyn Job>) {
+    self.read_job(job)
+  }
   /// Whether writes are impossible (a read-only SQLite file): opening then writes nothing.
   fn is_read_only(&self) -> bool;
   /// Whether `close` was called.
@@ -167,6 +175,19 @@ where
 {
   let (job, pending) = job(f);
   engine.read_job(job);
+  pending
+}
+
+/// Runs `f`, a bounded point read by key, in a read transaction of `engine`: perhaps on the
+/// calling thread ([`Engine::read_point_job`]; the result is then ready on return, see
+/// [`Pending::try_take`]), else as [`read`] does. Lists and pages use [`read`].
+pub fn read_point<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  engine.read_point_job(job);
   pending
 }
 

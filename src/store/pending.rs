@@ -133,6 +133,26 @@ impl<T> Pending<T> {
     }
   }
 
+  /// The result if it is already there (answered on this thread, or refused input), else the
+  /// `Pending` back: a caller can then use it at once instead of being called back.
+  pub fn try_take(self) -> std::result::Result<Result<T>, Self> {
+    match self.0 {
+      PendingInner::Ready(r) => Ok(r.unwrap_or_else(|| Err(taken()))),
+      PendingInner::Slot(slot) => {
+        let mut state = lock(&slot);
+        match std::mem::replace(&mut *state, State::Taken) {
+          State::Ready(r) => Ok(r),
+          other @ (State::Empty | State::Parked | State::Waiting(_) | State::Callback(_)) => {
+            *state = other;
+            drop(state);
+            Err(Pending(PendingInner::Slot(slot)))
+          }
+          State::Taken => Ok(Err(taken())),
+        }
+      }
+    }
+  }
+
   /// Runs `cb` with the result: at once if it is already there, else on the thread that
   /// answers.
   pub fn on_ready(self, cb: impl FnOnce(Result<T>) + Send + 'static) {
@@ -220,6 +240,19 @@ mod tests {
     let (a, p) = Pending::<i32>::channel();
     drop(a);
     assert_eq!(p.wait().unwrap_err().code(), "STORAGE_ERROR");
+  }
+
+  #[test]
+  fn try_take_gives_a_ready_result_and_keeps_a_pending_one() {
+    assert_eq!(Pending::ready(Ok(1)).try_take().ok().unwrap().unwrap(), 1);
+    let (a, p) = Pending::<i32>::channel();
+    a.send(Ok(2));
+    assert_eq!(p.try_take().ok().unwrap().unwrap(), 2);
+    let (a, p) = Pending::<i32>::channel();
+    let p = p.try_take().unwrap_err();
+    // Still answerable after a look that found nothing.
+    a.send(Ok(3));
+    assert_eq!(p.wait().unwrap(), 3);
   }
 
   /// `cargo test --release -- --ignored --nocapture pending_vs_oneshot`: the cost of `Pending`

@@ -6,7 +6,11 @@
 //! and only then answers each caller. A few reader threads each own a read connection and run
 //! each read in its own snapshot. WAL mode lets readers run while the writer commits, and other
 //! processes on the same file wait on SQLite's lock (busy timeout plus retry) instead of failing.
-//! No work runs on Node's thread and none on the async runtime's workers.
+//! No work runs on the async runtime's workers, and on Node's thread only point reads by key
+//! (`Engine::read_point_job`): one more read connection serves them on the calling thread when
+//! it is free at once and no lock would make it wait (no busy timeout: a lock sends the read to
+//! a reader thread), as better-sqlite3 does, without the hand-off to a reader thread and back;
+//! see [`PointReads`] for when they go to the reader threads anyway.
 //!
 //! The engine only persists: [`SqliteTx`] implements the row traits of `domain` over one
 //! connection inside the current transaction (`accounts`, `consents`, `tokens`, `keys`, `events` here), and jobs
@@ -28,6 +32,7 @@ mod webhooks;
 pub use backup::BackupInfo;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -108,6 +113,10 @@ const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(120);
 pub struct Db {
   writer: RwLock<Option<Sender<WriteJob>>>,
   readers: RwLock<Option<Sender<ReadJob>>>,
+  /// The read connection of `read_now` (point reads on the caller's thread); None for an
+  /// in-memory database and once closed.
+  inline: Mutex<Option<Inline>>,
+  point_reads: Arc<PointReads>,
   threads: Mutex<Vec<JoinHandle<()>>>,
   /// Disconnects when the writer thread has closed its connection.
   writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -155,9 +164,16 @@ impl Db {
               threads.push(h);
             }
           }
+          let inline = if memory {
+            None
+          } else {
+            Some(open_inline(&config.path)?)
+          };
           let db = Db {
             writer: RwLock::new(Some(wtx)),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
+            inline: Mutex::new(inline),
+            point_reads: Arc::default(),
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
             listeners: listeners.clone(),
@@ -285,6 +301,51 @@ impl Db {
     }
   }
 
+  /// Runs a point read by key (`Engine::read_point_job`): on the calling thread when
+  /// [`PointReads`] allows it and [`Db::read_now`] can, else on a reader thread.
+  pub fn read_point_job(&self, job: Box<dyn Job>) {
+    let counts = &self.point_reads;
+    let job = if counts.inline_allowed() {
+      match self.read_now(job) {
+        Ok(()) => {
+          counts.streak.fetch_add(1, Ordering::Relaxed);
+          return;
+        }
+        Err(job) => job,
+      }
+    } else {
+      job
+    };
+    let alone = counts.queued.fetch_add(1, Ordering::Relaxed) == 0;
+    self.read_job(Box::new(Queued {
+      job,
+      counts: counts.clone(),
+      alone,
+    }));
+  }
+
+  /// Runs a point-read job on the calling thread, or gives it back: when the inline connection
+  /// is in use (another JS thread), the database is in memory or closed, or the read met a lock
+  /// held elsewhere (a WAL recovery or reset by another connection), which a reader thread
+  /// waits out instead.
+  fn read_now(&self, mut job: Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>> {
+    let Ok(guard) = self.inline.try_lock() else {
+      return Err(job);
+    };
+    let Some(inline) = guard.as_ref() else {
+      return Err(job);
+    };
+    let outcome = run_read(&inline.conn, &mut *job);
+    let met_a_lock = inline.met_a_lock.swap(false, Ordering::Relaxed);
+    drop(guard);
+    if met_a_lock {
+      // Its result is discarded: the job runs again from the start (`Job::run`).
+      return Err(job);
+    }
+    job.finish(outcome);
+    Ok(())
+  }
+
   /// The readers' queue; None for an in-memory database (reads go to the writer) and once
   /// closed (then the writer refuses them).
   fn reader_queue(&self) -> Option<Sender<ReadJob>> {
@@ -325,6 +386,9 @@ impl Db {
   pub fn close(&self) -> Pending<()> {
     let writer = self.writer.write().ok().and_then(|mut g| g.take());
     let readers = self.readers.write().ok().and_then(|mut g| g.take());
+    // Taken at once, so that no read is served after `close`; waits at most for one point read
+    // running on another JS thread.
+    let inline = self.inline.lock().ok().and_then(|mut g| g.take());
     let threads: Vec<JoinHandle<()>> = self
       .threads
       .lock()
@@ -343,6 +407,7 @@ impl Db {
     let _ = std::thread::Builder::new()
       .name("linkvault-close".into())
       .spawn(move || {
+        drop(inline);
         drop(readers);
         for t in threads {
           let _ = t.join();
@@ -480,6 +545,74 @@ fn open_reader(path: &str) -> Result<Connection> {
   Ok(conn)
 }
 
+/// When point reads run on the calling thread. Not more than [`INLINE_STREAK`] in a row: a
+/// promise settled at once resumes its `await` without a turn of the event loop, so a loop of
+/// awaited point reads would otherwise keep timers and I/O waiting for as long as it runs; the
+/// next read goes to a reader thread, and awaiting it lets the loop turn. A new streak starts
+/// only when that read was answered alone (nothing else queued when it was sent or when it was
+/// answered): the caller awaits one call at a time. Many calls in flight keep going to the
+/// reader threads, which serve them in parallel with Node's thread, faster than one after
+/// another on it. And never while other point reads wait for a reader thread.
+#[derive(Default)]
+struct PointReads {
+  /// Point reads queued for the reader threads and not yet answered.
+  queued: AtomicUsize,
+  /// Point reads run on a calling thread since a reader thread last answered one.
+  streak: AtomicUsize,
+}
+
+/// At most this many point reads in a row run on Node's thread (about 20 µs each).
+const INLINE_STREAK: usize = 32;
+
+impl PointReads {
+  fn inline_allowed(&self) -> bool {
+    self.queued.load(Ordering::Relaxed) == 0 && self.streak.load(Ordering::Relaxed) < INLINE_STREAK
+  }
+}
+
+/// A point read sent to a reader thread, counted in [`PointReads`] until it is answered.
+struct Queued {
+  job: Box<dyn Job>,
+  counts: Arc<PointReads>,
+  /// Whether no other point read was queued when it was.
+  alone: bool,
+}
+
+impl Job for Queued {
+  fn run(&mut self, tx: &mut dyn Tx) -> Result<()> {
+    self.job.run(tx)
+  }
+
+  fn finish(self: Box<Self>, outcome: Result<()>) {
+    // Counted out before the answer, so that the caller resuming on it may run inline again.
+    let still_queued = self.counts.queued.fetch_sub(1, Ordering::Relaxed) - 1;
+    if self.alone && still_queued == 0 {
+      self.counts.streak.store(0, Ordering::Relaxed);
+    }
+    self.job.finish(outcome)
+  }
+}
+
+/// The read connection of `Db::read_now`: a reader whose reads never wait for a lock.
+struct Inline {
+  conn: Connection,
+  /// Set by its busy handler: the last read met a lock held elsewhere.
+  met_a_lock: Arc<AtomicBool>,
+}
+
+fn open_inline(path: &str) -> Result<Inline> {
+  let mut conn = open_reader(path)?;
+  let met_a_lock = Arc::new(AtomicBool::new(false));
+  let flag = met_a_lock.clone();
+  // Never wait (this runs on Node's thread): note the lock, and `read_now` hands the read to a
+  // reader thread, whose busy timeout waits it out.
+  conn.busy_handler(Some(move |_attempts: i32| {
+    flag.store(true, Ordering::Relaxed);
+    false
+  }))?;
+  Ok(Inline { conn, met_a_lock })
+}
+
 fn in_read_txn<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
   conn.prepare_cached("BEGIN")?.execute([])?;
   let res = catch_unwind(AssertUnwindSafe(|| f(conn)))
@@ -495,19 +628,25 @@ fn reader_loop(conn: Connection, rx: Receiver<ReadJob>) {
     match job {
       ReadJob::Conn(f) => f(&conn),
       ReadJob::Job(mut job) => {
-        // The job keeps its own result: the outcome is the read's (its snapshot, a panic).
-        let outcome = exec_cached(&conn, "BEGIN").and_then(|()| {
-          let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(&conn))));
-          let _ = exec_cached(&conn, "COMMIT");
-          match ran {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::storage("internal error while reading (panic)")),
-          }
-        });
+        let outcome = run_read(&conn, &mut *job);
         job.finish(outcome);
       }
     }
   }
+}
+
+/// Runs a read job in its own read transaction (a fresh snapshot: it sees every commit that
+/// finished before it began). The job keeps its own result: the outcome is the read's (its
+/// snapshot, a panic).
+fn run_read(conn: &Connection, job: &mut dyn Job) -> Result<()> {
+  exec_cached(conn, "BEGIN").and_then(|()| {
+    let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(conn))));
+    let _ = exec_cached(conn, "COMMIT");
+    match ran {
+      Ok(_) => Ok(()),
+      Err(_) => Err(Error::storage("internal error while reading (panic)")),
+    }
+  })
 }
 
 /// `BEGIN IMMEDIATE`, waiting for other processes' write locks well past the busy timeout so
@@ -731,6 +870,10 @@ impl Engine for SqliteStore {
     self.db.read_job(job)
   }
 
+  fn read_point_job(&self, job: Box<dyn Job>) {
+    self.db.read_point_job(job)
+  }
+
   fn is_read_only(&self) -> bool {
     self.db.is_read_only()
   }
@@ -894,6 +1037,135 @@ mod tests {
     let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
     assert_eq!(wal, 0);
     drop(other);
+    v.close().wait().unwrap();
+  }
+
+  /// A second engine on the file of a client that wrote `u1` (a `Db` whose fields the tests
+  /// can reach), and the client.
+  fn engine_beside_a_client(path: &str) -> (Vault, SqliteStore) {
+    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();
+    o.encryption_key = Some(Key::from_bytes([7; 32]));
+    let v = Vault::open(o).wait().unwrap();
+    v.upsert_linked_account(&json!({"linked_account_id": "u1"}), None)
+      .wait()
+      .unwrap();
+    let config = StoreConfig {
+      path: path.to_string(),
+      durability: Durability::Normal,
+      readers: 1,
+    };
+    let sealer = Arc::new(Sealer::new(Key::from_bytes([7; 32])));
+    (v, SqliteStore::open(config, sealer).wait().unwrap())
+  }
+
+  /// The scope's id, by a point read.
+  fn scope_read(s: &SqliteStore) -> Pending<Option<i64>> {
+    crate::store::read_point(s, |tx| tx.scope_id("org_1", "test"))
+  }
+
+  /// A point read runs on the calling thread only when the inline connection is free at once:
+  /// while another thread holds it, the read goes to a reader thread and still answers; once
+  /// closed, it fails with CLIENT_CLOSED as every read does.
+  #[test]
+  fn a_point_read_never_waits_for_the_inline_connection() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    let at_once = scope_read(&s).try_take();
+    let id = at_once.ok().expect("served at once").unwrap();
+    assert!(id.is_some());
+    let held = s.db.inline.lock().unwrap();
+    let later = scope_read(&s).try_take();
+    let later = later.expect_err("the inline connection was held: a reader thread answers");
+    assert_eq!(later.wait().unwrap(), id);
+    drop(held);
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    s.close().wait().unwrap();
+    assert_eq!(scope_read(&s).wait().unwrap_err().code(), "CLIENT_CLOSED");
+    v.close().wait().unwrap();
+  }
+
+  /// Point reads run on the calling thread at most `INLINE_STREAK` in a row (so that awaiting
+  /// them lets the event loop turn), and not while another waits for a reader thread.
+  #[test]
+  fn point_reads_go_to_a_reader_thread_after_a_streak_or_behind_a_queued_one() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    let id = scope_read(&s).wait().unwrap();
+    for _ in 1..INLINE_STREAK {
+      assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    }
+    let queued = scope_read(&s).try_take().expect_err("the streak is over");
+    assert_eq!(queued.wait().unwrap(), id);
+    // A reader thread answered it alone: a new streak starts.
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    // While one waits for a reader thread, the next ones wait too. (The only reader thread is
+    // kept busy until `go`, and the inline connection held while the first read is made.)
+    s.db
+      .point_reads
+      .streak
+      .store(INLINE_STREAK - 1, Ordering::Relaxed);
+    let (go, wait) = crossbeam_channel::bounded::<()>(0);
+    let busy = s.read(move |_| wait.recv().map_err(|_| Error::closed()));
+    let held = s.db.inline.lock().unwrap();
+    let first = scope_read(&s).try_take().err().unwrap();
+    drop(held);
+    let next: Vec<_> = (0..4)
+      .map(|_| scope_read(&s).try_take().expect_err("behind a queued one"))
+      .collect();
+    go.send(()).unwrap();
+    busy.wait().unwrap();
+    assert_eq!(first.wait().unwrap(), id);
+    for p in next {
+      assert_eq!(p.wait().unwrap(), id);
+    }
+    // They were answered together, not alone (calls in flight): the streak goes on.
+    let streak = s.db.point_reads.streak.load(Ordering::Relaxed);
+    assert_eq!(streak, INLINE_STREAK - 1);
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    let lone = scope_read(&s).try_take().expect_err("the streak is over");
+    assert_eq!(lone.wait().unwrap(), id);
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    s.close().wait().unwrap();
+    v.close().wait().unwrap();
+  }
+
+  /// A point read that meets a lock held by another connection (the inline connection's busy
+  /// handler fired) is not retried on the calling thread (Node's), which would wait: its
+  /// result is discarded and it runs again, from the start, on a reader thread, which waits
+  /// the lock out. (A job standing in for SQLite here sets the flag the busy handler sets.)
+  #[test]
+  fn a_point_read_that_meets_a_lock_runs_again_on_a_reader_thread() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    let flag = s
+      .db
+      .inline
+      .lock()
+      .unwrap()
+      .as_ref()
+      .unwrap()
+      .met_a_lock
+      .clone();
+    let caller = std::thread::current().id();
+    let mut runs = 0;
+    let read = crate::store::read_point(&s, move |tx| {
+      runs += 1;
+      if runs == 1 {
+        flag.store(true, Ordering::Relaxed);
+        return Err(Error::storage("storage error: database is locked"));
+      }
+      let elsewhere = std::thread::current().id() != caller;
+      Ok((runs, elsewhere, tx.scope_id("org_1", "test")?))
+    });
+    let pending = read
+      .try_take()
+      .expect_err("not answered on the calling thread");
+    let (runs, elsewhere, id) = pending.wait().unwrap();
+    assert_eq!((runs, elsewhere), (2, true));
+    assert!(id.is_some());
+    // The next read runs on the calling thread again.
+    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    s.close().wait().unwrap();
     v.close().wait().unwrap();
   }
 }
