@@ -57,7 +57,7 @@ impl Vault {
   /// The account `id` of this client's scope (`NOT_FOUND` if none).
   pub(crate) fn get_account(&self, id: String) -> Pending<Account> {
     let scope = self.scope.clone();
-    store::read(&*self.store, move |tx| rules::get(tx, &scope, &id))
+    store::read_one(&*self.store, move |tx| rules::get(tx, &scope, &id))
   }
 
   pub fn delete_linked_account(&self, id: &Value) -> Pending<()> {

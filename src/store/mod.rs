@@ -71,6 +71,12 @@ pub trait Engine: Send + Sync {
   fn write_job(&self, job: Box<dyn Job>);
   /// Runs `job` in a read-only transaction (one consistent snapshot).
   fn read_job(&self, job: Box<dyn Job>);
+  /// Runs `job`, a read the engine most likely answers with one statement, in one snapshot. An
+  /// engine whose statements are each a snapshot may run it without a transaction (and runs it
+  /// again in one if it needs a second statement).
+  fn read_one_job(&self, job: Box<dyn Job>) {
+    self.read_job(job);
+  }
   /// Whether writes are impossible (a read-only SQLite file): opening then writes nothing.
   fn is_read_only(&self) -> bool;
   /// Whether `close` was called.
@@ -167,6 +173,18 @@ where
 {
   let (job, pending) = job(f);
   engine.read_job(job);
+  pending
+}
+
+/// Runs `f`, a read made of one engine call that reads one statement's worth (such as
+/// `AccountRows::find_account_pieces`), in one snapshot: see [`Engine::read_one_job`].
+pub fn read_one<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  engine.read_one_job(job);
   pending
 }
 
