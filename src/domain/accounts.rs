@@ -115,6 +115,15 @@ pub trait AccountRows {
   fn delete_all_udf(&mut self, pk: i64) -> Result<()>;
   /// The position after the account's last UDF row.
   fn next_udf_pos(&mut self, pk: i64) -> Result<i64>;
+  /// Adds `rows`, in order, after the account's last UDF row. An engine may do it without
+  /// reading the last position first.
+  fn append_udf(&mut self, pk: i64, rows: &[&UdfRow]) -> Result<()> {
+    let next = self.next_udf_pos(pk)?;
+    for (i, u) in rows.iter().enumerate() {
+      self.insert_udf(pk, next + i as i64, u)?;
+    }
+    Ok(())
+  }
   /// How many accounts of the scope match `filter`.
   fn count_accounts(&mut self, scope_id: i64, filter: &ListFilter) -> Result<i64>;
   /// Accounts of the scope matching `filter`, by pk, skipping `offset`.
@@ -443,12 +452,12 @@ fn update(
     }
   }
   if !udf_changes.inserted.is_empty() {
-    let next = tx.next_udf_pos(row.pk)?;
-    for (i, key) in udf_changes.inserted.iter().enumerate() {
-      if let Some(u) = udf.iter().find(|u| &u.key == key) {
-        tx.insert_udf(row.pk, next + i as i64, u)?;
-      }
-    }
+    let added: Vec<&UdfRow> = udf_changes
+      .inserted
+      .iter()
+      .filter_map(|key| udf.iter().find(|u| &u.key == key))
+      .collect();
+    tx.append_udf(row.pk, &added)?;
   }
   let data = json!({ "__v": row.version, "changed": changed_fields });
   tx.append_event(

@@ -145,8 +145,7 @@ fn read_pieces(r: &Row) -> AccountPieces {
   let verified: Vec<bool> = r.get::<_, Option<_>>(ID + 5).unwrap_or_default();
   let mut profiles: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 6).unwrap_or_default();
   let linked: Vec<i64> = r.get::<_, Option<_>>(ID + 7).unwrap_or_default();
-  let mut connection_ids: Vec<Option<String>> =
-    r.get::<_, Option<_>>(ID + 8).unwrap_or_default();
+  let mut connection_ids: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 8).unwrap_or_default();
   let identities = providers
     .into_iter()
     .zip(user_ids)
@@ -158,13 +157,12 @@ fn read_pieces(r: &Row) -> AccountPieces {
       is_social: socials.get(n).copied().unwrap_or_default(),
       email: emails.get_mut(n).and_then(Option::take),
       email_verified: verified.get(n).copied().unwrap_or_default(),
-      profile_data: profiles
-        .get_mut(n)
-        .and_then(Option::take)
-        .and_then(|p| match serde_json::from_str(&p) {
+      profile_data: profiles.get_mut(n).and_then(Option::take).and_then(|p| {
+        match serde_json::from_str(&p) {
           Ok(Value::Object(m)) => Some(m),
           _ => None,
-        }),
+        }
+      }),
       linked_at: linked.get(n).copied().unwrap_or_default(),
       connection_id: connection_ids.get_mut(n).and_then(Option::take),
     })
@@ -451,6 +449,31 @@ impl AccountRows for PgTx<'_> {
         )?
         .map_or(0, |r| r.get(0)),
     )
+  }
+
+  fn append_udf(&mut self, pk: i64, rows: &[&UdfRow]) -> Result<()> {
+    if rows.is_empty() {
+      return Ok(());
+    }
+    let col = |f: fn(&UdfRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let times = |f: fn(&UdfRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    // One statement, queued: the positions follow the last one as the statement finds it.
+    self.defer(
+      "INSERT INTO udf (account_pk, key, pos, value, oid, created_at, updated_at)
+       SELECT $1, n.key, p.next + n.ord - 1, n.value, n.oid, n.created_at, n.updated_at
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+              WITH ORDINALITY AS n(key, value, oid, created_at, updated_at, ord),
+            (SELECT coalesce(max(pos) + 1, 0)::bigint AS next FROM udf WHERE account_pk = $1) p",
+      vec![
+        Box::new(pk),
+        Box::new(col(|r| r.key.clone())),
+        Box::new(col(|r| r.json.clone())),
+        Box::new(col(|r| r.oid.clone())),
+        Box::new(times(|r| r.created_at)),
+        Box::new(times(|r| r.updated_at)),
+      ],
+    );
+    Ok(())
   }
 
   fn count_accounts(&mut self, scope_id: i64, filter: &ListFilter) -> Result<i64> {

@@ -376,7 +376,10 @@ fn the_one_statement_account_read_returns_what_the_three_queries_return() {
       "connection_id": "con_0123456789abcdef", "isSocial": true, "email": "Ann@Example.com",
       "email_verified": true, "profileData": {"nick": "ann", "tags": ["x"]}}),
   );
-  link("full", json!({"provider": "auth0", "user_id": 3, "email": "ann@example.com"}));
+  link(
+    "full",
+    json!({"provider": "auth0", "user_id": 3, "email": "ann@example.com"}),
+  );
   // Identities without UDF rows.
   up(json!({"linked_account_id": "ids-only"}));
   link("ids-only", json!({"provider": "github", "user_id": "9"}));
