@@ -51,11 +51,41 @@ impl std::fmt::Debug for AccountRow {
   }
 }
 
+/// An account row with what a read returns beside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountPieces {
+  pub row: AccountRow,
+  /// In their order.
+  pub udf: Vec<UdfRow>,
+  /// In the order they joined the account.
+  pub identities: Vec<Identity>,
+}
+
 /// The accounts and udf tables (and, read-only, the identities attached to accounts). Rows in,
 /// rows out: no rule here.
 pub trait AccountRows {
   /// The account `account_id` of the scope.
   fn find_account(&mut self, scope_id: i64, account_id: &str) -> Result<Option<AccountRow>>;
+  /// The account `account_id` of the scope with its UDF rows and identities, exactly as
+  /// [`AccountRows::find_account`], [`AccountRows::load_udf`] and [`AccountRows::identities_of`]
+  /// return them. An engine whose statements are each a snapshot reads them in one statement
+  /// (a get then needs no transaction and an upsert one round trip less).
+  fn find_account_pieces(
+    &mut self,
+    scope_id: i64,
+    account_id: &str,
+  ) -> Result<Option<AccountPieces>> {
+    let Some(row) = self.find_account(scope_id, account_id)? else {
+      return Ok(None);
+    };
+    let udf = self.load_udf(row.pk)?;
+    let identities = self.identities_of(row.pk)?;
+    Ok(Some(AccountPieces {
+      row,
+      udf,
+      identities,
+    }))
+  }
   /// The account of the scope whose row is `pk`.
   fn account_by_pk(&mut self, scope_id: i64, pk: i64) -> Result<Option<AccountRow>>;
   /// Adds an account row (its `pk` is ignored: the engine assigns a new one, greater than every
@@ -85,6 +115,15 @@ pub trait AccountRows {
   fn delete_all_udf(&mut self, pk: i64) -> Result<()>;
   /// The position after the account's last UDF row.
   fn next_udf_pos(&mut self, pk: i64) -> Result<i64>;
+  /// Adds `rows`, in order, after the account's last UDF row. An engine may do it without
+  /// reading the last position first.
+  fn append_udf(&mut self, pk: i64, rows: &[&UdfRow]) -> Result<()> {
+    let next = self.next_udf_pos(pk)?;
+    for (i, u) in rows.iter().enumerate() {
+      self.insert_udf(pk, next + i as i64, u)?;
+    }
+    Ok(())
+  }
   /// How many accounts of the scope match `filter`.
   fn count_accounts(&mut self, scope_id: i64, filter: &ListFilter) -> Result<i64>;
   /// Accounts of the scope matching `filter`, by pk, skipping `offset`.
@@ -238,12 +277,12 @@ fn write_row(
   mode: WriteMode,
   now: i64,
 ) -> Result<(UpsertOutcome, i64)> {
-  let existing = tx.find_account(scope.id, &input.id)?;
+  let existing = tx.find_account_pieces(scope.id, &input.id)?;
   if let WriteMode::Upsert {
     if_version: Some(expected),
   } = mode
   {
-    match &existing {
+    match existing.as_ref().map(|p| &p.row) {
       Some(row) if row.version == expected => {}
       Some(row) => {
         return Err(Error::new(
@@ -274,9 +313,9 @@ fn write_row(
         input.id, scope.environment
       ),
     )),
-    Some(row) => {
-      let pk = row.pk;
-      update(tx, sealer, scope, row, input, now).map(|o| (o, pk))
+    Some(pieces) => {
+      let pk = pieces.row.pk;
+      update(tx, sealer, scope, pieces, input, now).map(|o| (o, pk))
     }
   }
 }
@@ -344,10 +383,15 @@ fn update(
   tx: &mut (impl AccountTx + ?Sized),
   sealer: &Sealer,
   scope: &Scope,
-  mut row: AccountRow,
+  pieces: AccountPieces,
   input: AccountInput,
   now: i64,
 ) -> Result<UpsertOutcome> {
+  let AccountPieces {
+    mut row,
+    mut udf,
+    identities,
+  } = pieces;
   let mut changed_fields: Vec<&str> = Vec::new();
   match input.name {
     Patch::Keep => {}
@@ -385,12 +429,10 @@ fn update(
       }
     }
   }
-  let mut udf = tx.load_udf(row.pk)?;
   let udf_changes = merge_udf(&mut udf, input.udf, now)?;
   if udf_changes.any() {
     changed_fields.push("udf");
   }
-  let identities = tx.identities_of(row.pk)?;
   if changed_fields.is_empty() {
     return Ok(UpsertOutcome {
       account: to_account(scope, row, udf, identities),
@@ -410,12 +452,12 @@ fn update(
     }
   }
   if !udf_changes.inserted.is_empty() {
-    let next = tx.next_udf_pos(row.pk)?;
-    for (i, key) in udf_changes.inserted.iter().enumerate() {
-      if let Some(u) = udf.iter().find(|u| &u.key == key) {
-        tx.insert_udf(row.pk, next + i as i64, u)?;
-      }
-    }
+    let added: Vec<&UdfRow> = udf_changes
+      .inserted
+      .iter()
+      .filter_map(|key| udf.iter().find(|u| &u.key == key))
+      .collect();
+    tx.append_udf(row.pk, &added)?;
   }
   let data = json!({ "__v": row.version, "changed": changed_fields });
   tx.append_event(
@@ -445,11 +487,12 @@ pub fn create_row(
 }
 
 /// `getLinkedAccountById`: the account with its UDF rows and identities.
+/// One call of the engine (one statement on PostgreSQL).
 pub fn get(tx: &mut (impl AccountRows + ?Sized), scope: &Scope, id: &str) -> Result<Account> {
-  let row = find(tx, scope, id)?;
-  let udf = tx.load_udf(row.pk)?;
-  let identities = tx.identities_of(row.pk)?;
-  Ok(to_account(scope, row, udf, identities))
+  let p = tx
+    .find_account_pieces(scope.id, id)?
+    .ok_or_else(|| account_not_found(scope, id))?;
+  Ok(to_account(scope, p.row, p.udf, p.identities))
 }
 
 /// `deleteLinkedAccount`: its consents end, its session tokens are revoked (revocations outlive

@@ -71,11 +71,12 @@ pub trait Engine: Send + Sync {
   fn write_job(&self, job: Box<dyn Job>);
   /// Runs `job` in a read-only transaction (one consistent snapshot).
   fn read_job(&self, job: Box<dyn Job>);
-  /// Runs a bounded read `job` (a point read by key) as [`Engine::read_job`] does, or, when
-  /// that is cheaper and cannot wait, to completion on the calling thread before returning
-  /// (the SQLite engine, when its inline read connection is free at once). Node's thread calls
-  /// this: it must never block. The default (a server database, whose every read is a network
-  /// round trip) is `read_job`.
+  /// Runs a bounded read `job` (a point read by key, most often one statement) in one
+  /// snapshot, as [`Engine::read_job`] does or cheaper: SQLite may run it to completion on the
+  /// calling thread before returning, when its inline read connection is free at once (Node's
+  /// thread calls this: it must never block); PostgreSQL runs it without BEGIN/COMMIT, each
+  /// statement being its own snapshot, and runs it again in a transaction if it needs a second
+  /// statement. The default is `read_job`.
   fn read_point_job(&self, job: Box<dyn Job>) {
     self.read_job(job)
   }

@@ -17,7 +17,7 @@ use tokio_postgres::Row;
 
 use super::conn::PgTx;
 use crate::accounts::{EndUserFields, ListFilter, UdfRow};
-use crate::domain::accounts::{AccountRow, AccountRows};
+use crate::domain::accounts::{AccountPieces, AccountRow, AccountRows};
 use crate::error::{Error, Result};
 use crate::identities::Identity;
 
@@ -80,6 +80,97 @@ pub(super) fn read_identity(r: &Row, at: usize) -> Identity {
     }),
     linked_at: r.get(at + 7),
     connection_id: r.get(at + 8),
+  }
+}
+
+/// An account with its UDF rows and identities in one statement (so in one snapshot, with or
+/// without a transaction): each column of the UDF rows and identities as an array in their order
+/// (NULL when there are none), after `ROW_COLUMNS`.
+static PIECES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+  format!(
+    "SELECT {ROW_COLUMNS},
+       u.keys, u.vals, u.oids, u.created, u.updated,
+       i.providers, i.user_ids, i.connections, i.socials, i.emails, i.verified, i.profiles,
+       i.linked, i.connection_ids
+     FROM accounts a
+     CROSS JOIN LATERAL (
+       SELECT array_agg(u.key ORDER BY u.pos) AS keys, array_agg(u.value ORDER BY u.pos) AS vals,
+              array_agg(u.oid ORDER BY u.pos) AS oids,
+              array_agg(u.created_at ORDER BY u.pos) AS created,
+              array_agg(u.updated_at ORDER BY u.pos) AS updated
+       FROM udf u WHERE u.account_pk = a.pk) u
+     CROSS JOIN LATERAL (
+       SELECT array_agg(i.provider ORDER BY i.linked_at, i.pk) AS providers,
+              array_agg(i.user_id ORDER BY i.linked_at, i.pk) AS user_ids,
+              array_agg(i.connection ORDER BY i.linked_at, i.pk) AS connections,
+              array_agg(i.is_social ORDER BY i.linked_at, i.pk) AS socials,
+              array_agg(i.email ORDER BY i.linked_at, i.pk) AS emails,
+              array_agg(i.email_verified ORDER BY i.linked_at, i.pk) AS verified,
+              array_agg(i.profile_data ORDER BY i.linked_at, i.pk) AS profiles,
+              array_agg(i.linked_at ORDER BY i.linked_at, i.pk) AS linked,
+              array_agg(i.connection_id ORDER BY i.linked_at, i.pk) AS connection_ids
+       FROM identities i WHERE i.account_pk = a.pk) i
+     WHERE a.scope_id = $1 AND a.account_id = $2"
+  )
+});
+
+/// The row, UDF rows and identities of a [`PIECES_SQL`] row.
+fn read_pieces(r: &Row) -> AccountPieces {
+  const AT: usize = 13;
+  let keys: Vec<String> = r.get::<_, Option<_>>(AT).unwrap_or_default();
+  let vals: Vec<String> = r.get::<_, Option<_>>(AT + 1).unwrap_or_default();
+  let oids: Vec<String> = r.get::<_, Option<_>>(AT + 2).unwrap_or_default();
+  let created: Vec<i64> = r.get::<_, Option<_>>(AT + 3).unwrap_or_default();
+  let updated: Vec<i64> = r.get::<_, Option<_>>(AT + 4).unwrap_or_default();
+  let udf = keys
+    .into_iter()
+    .zip(vals)
+    .zip(oids)
+    .zip(created.into_iter().zip(updated))
+    .map(|(((key, json), oid), (created_at, updated_at))| UdfRow {
+      key,
+      value: serde_json::from_str(&json).unwrap_or(Value::Null),
+      json,
+      oid,
+      created_at,
+      updated_at,
+    })
+    .collect();
+  const ID: usize = AT + 5;
+  let providers: Vec<String> = r.get::<_, Option<_>>(ID).unwrap_or_default();
+  let user_ids: Vec<String> = r.get::<_, Option<_>>(ID + 1).unwrap_or_default();
+  let mut connections: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 2).unwrap_or_default();
+  let socials: Vec<bool> = r.get::<_, Option<_>>(ID + 3).unwrap_or_default();
+  let mut emails: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 4).unwrap_or_default();
+  let verified: Vec<bool> = r.get::<_, Option<_>>(ID + 5).unwrap_or_default();
+  let mut profiles: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 6).unwrap_or_default();
+  let linked: Vec<i64> = r.get::<_, Option<_>>(ID + 7).unwrap_or_default();
+  let mut connection_ids: Vec<Option<String>> = r.get::<_, Option<_>>(ID + 8).unwrap_or_default();
+  let identities = providers
+    .into_iter()
+    .zip(user_ids)
+    .enumerate()
+    .map(|(n, (provider, user_id))| Identity {
+      provider,
+      user_id,
+      connection: connections.get_mut(n).and_then(Option::take),
+      is_social: socials.get(n).copied().unwrap_or_default(),
+      email: emails.get_mut(n).and_then(Option::take),
+      email_verified: verified.get(n).copied().unwrap_or_default(),
+      profile_data: profiles.get_mut(n).and_then(Option::take).and_then(|p| {
+        match serde_json::from_str(&p) {
+          Ok(Value::Object(m)) => Some(m),
+          _ => None,
+        }
+      }),
+      linked_at: linked.get(n).copied().unwrap_or_default(),
+      connection_id: connection_ids.get_mut(n).and_then(Option::take),
+    })
+    .collect();
+  AccountPieces {
+    row: read_row(r),
+    udf,
+    identities,
   }
 }
 
@@ -183,6 +274,19 @@ impl AccountRows for PgTx<'_> {
         )?
         .as_ref()
         .map(read_row),
+    )
+  }
+
+  fn find_account_pieces(
+    &mut self,
+    scope_id: i64,
+    account_id: &str,
+  ) -> Result<Option<AccountPieces>> {
+    Ok(
+      self
+        .query_opt(&PIECES_SQL, &[&scope_id, &account_id])?
+        .as_ref()
+        .map(read_pieces),
     )
   }
 
@@ -345,6 +449,31 @@ impl AccountRows for PgTx<'_> {
         )?
         .map_or(0, |r| r.get(0)),
     )
+  }
+
+  fn append_udf(&mut self, pk: i64, rows: &[&UdfRow]) -> Result<()> {
+    if rows.is_empty() {
+      return Ok(());
+    }
+    let col = |f: fn(&UdfRow) -> String| rows.iter().map(|r| f(r)).collect::<Vec<String>>();
+    let times = |f: fn(&UdfRow) -> i64| rows.iter().map(|r| f(r)).collect::<Vec<i64>>();
+    // One statement, queued: the positions follow the last one as the statement finds it.
+    self.defer(
+      "INSERT INTO udf (account_pk, key, pos, value, oid, created_at, updated_at)
+       SELECT $1, n.key, p.next + n.ord - 1, n.value, n.oid, n.created_at, n.updated_at
+       FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+              WITH ORDINALITY AS n(key, value, oid, created_at, updated_at, ord),
+            (SELECT coalesce(max(pos) + 1, 0)::bigint AS next FROM udf WHERE account_pk = $1) p",
+      vec![
+        Box::new(pk),
+        Box::new(col(|r| r.key.clone())),
+        Box::new(col(|r| r.json.clone())),
+        Box::new(col(|r| r.oid.clone())),
+        Box::new(times(|r| r.created_at)),
+        Box::new(times(|r| r.updated_at)),
+      ],
+    );
+    Ok(())
   }
 
   fn count_accounts(&mut self, scope_id: i64, filter: &ListFilter) -> Result<i64> {

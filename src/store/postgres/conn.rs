@@ -6,7 +6,9 @@
 //!
 //! [`PgTx`] pipelines: `BEGIN` and every write whose result a rule does not need (an `INSERT`
 //! of an event, an `UPDATE` of a row already read) are queued and sent together with the next
-//! read, or with `COMMIT`. A transaction that only reads and then writes costs two round trips.
+//! read, or with `COMMIT`. A transaction that reads once and then writes costs two round trips.
+//! A read of one statement ([`Mode::ReadOne`]) needs no transaction at all: a statement is its
+//! own snapshot.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +48,9 @@ pub enum Failure {
   Broken,
   /// Anything else: the job fails.
   Other,
+  /// A job run without a transaction ([`Mode::ReadOne`]) sent a second statement: run it again
+  /// in a read transaction.
+  NeedsSnapshot,
 }
 
 /// Maps a driver error to ours, saying whether it is a conflict or a lost connection. Server
@@ -231,6 +236,33 @@ impl PgConn {
   }
 }
 
+/// Encodes every queued parameter as the driver will, without sending anything: the errors
+/// the driver would find before sending a statement (a count or type mismatch).
+fn precheck(queue: &[Queued], statements: &[Statement]) -> Result<()> {
+  let mut buf = bytes::BytesMut::new();
+  for (q, st) in queue.iter().zip(statements) {
+    let bad = |why: String| {
+      Error::storage(format!(
+        "storage error: cannot send {}: {why}",
+        statement_head(&q.sql)
+      ))
+    };
+    if st.params().len() != q.params.len() {
+      return Err(bad(format!(
+        "{} parameters for {}",
+        q.params.len(),
+        st.params().len()
+      )));
+    }
+    for (p, ty) in q.params.iter().zip(st.params()) {
+      buf.clear();
+      p.to_sql_checked(ty, &mut buf)
+        .map_err(|e| bad(e.to_string()))?;
+    }
+  }
+  Ok(())
+}
+
 /// The start of a statement, for error messages (statements hold no values).
 fn statement_head(sql: &str) -> String {
   let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -265,6 +297,10 @@ pub enum Mode {
   Write,
   /// `REPEATABLE READ READ ONLY`: one snapshot, never a conflict.
   Read,
+  /// No transaction: the job's one statement is its own snapshot. A second statement fails
+  /// with [`Failure::NeedsSnapshot`] (nothing was written: the engine runs the job again in
+  /// [`Mode::Read`]).
+  ReadOne,
 }
 
 /// One transaction on a [`PgConn`]: the row traits of `domain` are implemented on it in
@@ -274,6 +310,8 @@ pub struct PgTx<'c> {
   queue: Vec<Queued>,
   begun: bool,
   mode: Mode,
+  /// A statement was sent ([`Mode::ReadOne`]).
+  sent: bool,
   /// The first failure; later statements are not sent.
   failed: Option<(Failure, Error)>,
   /// Events appended, in order (ids filled from `INSERT … RETURNING` at the flush).
@@ -296,6 +334,7 @@ impl<'c> PgTx<'c> {
       queue: Vec::new(),
       begun: false,
       mode,
+      sent: false,
       failed: None,
       events: Vec::new(),
       serial: 0,
@@ -341,7 +380,7 @@ impl<'c> PgTx<'c> {
 
   /// Sends what is queued (and `BEGIN` first) together with `sql`, and returns `sql`'s rows.
   pub fn query(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-    match self.flush(Some((sql, params, Want::Rows)))? {
+    match self.flush(Some((sql, params, Want::Rows)), false)? {
       Some(Answer::Rows(rows)) => Ok(rows),
       _ => Ok(Vec::new()),
     }
@@ -354,26 +393,38 @@ impl<'c> PgTx<'c> {
 
   /// Runs `sql` now (with what is queued) and returns how many rows it changed.
   pub fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-    match self.flush(Some((sql, params, Want::Count)))? {
+    match self.flush(Some((sql, params, Want::Count)), false)? {
       Some(Answer::Count(n)) => Ok(n),
       _ => Ok(0),
     }
   }
 
-  fn begin_sql(&self) -> &'static str {
+  fn begin_sql(&self) -> Option<&'static str> {
     match self.mode {
-      Mode::Write => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-      Mode::Read => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+      Mode::Write => Some("BEGIN ISOLATION LEVEL SERIALIZABLE"),
+      Mode::Read => Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"),
+      Mode::ReadOne => None,
     }
   }
 
-  /// Sends `BEGIN` (once), the queue, then `last`; returns `last`'s answer.
+  /// Sends `BEGIN` (once), the queue, then `last`, then `COMMIT` if `commit`; returns `last`'s
+  /// answer. With `commit`, `Ok` means committed.
   fn flush(
     &mut self,
     last: Option<(&str, &[&(dyn ToSql + Sync)], Want)>,
+    commit: bool,
   ) -> Result<Option<Answer>> {
     if let Some((_, e)) = &self.failed {
       return Err(e.clone());
+    }
+    if self.mode == Mode::ReadOne {
+      if self.sent || !self.queue.is_empty() {
+        return Err(self.fail((
+          Failure::NeedsSnapshot,
+          Error::storage("storage error: a one-statement read sent a second statement"),
+        )));
+      }
+      self.sent = true;
     }
     let queue = std::mem::take(&mut self.queue);
     let mut sqls: Vec<&str> = queue.iter().map(|q| q.sql.as_str()).collect();
@@ -384,8 +435,15 @@ impl<'c> PgTx<'c> {
       Ok(s) => s,
       Err(f) => return Err(self.fail(f)),
     };
-    let begin = (!self.begun).then(|| self.begin_sql());
-    self.begun = true;
+    if commit {
+      // A statement that tokio-postgres cannot encode is never sent, and the COMMIT behind it
+      // would keep the rest: encode every parameter once beforehand, as the driver will.
+      if let Err(e) = precheck(&queue, &statements) {
+        return Err(self.fail((Failure::Other, e)));
+      }
+    }
+    let begin = if self.begun { None } else { self.begin_sql() };
+    self.begun |= begin.is_some();
     let (client, target) = (&self.conn.client, &self.conn.target);
     let outcome = self.conn.rt.block_on(async {
       let begin_fut = async {
@@ -415,14 +473,32 @@ impl<'c> PgTx<'c> {
           _ => Ok(None),
         }
       };
+      // After a failed statement the transaction is aborted and COMMIT only ends it.
+      let commit_fut = async {
+        match commit {
+          true => client.batch_execute("COMMIT").await,
+          false => Ok(()),
+        }
+      };
       tokio::time::timeout(
         ROUND_TRIP_TIMEOUT,
-        futures_util::future::join3(begin_fut, queued, last_fut),
+        futures_util::future::join4(begin_fut, queued, last_fut, commit_fut),
       )
       .await
     });
-    let (began, queued, last_rows) = match outcome {
+    let (began, queued, last_rows, committed) = match outcome {
       Ok(r) => r,
+      Err(_) if commit => {
+        return Err(self.fail((
+          Failure::Broken,
+          Error::unavailable(format!(
+            "storage error: the PostgreSQL server at {} did not confirm the commit within {} s; \
+             the write may or may not have been saved",
+            target.display(),
+            ROUND_TRIP_TIMEOUT.as_secs()
+          )),
+        )))
+      }
       Err(_) => {
         return Err(self.fail((
           Failure::Broken,
@@ -434,6 +510,10 @@ impl<'c> PgTx<'c> {
         )))
       }
     };
+    if commit {
+      // Whatever happened below, the transaction has ended (committed only if all succeeded).
+      self.begun = false;
+    }
     if let Err(e) = began {
       let f = classify(&e, target);
       return Err(self.fail(f));
@@ -456,17 +536,22 @@ impl<'c> PgTx<'c> {
         }
       }
     }
-    match last_rows {
-      Ok(rows) => Ok(rows),
+    let rows = match last_rows {
+      Ok(rows) => rows,
       Err(e) => {
         let f = classify(&e, target);
-        Err(self.fail(f))
+        return Err(self.fail(f));
       }
+    };
+    if let Err(e) = committed {
+      let f = classify(&e, target);
+      return Err(self.fail(f));
     }
+    Ok(rows)
   }
 
-  /// Sends the queue and `COMMIT`. The transaction's outcome: `Ok` only if every statement
-  /// succeeded and the commit did.
+  /// Sends the queue and `COMMIT` together (one round trip). The transaction's outcome: `Ok`
+  /// only if every statement succeeded and the commit did.
   pub fn commit(mut self) -> std::result::Result<Vec<(i64, Event)>, (Failure, Error)> {
     if let Some(f) = self.failed.take() {
       self.rollback_quietly();
@@ -475,31 +560,14 @@ impl<'c> PgTx<'c> {
     if !self.begun && self.queue.is_empty() {
       return Ok(std::mem::take(&mut self.events));
     }
-    if let Err(e) = self.flush(None) {
-      let f = self.failed.take().unwrap_or((Failure::Other, e));
-      self.rollback_quietly();
-      return Err(f);
-    }
-    let (client, target) = (&self.conn.client, &self.conn.target);
-    let r = self.conn.rt.block_on(async {
-      tokio::time::timeout(ROUND_TRIP_TIMEOUT, client.batch_execute("COMMIT")).await
-    });
-    match r {
-      Ok(Ok(())) => Ok(std::mem::take(&mut self.events)),
-      Ok(Err(e)) => {
-        let f = classify(&e, target);
+    match self.flush(None, true) {
+      Ok(_) => Ok(std::mem::take(&mut self.events)),
+      Err(e) => {
+        let f = self.failed.take().unwrap_or((Failure::Other, e));
+        // Still open only if nothing was sent (a statement could not be prepared or encoded).
         self.rollback_quietly();
         Err(f)
       }
-      Err(_) => Err((
-        Failure::Broken,
-        Error::unavailable(format!(
-          "storage error: the PostgreSQL server at {} did not confirm the commit within {} s; \
-           the write may or may not have been saved",
-          target.display(),
-          ROUND_TRIP_TIMEOUT.as_secs()
-        )),
-      )),
     }
   }
 

@@ -14,9 +14,12 @@
 //! as [`RETRY_BUDGET`] allows; callers never see it. (Under SERIALIZABLE, concurrent inserts of
 //! neighbouring keys conflict through PostgreSQL's page-level predicate locks even when the rows
 //! differ: a burst of hundreds of writes can need many retries, as measured by the 500-upsert
-//! seeds of the test suites.) Reads run in `REPEATABLE READ READ ONLY` (one snapshot, never a conflict). Statements
-//! whose result the rules do not need are pipelined with the next read or the commit
-//! (`conn::PgTx`).
+//! seeds of the test suites.) Reads run in `REPEATABLE READ READ ONLY` (one snapshot, never a
+//! conflict), except a read the rules answer with one statement (`Engine::read_point_job`, such as
+//! `getLinkedAccountById`): it runs alone, without `BEGIN` and `COMMIT`, a statement being its
+//! own snapshot; should it send a second statement it is run again in a read transaction.
+//! Statements whose result the rules do not need are pipelined with the next read or with the
+//! commit (`conn::PgTx`).
 //!
 //! **Ordering.** Event ids and revocation-log numbers are the writing transaction's id times
 //! 65536 plus a serial ([`XID_ID`]), and readers stop at the oldest running transaction, so
@@ -99,6 +102,7 @@ pub fn valid_schema(name: &str) -> bool {
 enum Work {
   Write(Box<dyn Job>),
   Read(Box<dyn Job>),
+  ReadOne(Box<dyn Job>),
 }
 
 struct Inner {
@@ -155,7 +159,7 @@ impl PgStore {
       },
       Err(_) => Err(work),
     };
-    if let Err(Work::Write(job) | Work::Read(job)) = sent {
+    if let Err(Work::Write(job) | Work::Read(job) | Work::ReadOne(job)) = sent {
       job.finish(Err(Error::closed()));
     }
   }
@@ -175,7 +179,7 @@ fn worker_loop(
       match PgConn::connect(&target) {
         Ok(c) => conn = Some(c),
         Err(e) => {
-          let (Work::Write(job) | Work::Read(job)) = work;
+          let (Work::Write(job) | Work::Read(job) | Work::ReadOne(job)) = work;
           job.finish(Err(e));
           continue;
         }
@@ -184,7 +188,8 @@ fn worker_loop(
     let Some(c) = conn.as_mut() else { continue };
     let again = match work {
       Work::Write(job) => run_write(c, job, &listeners, &feeds, true).map(Work::Write),
-      Work::Read(job) => run_read(c, job, true).map(Work::Read),
+      Work::Read(job) => run_read(c, job, Mode::Read, true).map(Work::Read),
+      Work::ReadOne(job) => run_read(c, job, Mode::ReadOne, true).map(Work::ReadOne),
     };
     // The connection broke before anything was committed (the server restarted since it was
     // last used): once more on a new connection.
@@ -196,10 +201,14 @@ fn worker_loop(
           conn = Some(c);
         }
         (Ok(mut c), Work::Read(job)) => {
-          let _ = run_read(&mut c, job, false);
+          let _ = run_read(&mut c, job, Mode::Read, false);
           conn = Some(c);
         }
-        (Err(e), Work::Write(job) | Work::Read(job)) => job.finish(Err(e)),
+        (Ok(mut c), Work::ReadOne(job)) => {
+          let _ = run_read(&mut c, job, Mode::ReadOne, false);
+          conn = Some(c);
+        }
+        (Err(e), Work::Write(job) | Work::Read(job) | Work::ReadOne(job)) => job.finish(Err(e)),
       }
     }
   }
@@ -270,14 +279,20 @@ fn run_write(
   }
 }
 
-/// Runs a read job, reading again while older transactions hide committed events. Gives the
-/// job back when the connection broke and `may_reconnect`.
-fn run_read(conn: &mut PgConn, mut job: Box<dyn Job>, may_reconnect: bool) -> Option<Box<dyn Job>> {
+/// Runs a read job in `mode` (`Read` or `ReadOne`), reading again while older transactions hide
+/// committed events, and in a transaction if a `ReadOne` job needed more than one statement.
+/// Gives the job back when the connection broke and `may_reconnect`.
+fn run_read(
+  conn: &mut PgConn,
+  mut job: Box<dyn Job>,
+  mut mode: Mode,
+  may_reconnect: bool,
+) -> Option<Box<dyn Job>> {
   let start = Instant::now();
   let mut attempt: u64 = 0;
   loop {
     attempt += 1;
-    let mut tx = PgTx::new(conn, Mode::Read);
+    let mut tx = PgTx::new(conn, mode);
     let ran = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
     let wait = tx.horizon_wait;
     let failure = tx.failure();
@@ -293,6 +308,11 @@ fn run_read(conn: &mut PgConn, mut job: Box<dyn Job>, may_reconnect: bool) -> Op
     };
     if failure == Some(Failure::Broken) && may_reconnect && attempt == 1 {
       return Some(job);
+    }
+    if failure == Some(Failure::NeedsSnapshot) && mode == Mode::ReadOne {
+      mode = Mode::Read;
+      attempt = 0;
+      continue;
     }
     if outcome.is_ok() && failure.is_none() && wait && start.elapsed() < HORIZON_WAIT {
       std::thread::sleep(Duration::from_millis(attempt.min(20)));
@@ -310,6 +330,10 @@ impl Engine for PgStore {
 
   fn read_job(&self, job: Box<dyn Job>) {
     self.send(Work::Read(job));
+  }
+
+  fn read_point_job(&self, job: Box<dyn Job>) {
+    self.send(Work::ReadOne(job));
   }
 
   fn is_read_only(&self) -> bool {

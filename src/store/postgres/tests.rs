@@ -426,3 +426,116 @@ fn tokens_survive_migration_2() {
   assert!(b.verify_session_token(&fresh.token).is_ok());
   b.close().wait().unwrap();
 }
+
+/// What the three-query default of `find_account_pieces` returns, on the same transaction.
+fn pieces_by_three_queries(
+  tx: &mut PgTx<'_>,
+  scope_id: i64,
+  id: &str,
+) -> Option<crate::domain::accounts::AccountPieces> {
+  use crate::domain::accounts::{AccountPieces, AccountRows};
+  let row = tx.find_account(scope_id, id).unwrap()?;
+  let udf = tx.load_udf(row.pk).unwrap();
+  let identities = tx.identities_of(row.pk).unwrap();
+  Some(AccountPieces {
+    row,
+    udf,
+    identities,
+  })
+}
+
+#[test]
+fn the_one_statement_account_read_returns_what_the_three_queries_return() {
+  use crate::domain::accounts::AccountRows;
+  let schema = unique_schema();
+  let v = open(&schema, "org_1", [7; 32]).unwrap();
+  let up = |p: serde_json::Value| v.upsert_linked_account(&p, None).wait().unwrap();
+  let link = |id: &str, i: serde_json::Value| v.link_identity(&json!(id), &i).wait().unwrap();
+  // Nothing attached.
+  up(json!({"linked_account_id": "bare"}));
+  // UDF rows whose order is neither key order nor insertion order of the keys alone (c goes,
+  // then comes back last), values of every JSON kind; identities with and without their
+  // optional fields, one linked in the same millisecond as another (ordered by pk).
+  up(json!({"linked_account_id": "full", "name": "Ann",
+    "udf": {"z": 1, "c": "two", "a": {"n": [1, null]}, "m": true},
+    "your_app": {"auth_credentials": {"k": "v"}}}));
+  up(json!({"linked_account_id": "full", "udf": {"c": null, "b": 2.5}}));
+  up(json!({"linked_account_id": "full", "udf": {"c": "back"}}));
+  link("full", json!({"provider": "github", "user_id": "1"}));
+  link(
+    "full",
+    json!({"provider": "google-oauth2", "user_id": "g-2", "connection": "google",
+      "connection_id": "con_0123456789abcdef", "isSocial": true, "email": "Ann@Example.com",
+      "email_verified": true, "profileData": {"nick": "ann", "tags": ["x"]}}),
+  );
+  link(
+    "full",
+    json!({"provider": "auth0", "user_id": 3, "email": "ann@example.com"}),
+  );
+  // Identities without UDF rows.
+  up(json!({"linked_account_id": "ids-only"}));
+  link("ids-only", json!({"provider": "github", "user_id": "9"}));
+  let scope_id = v.scope().id;
+  let mut c = raw(&schema);
+  for mode in [Mode::Read, Mode::ReadOne] {
+    for id in ["bare", "full", "ids-only", "missing"] {
+      let mut tx = PgTx::new(&mut c, Mode::Read);
+      let expected = pieces_by_three_queries(&mut tx, scope_id, id);
+      tx.commit().unwrap();
+      let mut tx = PgTx::new(&mut c, mode);
+      let got = tx.find_account_pieces(scope_id, id).unwrap();
+      tx.commit().unwrap();
+      assert_eq!(got, expected, "{id} in {mode:?}");
+      match id {
+        "full" => {
+          let p = got.unwrap();
+          let keys: Vec<&str> = p.udf.iter().map(|u| u.key.as_str()).collect();
+          assert_eq!(keys, ["z", "a", "m", "b", "c"]);
+          let users: Vec<&str> = p.identities.iter().map(|i| i.user_id.as_str()).collect();
+          assert_eq!(users, ["1", "g-2", "3"]);
+        }
+        "bare" => {
+          let p = got.unwrap();
+          assert!(p.udf.is_empty() && p.identities.is_empty());
+        }
+        "ids-only" => assert_eq!(got.unwrap().identities.len(), 1),
+        _ => assert!(got.is_none()),
+      }
+    }
+  }
+  // Through the client: the same account as the upsert returned.
+  let last = up(json!({"linked_account_id": "full", "name": "Ann B"}));
+  assert_eq!(
+    v.get_linked_account_by_id(&json!("full")).wait().unwrap(),
+    last.account
+  );
+  v.close().wait().unwrap();
+}
+
+#[test]
+fn a_read_without_transaction_that_needs_a_second_statement_runs_again_in_one() {
+  let schema = unique_schema();
+  let v = open(&schema, "org_1", [8; 32]).unwrap();
+  v.upsert_linked_account(&json!({"linked_account_id": "a", "udf": {"k": 1}}), None)
+    .wait()
+    .unwrap();
+  let mut c = raw(&schema);
+  let mut tx = PgTx::new(&mut c, Mode::ReadOne);
+  assert_eq!(tx.query("SELECT 1", &[]).unwrap().len(), 1);
+  tx.query("SELECT 2", &[]).unwrap_err();
+  assert_eq!(tx.failure(), Some(Failure::NeedsSnapshot));
+  tx.commit().unwrap_err();
+  // The engine runs such a job again in a read transaction, which succeeds.
+  let (scope, runs) = (v.scope().clone(), Arc::new(Mutex::new(0)));
+  let counted = runs.clone();
+  let got = crate::store::read_point(&*v.store, move |tx| {
+    *counted.lock().unwrap() += 1;
+    let row = crate::domain::accounts::find(tx, &scope, "a")?;
+    tx.load_udf(row.pk)
+  })
+  .wait()
+  .unwrap();
+  assert_eq!(got.len(), 1);
+  assert_eq!(*runs.lock().unwrap(), 2);
+  v.close().wait().unwrap();
+}
