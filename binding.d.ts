@@ -192,7 +192,9 @@ export declare class Client {
   /**
    * Calls `callback(event)` for each event committed by this client (its own writes, not other
    * processes': use `listEvents` for those), in commit order, shortly after each commit (not
-   * necessarily before the mutation's promise resolves). Returns a function that unsubscribes;
+   * necessarily before the mutation's promise resolves). On SQLite commit order is id order; on
+   * PostgreSQL this client's concurrent transactions may commit out of their ids' order, while
+   * each account's events always arrive in id order. Returns a function that unsubscribes;
    * nothing is delivered after it returns. A subscription does not keep the process alive, and
    * `close()` ends it after delivering the events of writes queued before. An exception thrown
    * by `callback` is an uncaught exception, as with an `EventEmitter` listener.

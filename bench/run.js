@@ -11,48 +11,14 @@ const assert = require('node:assert')
 const { Client } = require('..')
 const { Baseline } = require('./baseline')
 const { MinimalBaseline } = require('./minimal-baseline')
-
-const RUNS = Number(process.env.BENCH_RUNS ?? 5)
-const N = Number(process.env.BENCH_N ?? 4000)
-const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
-// "upsert, random order, mixed": MIX_IDS ids, each upserted 4 times, in a shuffled order.
-const MIX_IDS = Number(process.env.BENCH_MIX_IDS ?? 5000)
-const MIX_TIMES = 4
+const { payload, MIX_IDS, MIX_TIMES, mixedOrder, mixPayload } = require('./workload')
 // BENCH_ONLY=mint,verify: only the rows whose names contain one of these (also in the Rust core).
 const ONLY = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 const selected = (name) => ONLY.length === 0 || ONLY.some((part) => name.includes(part))
 
-/** A fixed shuffle (mulberry32) of every id MIX_TIMES times, with each upsert's occurrence number. */
-function mixedOrder() {
-  let seed = 0x5eed
-  const random = () => {
-    seed = (seed + 0x6d2b79f5) | 0
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed)
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  const ids = []
-  for (let id = 0; id < MIX_IDS; id++) for (let k = 0; k < MIX_TIMES; k++) ids.push(id)
-  for (let i = ids.length - 1; i > 0; i--) {
-    const j = Math.floor(random() * (i + 1))
-    ;[ids[i], ids[j]] = [ids[j], ids[i]]
-  }
-  const seen = new Map()
-  return ids.map((id) => {
-    const k = seen.get(id) ?? 0
-    seen.set(id, k + 1)
-    return { id, k }
-  })
-}
-
-/** The mixed row's payload: the first upsert of an id inserts, each later one changes one UDF value. */
-const mixPayload = (r, { id, k }) => ({
-  linked_account_id: `mix-${r}-${id}`,
-  name: `User ${id}`,
-  udf: { plan: 'pro', seats: k, region: 'eu' },
-  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}` } },
-})
-
+const RUNS = Number(process.env.BENCH_RUNS ?? 5)
+const N = Number(process.env.BENCH_N ?? 4000)
+const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
 function measureSync(n, fn) {
   const rates = []
   for (let r = 0; r <= RUNS; r++) {
@@ -104,12 +70,6 @@ async function measure(n, inflight, fn) {
   return { median: rates[Math.floor(rates.length / 2)], min: rates[0], max: rates[rates.length - 1] }
 }
 
-const payload = (id, r) => ({
-  linked_account_id: id,
-  name: `User ${id}`,
-  udf: { plan: 'pro', seats: r, region: 'eu' },
-  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}-${r}` } },
-})
 
 /** Drops what legitimately differs between two implementations (random ids, clock). */
 function comparable(a) {
