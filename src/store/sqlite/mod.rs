@@ -169,11 +169,6 @@ impl Db {
           } else {
             Some(open_inline(&config.path)?)
           };
-          let checkpointer = if memory || read_only {
-            None
-          } else {
-            Some(Checkpointer::start(&mut conn, &config)?)
-          };
           let db = Db {
             writer: RwLock::new(Some(wtx)),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
@@ -185,12 +180,12 @@ impl Db {
             read_only,
             read_path: config.path.clone(),
           };
-          Ok((conn, Arc::new(db), checkpointer))
+          Ok((conn, Arc::new(db)))
         });
         match opened {
-          Ok((conn, db, checkpointer)) => {
+          Ok((conn, db)) => {
             let _ = answer.send(Ok(db));
-            writer_loop(conn, wrx, listeners, checkpointer);
+            writer_loop(conn, wrx, listeners);
             drop(exit_tx);
           }
           Err(e) => {
@@ -758,69 +753,6 @@ impl Finish {
   }
 }
 
-/// WAL pages after which a commit wakes the checkpointer (SQLite's own threshold).
-const CHECKPOINT_PAGES: i32 = 1000;
-/// WAL pages after which the writer checkpoints in the commit itself, as SQLite does by default.
-/// The WAL restarts from its beginning only when a checkpoint completed between two write
-/// transactions, which a checkpointer racing a busy writer rarely manages; the writer then
-/// folds in what is left (little: the checkpointer copied the rest), and the WAL stays bounded.
-const CHECKPOINT_INLINE_PAGES: i32 = 4000;
-
-/// A thread that checkpoints the WAL on a connection of its own, so that copying pages into
-/// the database file and its fsync stay off the writer thread (a tenth of the writer's time in
-/// a stream of upserts). The writer's commit hook wakes it past [`CHECKPOINT_PAGES`]; SQLite's
-/// automatic checkpoint on the writer's connection is off (the hook replaces it).
-struct Checkpointer {
-  thread: JoinHandle<()>,
-}
-
-/// Checkpoints the checkpointer threads ran (for tests).
-#[cfg(test)]
-static CHECKPOINTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-impl Checkpointer {
-  fn start(writer: &mut Connection, config: &StoreConfig) -> Result<Checkpointer> {
-    let conn = Connection::open(&config.path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    let sync = match config.durability {
-      Durability::Normal => "NORMAL",
-      Durability::Full => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
-    let (wake, woken) = crossbeam_channel::bounded::<()>(1);
-    let thread = std::thread::Builder::new()
-      .name("linkvault-checkpoint".into())
-      .spawn(move || {
-        while woken.recv().is_ok() {
-          // PASSIVE: copies what no reader still needs, never waits for the writer.
-          let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-          #[cfg(test)]
-          CHECKPOINTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-      })
-      .map_err(|e| Error::storage(format!("cannot start checkpoint thread: {e}")))?;
-    writer.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages| {
-      if pages >= CHECKPOINT_INLINE_PAGES {
-        // An error here would fail the COMMIT statement after its commit: ignore it (BUSY while
-        // the checkpointer runs; the next commit tries again).
-        let _ = wal.checkpoint();
-      } else if pages >= CHECKPOINT_PAGES {
-        // Already woken when full: one checkpoint covers every commit before it.
-        let _ = wake.try_send(());
-      }
-      Ok(())
-    }))?;
-    Ok(Checkpointer { thread })
-  }
-
-  /// Unhooks the writer (dropping the only waker ends the thread) and waits for the thread.
-  fn stop(self, writer: &mut Connection) {
-    let _ = writer
-      .wal_hook(None::<fn(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()>>);
-    let _ = self.thread.join();
-  }
-}
-
 /// Runs `batch` in one transaction and commits it; `finishes` gets one entry per unit of work,
 /// in order, and the commit's outcome is returned.
 ///
@@ -913,12 +845,7 @@ fn fail_all(
   }
 }
 
-fn writer_loop(
-  mut conn: Connection,
-  rx: Receiver<WriteJob>,
-  listeners: Arc<Listeners>,
-  checkpointer: Option<Checkpointer>,
-) {
+fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, listeners: Arc<Listeners>) {
   let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
   let mut finishes: Vec<Finish> = Vec::with_capacity(MAX_BATCH);
   while let Ok(first) = rx.recv() {
@@ -933,10 +860,6 @@ fn writer_loop(
     for finish in finishes.drain(..) {
       finish.run(&outcome, &listeners);
     }
-  }
-  // The checkpointer's connection closes first, so that the writer's is the file's last.
-  if let Some(c) = checkpointer {
-    c.stop(&mut conn);
   }
   // Every sender is gone: fold the WAL into the database file and close. The checkpoint is
   // explicit because other connections on the file (the token verifier's) may outlive this one,
@@ -1215,44 +1138,6 @@ mod tests {
     assert_eq!(ids, ["a1", "a3", "a4", "c1", "c2", "d2", "d1"]);
   }
 
-  /// Checkpoints run on the checkpointer's connection while writes go on, the WAL stays within
-  /// the writer's fallback threshold (plus one batch), and closing folds it in and removes it.
-  #[test]
-  fn the_wal_is_checkpointed_off_the_writer_and_stays_bounded() {
-    let (_d, path) = temp();
-    let mut o = OpenOptions::parse(Some(&json!({"path": path, "orgId": "org_1"}))).unwrap();
-    o.encryption_key = Some(Key::from_bytes([7; 32]));
-    let v = Vault::open(o).wait().unwrap();
-    let page = 4096 + 24;
-    let mut largest_wal = 0;
-    for round in 0..60 {
-      let pending: Vec<_> = (0..64)
-        .map(|i| {
-          let payload = json!({"linked_account_id": format!("u{}", (round * 64 + i) % 3000),
-            "udf": {"blob": "x".repeat(600), "round": round}});
-          v.upsert_linked_account(&payload, None)
-        })
-        .collect();
-      for p in pending {
-        p.wait().unwrap();
-      }
-      let wal = std::fs::metadata(format!("{path}-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-      largest_wal = largest_wal.max(wal);
-    }
-    assert!(CHECKPOINTS.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    // Without checkpoints every page would still be in the WAL: the database file has them.
-    let db_bytes = std::fs::metadata(&path).unwrap().len();
-    assert!(db_bytes > 2 * 1024 * 1024, "database file {db_bytes} bytes");
-    assert!(
-      largest_wal <= (CHECKPOINT_INLINE_PAGES as u64 + 1000) * page,
-      "WAL reached {largest_wal} bytes"
-    );
-    v.close().wait().unwrap();
-    assert!(!std::path::Path::new(&format!("{path}-wal")).exists());
-  }
-
   /// Every kind of call ends its transaction and resets its statements: a reader left in a
   /// snapshot (or a statement left un-reset, which keeps one open) would stop checkpoints from
   /// reusing the WAL, and the WAL would grow without bound.
@@ -1341,9 +1226,41 @@ mod tests {
     (v, SqliteStore::open(config, sealer).wait().unwrap())
   }
 
+  /// The scope's id, by a point read, and whether it ran on the calling thread.
+  fn scope_read_where(s: &SqliteStore) -> Pending<(bool, Option<i64>)> {
+    let caller = std::thread::current().id();
+    crate::store::read_point(s, move |tx| {
+      let here = std::thread::current().id() == caller;
+      Ok((here, tx.scope_id("org_1", "test")?))
+    })
+  }
+
   /// The scope's id, by a point read.
   fn scope_read(s: &SqliteStore) -> Pending<Option<i64>> {
     crate::store::read_point(s, |tx| tx.scope_id("org_1", "test"))
+  }
+
+  /// A point read that must run on the calling thread (answered before it returns).
+  fn inline_read(s: &SqliteStore) -> Option<i64> {
+    let (here, id) = scope_read_where(s)
+      .try_take()
+      .ok()
+      .expect("answered at once")
+      .unwrap();
+    assert!(here, "ran on the calling thread");
+    id
+  }
+
+  /// A point read that must run on a reader thread (it may be answered before it returns).
+  fn queued_read(s: &SqliteStore) -> Pending<(bool, Option<i64>)> {
+    scope_read_where(s)
+  }
+
+  /// Waits for a read made by [`queued_read`] and checks it ran on a reader thread.
+  fn answered_elsewhere(p: Pending<(bool, Option<i64>)>) -> Option<i64> {
+    let (here, id) = p.wait().unwrap();
+    assert!(!here, "ran on a reader thread");
+    id
   }
 
   /// A point read runs on the calling thread only when the inline connection is free at once:
@@ -1353,15 +1270,14 @@ mod tests {
   fn a_point_read_never_waits_for_the_inline_connection() {
     let (_d, path) = temp();
     let (v, s) = engine_beside_a_client(&path);
-    let at_once = scope_read(&s).try_take();
-    let id = at_once.ok().expect("served at once").unwrap();
+    let id = inline_read(&s);
     assert!(id.is_some());
     let held = s.db.inline.lock().unwrap();
-    let later = scope_read(&s).try_take();
-    let later = later.expect_err("the inline connection was held: a reader thread answers");
-    assert_eq!(later.wait().unwrap(), id);
+    // The inline connection was held: a reader thread answers.
+    let later = queued_read(&s);
+    assert_eq!(answered_elsewhere(later), id);
     drop(held);
-    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    assert_eq!(inline_read(&s), id);
     s.close().wait().unwrap();
     assert_eq!(scope_read(&s).wait().unwrap_err().code(), "CLIENT_CLOSED");
     v.close().wait().unwrap();
@@ -1373,14 +1289,14 @@ mod tests {
   fn point_reads_go_to_a_reader_thread_after_a_streak_or_behind_a_queued_one() {
     let (_d, path) = temp();
     let (v, s) = engine_beside_a_client(&path);
-    let id = scope_read(&s).wait().unwrap();
+    let id = inline_read(&s);
     for _ in 1..INLINE_STREAK {
-      assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+      assert_eq!(inline_read(&s), id);
     }
-    let queued = scope_read(&s).try_take().expect_err("the streak is over");
-    assert_eq!(queued.wait().unwrap(), id);
+    // The streak is over.
+    assert_eq!(answered_elsewhere(queued_read(&s)), id);
     // A reader thread answered it alone: a new streak starts.
-    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    assert_eq!(inline_read(&s), id);
     // While one waits for a reader thread, the next ones wait too. (The only reader thread is
     // kept busy until `go`, and the inline connection held while the first read is made.)
     s.db
@@ -1390,24 +1306,23 @@ mod tests {
     let (go, wait) = crossbeam_channel::bounded::<()>(0);
     let busy = s.read(move |_| wait.recv().map_err(|_| Error::closed()));
     let held = s.db.inline.lock().unwrap();
-    let first = scope_read(&s).try_take().err().unwrap();
+    let first = queued_read(&s);
     drop(held);
-    let next: Vec<_> = (0..4)
-      .map(|_| scope_read(&s).try_take().expect_err("behind a queued one"))
-      .collect();
+    // Behind a queued one.
+    let next: Vec<_> = (0..4).map(|_| queued_read(&s)).collect();
     go.send(()).unwrap();
     busy.wait().unwrap();
-    assert_eq!(first.wait().unwrap(), id);
+    assert_eq!(answered_elsewhere(first), id);
     for p in next {
-      assert_eq!(p.wait().unwrap(), id);
+      assert_eq!(answered_elsewhere(p), id);
     }
     // They were answered together, not alone (calls in flight): the streak goes on.
     let streak = s.db.point_reads.streak.load(Ordering::Relaxed);
     assert_eq!(streak, INLINE_STREAK - 1);
-    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
-    let lone = scope_read(&s).try_take().expect_err("the streak is over");
-    assert_eq!(lone.wait().unwrap(), id);
-    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    assert_eq!(inline_read(&s), id);
+    // The streak is over.
+    assert_eq!(answered_elsewhere(queued_read(&s)), id);
+    assert_eq!(inline_read(&s), id);
     s.close().wait().unwrap();
     v.close().wait().unwrap();
   }
@@ -1440,14 +1355,11 @@ mod tests {
       let elsewhere = std::thread::current().id() != caller;
       Ok((runs, elsewhere, tx.scope_id("org_1", "test")?))
     });
-    let pending = read
-      .try_take()
-      .expect_err("not answered on the calling thread");
-    let (runs, elsewhere, id) = pending.wait().unwrap();
+    let (runs, elsewhere, id) = read.wait().unwrap();
     assert_eq!((runs, elsewhere), (2, true));
     assert!(id.is_some());
     // The next read runs on the calling thread again.
-    assert_eq!(scope_read(&s).try_take().ok().unwrap().unwrap(), id);
+    assert_eq!(inline_read(&s), id);
     s.close().wait().unwrap();
     v.close().wait().unwrap();
   }
