@@ -17,12 +17,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const N = Number(process.env.BENCH_N ?? 4000)
 const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
 
-const payload = (id, r) => ({
-  linked_account_id: id,
-  name: `User ${id}`,
-  udf: { plan: 'pro', seats: r, region: 'eu' },
-  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}-${r}` } },
-})
+const { payload, eventLoopLag } = require('./workload')
 
 /** A native addon's Client with its methods wrapped as index.js wraps them (LinkvaultErrors). */
 function load(file) {
@@ -45,25 +40,6 @@ async function rate(n, inflight, fn) {
   await Promise.all(Array.from({ length: inflight }, worker))
   const used = process.cpuUsage(cpu)
   return { rate: n / (Number(process.hrtime.bigint() - start) / 1e9), cpu: (used.user + used.system) / n }
-}
-
-async function lag(upsert) {
-  const lateness = []
-  let last = performance.now()
-  const timer = setInterval(() => {
-    const now = performance.now()
-    lateness.push(now - last - 1)
-    last = now
-  }, 1)
-  const end = Date.now() + 2000
-  let n = 0
-  const worker = async () => {
-    while (Date.now() < end) await upsert(payload(`lag-${n++ % 500}`, n))
-  }
-  await Promise.all(Array.from({ length: 64 }, worker))
-  clearInterval(timer)
-  lateness.sort((a, b) => a - b)
-  return { p99: lateness[Math.floor(lateness.length * 0.99)], max: lateness[lateness.length - 1] }
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
@@ -120,7 +96,7 @@ async function main() {
     process.stderr.write(`round ${r}/${ROUNDS}\n`)
   }
   const lags = { A: [], B: [] }
-  for (let r = 0; r < 3; r++) for (const side of r % 2 ? ['B', 'A'] : ['A', 'B']) lags[side].push(await lag(sides[side].lagUpsert))
+  for (let r = 0; r < 3; r++) for (const side of r % 2 ? ['B', 'A'] : ['A', 'B']) lags[side].push(await eventLoopLag(sides[side].lagUpsert))
   await sides.A.close()
   await sides.B.close()
   base.close()

@@ -16,12 +16,7 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 7)
 const N = Number(process.env.BENCH_N ?? 4000)
 const ACCOUNTS = Number(process.env.BENCH_ACCOUNTS ?? 2000)
 
-const payload = (id, r) => ({
-  linked_account_id: id,
-  name: `User ${id}`,
-  udf: { plan: 'pro', seats: r, region: 'eu' },
-  your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}-${r}` } },
-})
+const { payload } = require('./workload')
 
 /** `{ rate, cpu }`: ops per wall-clock second, and CPU microseconds per op (every thread of the
  * process: Node's and the storage threads'), which waiting for a busy machine's cores does not

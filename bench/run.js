@@ -11,7 +11,7 @@ const assert = require('node:assert')
 const { Client } = require('..')
 const { Baseline } = require('./baseline')
 const { MinimalBaseline } = require('./minimal-baseline')
-const { payload, MIX_IDS, MIX_TIMES, mixedOrder, mixPayload } = require('./workload')
+const { payload, MIX_IDS, MIX_TIMES, mixedOrder, mixPayload, eventLoopLag } = require('./workload')
 // BENCH_ONLY=mint,verify: only the rows whose names contain one of these (also in the Rust core).
 const ONLY = (process.env.BENCH_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 const selected = (name) => ONLY.length === 0 || ONLY.some((part) => name.includes(part))
@@ -29,26 +29,6 @@ function measureSync(n, fn) {
   }
   rates.sort((a, b) => a - b)
   return { median: rates[Math.floor(rates.length / 2)], min: rates[0], max: rates[rates.length - 1] }
-}
-
-/** How late a 1 ms interval fires while 64 upserts are kept in flight for two seconds. */
-async function eventLoopLag(client) {
-  const lateness = []
-  let last = performance.now()
-  const timer = setInterval(() => {
-    const now = performance.now()
-    lateness.push(now - last - 1)
-    last = now
-  }, 1)
-  const end = Date.now() + 2000
-  let n = 0
-  const worker = async () => {
-    while (Date.now() < end) await client.upsertLinkedAccount(payload(`lag-${n++ % 500}`, n))
-  }
-  await Promise.all(Array.from({ length: 64 }, worker))
-  clearInterval(timer)
-  lateness.sort((a, b) => a - b)
-  return { ticks: lateness.length, p50: lateness[Math.floor(lateness.length / 2)], p99: lateness[Math.floor(lateness.length * 0.99)], max: lateness[lateness.length - 1], upserts: n }
 }
 
 async function measure(n, inflight, fn) {
@@ -167,7 +147,7 @@ async function main() {
 
   // Honesty check: both implementations hold the same data and answer alike (it needs every row).
   if (ONLY.length === 0) await sampleCheck(lv, base, min, lvTokens, baseTokens)
-  const lag = await eventLoopLag(lv)
+  const lag = await eventLoopLag((p) => lv.upsertLinkedAccount(p))
   await lv.close()
   base.close()
   min.close()

@@ -42,4 +42,27 @@ const mixPayload = (r, { id, k }) => ({
   your_app: { app_id: 'app', auth_credentials: { Authorization: `Bearer token-${id}` } },
 })
 
-module.exports = { payload, MIX_IDS, MIX_TIMES, mixedOrder, mixPayload }
+/**
+ * How late a 1 ms interval fires while 64 upserts (made by `upsert(payload)`) are kept in flight
+ * for two seconds: the event-loop line.
+ */
+async function eventLoopLag(upsert) {
+  const lateness = []
+  let last = performance.now()
+  const timer = setInterval(() => {
+    const now = performance.now()
+    lateness.push(now - last - 1)
+    last = now
+  }, 1)
+  const end = Date.now() + 2000
+  let n = 0
+  const worker = async () => {
+    while (Date.now() < end) await upsert(payload(`lag-${n++ % 500}`, n))
+  }
+  await Promise.all(Array.from({ length: 64 }, worker))
+  clearInterval(timer)
+  lateness.sort((a, b) => a - b)
+  return { ticks: lateness.length, p50: lateness[Math.floor(lateness.length / 2)], p99: lateness[Math.floor(lateness.length * 0.99)], max: lateness[lateness.length - 1], upserts: n }
+}
+
+module.exports = { payload, MIX_IDS, MIX_TIMES, mixedOrder, mixPayload, eventLoopLag }
