@@ -56,3 +56,22 @@ pub(crate) fn event(v: &Vault, kind: &'static str, user: Option<&str>) {
   .wait()
   .unwrap();
 }
+
+/// Waits until `listEvents` shows `n` events of this client's scope. On PostgreSQL events stay
+/// hidden while any older transaction on the server runs (other tests' included), and webhook
+/// claims fan out only what lies below that horizon.
+pub(crate) fn until_listed(v: &Vault, n: usize) {
+  let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+  loop {
+    let page = v.list_events(Some(&json!({"limit": 1000}))).wait().unwrap();
+    if page.events.len() >= n || std::time::Instant::now() > deadline {
+      assert!(
+        page.events.len() >= n,
+        "{} events listed, not {n}",
+        page.events.len()
+      );
+      return;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(10));
+  }
+}

@@ -107,7 +107,7 @@ impl Vault {
 #[cfg(test)]
 mod tests {
   use super::*;
-  use crate::client::testing::{event, fresh, open, On, BOTH};
+  use crate::client::testing::{event, fresh, open, until_listed, On, BOTH};
   use crate::domain::events::types::{ACCOUNT_CREATED, ACCOUNT_DELETED, ACCOUNT_UPDATED};
   use crate::domain::webhooks::DeliveryState;
   use serde_json::json;
@@ -169,6 +169,7 @@ mod tests {
       event(&v, ACCOUNT_CREATED, Some(u));
     }
     event(&v, ACCOUNT_UPDATED, Some("u0"));
+    until_listed(&v, 5);
     let first = claim(&v);
     // One head per end user: u0's update waits for its creation.
     let mut users: Vec<String> = first.iter().map(user_of).collect();
@@ -233,6 +234,7 @@ mod tests {
     event(&v, ACCOUNT_CREATED, Some("u1"));
     event(&v, ACCOUNT_UPDATED, Some("u1"));
     event(&v, ACCOUNT_DELETED, Some("u1"));
+    until_listed(&v, 3);
     let mut last = None;
     for attempt in 1..=5 {
       std::thread::sleep(std::time::Duration::from_millis(20));
