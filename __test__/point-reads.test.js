@@ -209,3 +209,79 @@ testSqlite('an in-memory database (no read connection of its own: its reads queu
   await m.close()
   await expect(m.getLinkedAccountById('m1')).rejects.toMatchObject({ code: 'CLIENT_CLOSED', status: 400 })
 })
+
+// Point writes (upsertLinkedAccount, createLinkedAccount, getTokenForLinkedAccount): on a
+// SQLite file with durability 'normal' they run on the calling thread while the writer has
+// nothing queued (store::write_point). Same results, errors and visibility on either path.
+describe('point writes', () => {
+  let client
+  beforeAll(async () => {
+    client = await openClient(storeOptions())
+  })
+  afterAll(() => client.close())
+
+  test('an awaited upsert settles at once with the same account a read and a page return', async () => {
+    const w = await settleOf(client.upsertLinkedAccount({ ...EXAMPLE, linked_account_id: 'pw-1' }))
+    expectEarly(w)
+    expect(w.value.new_account).toBe(true)
+    const { new_account, ...account } = w.value
+    await expect(client.getLinkedAccountById('pw-1')).resolves.toEqual(account)
+    const page = await client.getAllLinkedAccounts({ search: 'pw-1' })
+    expect(page.docs).toEqual([account])
+    const again = await settleOf(client.upsertLinkedAccount({ linked_account_id: 'pw-1', udf: { seats: 9 } }))
+    expectEarly(again)
+    expect(again.value).toMatchObject({ new_account: false, __v: account.__v + 1 })
+  })
+
+  test('a refused point write rejects with its LinkvaultError and changes nothing', async () => {
+    const before = await client.upsertLinkedAccount({ linked_account_id: 'pw-2', udf: { n: 1 } })
+    const conflict = await settleOf(client.upsertLinkedAccount({ linked_account_id: 'pw-2', udf: { n: 2 } }, { ifVersion: before.__v + 5 }))
+    expectEarly(conflict)
+    expect(conflict.error).toBeInstanceOf(LinkvaultError)
+    expect(conflict.error).toMatchObject({ code: 'VERSION_CONFLICT', status: 409 })
+    const dup = await settleOf(client.createLinkedAccount({ linked_account_id: 'pw-2' }))
+    expectEarly(dup)
+    expect(dup.error).toBeInstanceOf(LinkvaultError)
+    const after = await client.getLinkedAccountById('pw-2')
+    expect([after.__v, after.udf[0].key_value]).toEqual([before.__v, 1])
+    const ghost = await settleOf(client.getTokenForLinkedAccount({ linked_account_id: 'pw-ghost' }))
+    expectEarly(ghost)
+    expect(ghost.error).toMatchObject({ code: 'NOT_FOUND', status: 404 })
+  })
+
+  test('a minted token settles at once and verifies at once; revoking it holds at once', async () => {
+    await client.upsertLinkedAccount({ linked_account_id: 'pw-3' })
+    const t = await settleOf(client.getTokenForLinkedAccount({ linked_account_id: 'pw-3', force_refresh: true }))
+    expectEarly(t)
+    expect(client.verifySessionTokenSync(t.value.token)).toMatchObject({ linked_account_id: 'pw-3' })
+    const refreshed = await client.refreshSessionToken(t.value.refresh_token)
+    expect(client.verifySessionTokenSync(refreshed.token)).toMatchObject({ linked_account_id: 'pw-3' })
+    await client.revokeSessionToken(refreshed.token)
+    expect(() => client.verifySessionTokenSync(refreshed.token)).toThrow(expect.objectContaining({ code: 'TOKEN_REVOKED' }))
+  })
+
+  test('a loop of awaited writes still lets timers run, and every write lands in order', async () => {
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 0)
+    try {
+      for (let i = 0; i < 400; i++) await client.upsertLinkedAccount({ linked_account_id: 'pw-loop', udf: { n: i } })
+    } finally {
+      clearInterval(timer)
+    }
+    expect(ticks).toBeGreaterThan(0)
+    const r = await client.getLinkedAccountById('pw-loop')
+    expect(r.udf[0].key_value).toBe(399)
+    expect(r.__v).toBe(399)
+  })
+})
+
+testSqlite("with durability 'full' writes wait for the writer thread's commit (an fsync each), never on this thread", 'durability is a SQLite option', async () => {
+  const full = await openClient({ ...storeOptions(), durability: 'full' })
+  try {
+    const w = await settleOf(full.upsertLinkedAccount({ linked_account_id: 'pw-full' }))
+    expect(w.early).toBe(false)
+    expect(w.value.new_account).toBe(true)
+  } finally {
+    await full.close()
+  }
+})

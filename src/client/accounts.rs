@@ -45,7 +45,7 @@ impl Vault {
     mode: WriteMode,
   ) -> Pending<UpsertOutcome> {
     let (sealer, scope) = (self.sealer.clone(), self.scope.clone());
-    store::write(&*self.store, move |tx| {
+    store::write_point(&*self.store, move |tx| {
       rules::write(tx, &sealer, &scope, input.clone(), mode, now_ms())
     })
   }

@@ -80,7 +80,7 @@ impl Vault {
     let policy = self.tokens.policy;
     Pending::flatten(MintRequest::parse(input, policy.session_ttl).map(|req| {
       let (sealer, scope) = (self.sealer.clone(), self.scope.clone());
-      store::write(&*self.store, move |tx| {
+      store::write_point(&*self.store, move |tx| {
         families::mint(tx, &sealer, &scope, &req, policy, now_ms())
       })
     }))

@@ -69,6 +69,13 @@ pub trait Engine: Send + Sync {
   /// Runs `job` in a write transaction. Its events reach the subscribers after the commit,
   /// before `finish`.
   fn write_job(&self, job: Box<dyn Job>);
+  /// Runs a bounded write `job` (one account, one token family) as [`Engine::write_job`] does
+  /// or cheaper: SQLite may run it in a transaction of its own on the calling thread before
+  /// returning, when its writer has nothing to do and nothing would make it wait (Node's thread
+  /// calls this: it must never block). The default is `write_job`.
+  fn write_point_job(&self, job: Box<dyn Job>) {
+    self.write_job(job)
+  }
   /// Runs `job` in a read-only transaction (one consistent snapshot).
   fn read_job(&self, job: Box<dyn Job>);
   /// Runs a bounded read `job` (a point read by key, most often one statement) in one
@@ -165,6 +172,19 @@ where
 {
   let (job, pending) = job(f);
   engine.write_job(job);
+  pending
+}
+
+/// Runs `f`, a bounded write, in a write transaction of `engine`: perhaps on the calling
+/// thread ([`Engine::write_point_job`]; the result is then ready on return), else as [`write`]
+/// does. Writes whose size depends on the data (cascades, rotations, pruning) use [`write`].
+pub fn write_point<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  engine.write_point_job(job);
   pending
 }
 

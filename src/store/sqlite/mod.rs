@@ -10,7 +10,11 @@
 //! (`Engine::read_point_job`): one more read connection serves them on the calling thread when
 //! it is free at once and no lock would make it wait (no busy timeout: a lock sends the read to
 //! a reader thread), as better-sqlite3 does, without the hand-off to a reader thread and back;
-//! see [`PointReads`] for when they go to the reader threads anyway.
+//! see [`PointCalls`] for when they go to the reader threads anyway. Point writes (one account,
+//! one token family: `Engine::write_point_job`) likewise run in a transaction of their own on the
+//! calling thread when the writer has nothing queued or running, the durability is 'normal' (no
+//! fsync per commit) and no lock held by another process would make them wait; checkpoints stay
+//! on the writer thread.
 //!
 //! The engine only persists: [`SqliteTx`] implements the row traits of `domain` over one
 //! connection inside the current transaction (`accounts`, `consents`, `tokens`, `keys`, `events` here), and jobs
@@ -112,11 +116,23 @@ const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(120);
 /// The connection pool: one writer, some readers.
 pub struct Db {
   writer: RwLock<Option<Sender<WriteJob>>>,
+  /// The write connection: the writer thread's, lent to point writes on the calling thread
+  /// (`write_now`) while the writer has nothing to do. None once the writer has closed it.
+  write_conn: Arc<Mutex<Option<Connection>>>,
+  /// What the writer connection's hooks share with `write_now`.
+  write_flags: Arc<WriterFlags>,
+  /// Whether point writes may run on the calling thread: a writable file or memory database
+  /// with durability 'normal' (with 'full', every commit waits for an fsync).
+  inline_writes: bool,
+  /// Writes sent to the writer thread and not yet committed or failed: a point write runs on
+  /// the calling thread only when none is, so that it cannot overtake one.
+  unfinished_writes: Arc<AtomicUsize>,
+  point_writes: Arc<PointCalls>,
   readers: RwLock<Option<Sender<ReadJob>>>,
   /// The read connection of `read_now` (point reads on the caller's thread); None for an
   /// in-memory database and once closed.
   inline: Mutex<Option<Inline>>,
-  point_reads: Arc<PointReads>,
+  point_reads: Arc<PointCalls>,
   threads: Mutex<Vec<JoinHandle<()>>>,
   /// Disconnects when the writer thread has closed its connection.
   writer_exit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
@@ -137,11 +153,15 @@ impl Db {
     let (wtx, wrx) = unbounded::<WriteJob>();
     let (exit_tx, exit_rx) = std::sync::mpsc::channel::<()>();
     let listeners = Arc::new(Listeners::default());
+    let write_flags = Arc::new(WriterFlags::default());
+    let unfinished_writes = Arc::new(AtomicUsize::new(0));
+    let durability = config.durability;
     let spawned = std::thread::Builder::new()
       .name("linkvault-writer".into())
       .spawn(move || {
         let mut config = config;
-        let opened = open_writer(&mut config).and_then(|mut conn| {
+        let flags = write_flags.clone();
+        let opened = open_writer(&mut config, flags).and_then(|mut conn| {
           let memory = is_memory(&config.path);
           // RELIABILITY: a file this process cannot write is opened read-only (SQLite falls
           // back by itself); it is used as it is if its schema is current.
@@ -171,6 +191,11 @@ impl Db {
           };
           let db = Db {
             writer: RwLock::new(Some(wtx)),
+            write_conn: Arc::new(Mutex::new(None)),
+            write_flags,
+            inline_writes: !read_only && durability == Durability::Normal,
+            unfinished_writes,
+            point_writes: Arc::default(),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             inline: Mutex::new(inline),
             point_reads: Arc::default(),
@@ -184,8 +209,13 @@ impl Db {
         });
         match opened {
           Ok((conn, db)) => {
+            let shared = db.write_conn.clone();
+            let unfinished = db.unfinished_writes.clone();
+            if let Ok(mut slot) = shared.lock() {
+              *slot = Some(conn);
+            }
             let _ = answer.send(Ok(db));
-            writer_loop(conn, wrx, listeners);
+            writer_loop(&shared, wrx, listeners, &unfinished);
             drop(exit_tx);
           }
           Err(e) => {
@@ -263,9 +293,60 @@ impl Db {
     let Ok(guard) = self.writer.read() else {
       return Err(SendBack(work, closed()));
     };
-    match guard.as_ref() {
-      Some(tx) => tx.send(work).map_err(|e| SendBack(e.0, closed())),
-      None => Err(SendBack(work, closed())),
+    let Some(tx) = guard.as_ref() else {
+      return Err(SendBack(work, closed()));
+    };
+    // Counted before it can be taken, so that the writer's count never goes below zero.
+    self.unfinished_writes.fetch_add(1, Ordering::Relaxed);
+    tx.send(work).map_err(|e| {
+      self.unfinished_writes.fetch_sub(1, Ordering::Relaxed);
+      SendBack(e.0, closed())
+    })
+  }
+
+  /// Runs a bounded write (`Engine::write_point_job`): on the calling thread when
+  /// [`PointCalls`] allows it and [`Db::write_now`] can, else through the writer thread.
+  pub fn write_point_job(&self, job: Box<dyn Job>) {
+    let may = self.inline_writes && self.unfinished_writes.load(Ordering::Relaxed) == 0;
+    self.point_writes.dispatch(
+      job,
+      may,
+      |job| self.write_now(job),
+      |job| self.write_job(job),
+    );
+  }
+
+  /// Runs a write job in a transaction of its own on the calling thread, or gives it back: when
+  /// the writer thread holds the connection, the WAL is due for a checkpoint (the writer thread
+  /// runs those), the engine is closed, or the transaction met a lock held by another process
+  /// (the writer thread waits such locks out; this thread must not). Its result is then
+  /// discarded and it runs again from the start.
+  fn write_now(&self, job: Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>> {
+    let flags = &self.write_flags;
+    if flags.wal_frames.load(Ordering::Relaxed) >= CHECKPOINT_PAGES || self.is_closed() {
+      return Err(job);
+    }
+    let Ok(guard) = self.write_conn.try_lock() else {
+      return Err(job);
+    };
+    let Some(conn) = guard.as_ref() else {
+      return Err(job);
+    };
+    flags.on_calling_thread.store(true, Ordering::Relaxed);
+    let ran = commit_alone(conn, job, &self.listeners);
+    flags.on_calling_thread.store(false, Ordering::Relaxed);
+    let met_a_lock = flags.met_a_lock.swap(false, Ordering::Relaxed);
+    drop(guard);
+    match ran {
+      Ok((finish, outcome)) if !met_a_lock => {
+        finish.run(&outcome, &self.listeners);
+        Ok(())
+      }
+      Ok((finish, _)) => match finish.into_work() {
+        Some(WriteJob::Job(job)) => Err(job),
+        _ => Ok(()),
+      },
+      Err(job) => Err(job),
     }
   }
 
@@ -302,26 +383,14 @@ impl Db {
   }
 
   /// Runs a point read by key (`Engine::read_point_job`): on the calling thread when
-  /// [`PointReads`] allows it and [`Db::read_now`] can, else on a reader thread.
+  /// [`PointCalls`] allows it and [`Db::read_now`] can, else on a reader thread.
   pub fn read_point_job(&self, job: Box<dyn Job>) {
-    let counts = &self.point_reads;
-    let job = if counts.inline_allowed() {
-      match self.read_now(job) {
-        Ok(()) => {
-          counts.streak.fetch_add(1, Ordering::Relaxed);
-          return;
-        }
-        Err(job) => job,
-      }
-    } else {
-      job
-    };
-    let alone = counts.queued.fetch_add(1, Ordering::Relaxed) == 0;
-    self.read_job(Box::new(Queued {
+    self.point_reads.dispatch(
       job,
-      counts: counts.clone(),
-      alone,
-    }));
+      true,
+      |job| self.read_now(job),
+      |job| self.read_job(job),
+    );
   }
 
   /// Runs a point-read job on the calling thread, or gives it back: when the inline connection
@@ -497,7 +566,47 @@ fn configure(conn: &Connection) -> Result<()> {
   Ok(())
 }
 
-fn open_writer(config: &mut StoreConfig) -> Result<Connection> {
+/// WAL size (in pages) past which a commit on the writer thread checkpoints, as SQLite's own
+/// `wal_autocheckpoint` does; point writes on Node's thread never checkpoint and, past it,
+/// leave the next write to the writer thread. (A checkpoint thread of its own was measured, and
+/// lost: see bench/README.md.)
+const CHECKPOINT_PAGES: usize = 1000;
+
+/// What the write connection's hooks share with `Db::write_now`.
+#[derive(Default)]
+struct WriterFlags {
+  /// Set while a point write runs on a calling thread: then a lock held elsewhere is not
+  /// waited for, and no checkpoint runs.
+  on_calling_thread: AtomicBool,
+  /// Set by the busy handler: the point write met a lock held elsewhere.
+  met_a_lock: AtomicBool,
+  /// Pages in the WAL after the last commit.
+  wal_frames: AtomicUsize,
+}
+
+/// Starts the thread that checkpoints the WAL into the database file, on a connection of its
+/// own, when a commit passes [`CHECKPOINT_PAGES`]: the copy and its `fsync` then take no time
+/// from the writer thread (nor from Node's, for point writes). A PASSIVE checkpoint never waits
+/// for a lock and runs while the writer commits. The thread ends when `Db::close` drops the
+/// sender.
+/// SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback): whether to try again after
+/// sleeping, for the `attempt`-th time, until `limit` has passed.
+fn busy_wait(attempt: i32, limit: Duration) -> bool {
+  const DELAYS_MS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+  let n = usize::try_from(attempt).unwrap_or(0);
+  let (delay, prior) = match DELAYS_MS.get(n) {
+    Some(d) => (*d, DELAYS_MS[..n].iter().sum::<u64>()),
+    None => (100, 228 + 100 * (n as u64 - DELAYS_MS.len() as u64)),
+  };
+  let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+  if prior >= limit {
+    return false;
+  }
+  std::thread::sleep(Duration::from_millis(delay.min(limit - prior)));
+  true
+}
+
+fn open_writer(config: &mut StoreConfig, flags: Arc<WriterFlags>) -> Result<Connection> {
   let mut conn = if is_memory(&config.path) {
     Connection::open_in_memory()?
   } else {
@@ -534,6 +643,27 @@ fn open_writer(config: &mut StoreConfig) -> Result<Connection> {
   };
   conn.pragma_update(None, "synchronous", sync)?;
   conn.pragma_update(None, "foreign_keys", "ON")?;
+  // The busy timeout and the WAL's auto-checkpoint as SQLite's own, except on a calling thread
+  // (`Db::write_now`), which must never wait nor checkpoint.
+  let busy = flags.clone();
+  conn.busy_handler(Some(move |attempt: i32| {
+    if busy.on_calling_thread.load(Ordering::Relaxed) {
+      busy.met_a_lock.store(true, Ordering::Relaxed);
+      return false;
+    }
+    busy_wait(attempt, BUSY_TIMEOUT)
+  }))?;
+  conn.wal_hook(Some(
+    move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+      let pages = usize::try_from(pages).unwrap_or(0);
+      flags.wal_frames.store(pages, Ordering::Relaxed);
+      if pages >= CHECKPOINT_PAGES && !flags.on_calling_thread.load(Ordering::Relaxed) {
+        // PASSIVE, as SQLite's: a checkpoint that readers hold back is tried again next commit.
+        let _ = wal.checkpoint();
+      }
+      Ok(())
+    },
+  ))?;
   Ok(conn)
 }
 
@@ -545,37 +675,73 @@ fn open_reader(path: &str) -> Result<Connection> {
   Ok(conn)
 }
 
-/// When point reads run on the calling thread. Not more than [`INLINE_STREAK`] in a row: a
-/// promise settled at once resumes its `await` without a turn of the event loop, so a loop of
-/// awaited point reads would otherwise keep timers and I/O waiting for as long as it runs; the
-/// next read goes to a reader thread, and awaiting it lets the loop turn. A new streak starts
-/// only when that read was answered alone (nothing else queued when it was sent or when it was
-/// answered): the caller awaits one call at a time. Many calls in flight keep going to the
-/// reader threads, which serve them in parallel with Node's thread, faster than one after
-/// another on it. And never while other point reads wait for a reader thread.
+/// When point reads (or point writes, counted apart) run on the calling thread. Not more than
+/// [`INLINE_STREAK`] in a row: a promise settled at once resumes its `await` without a turn of
+/// the event loop, so a loop of awaited point calls would otherwise keep timers and I/O waiting
+/// for as long as it runs; the next call goes to a storage thread, and awaiting it lets the loop
+/// turn. A new streak starts only when that call was answered alone (nothing else queued when it
+/// was sent, and no other call of its kind made before it was answered): the caller awaits one
+/// call at a time. Many calls in
+/// flight keep going to the storage threads, which serve them in parallel with Node's thread
+/// (the writer commits them together), faster than one after another on it. And never while
+/// other point calls of the kind wait for a storage thread.
 #[derive(Default)]
-struct PointReads {
-  /// Point reads queued for the reader threads and not yet answered.
+struct PointCalls {
+  /// Point calls queued for a storage thread and not yet answered.
   queued: AtomicUsize,
-  /// Point reads run on a calling thread since a reader thread last answered one.
+  /// Point calls run on a calling thread since a storage thread last answered one alone.
   streak: AtomicUsize,
+  /// Point calls made, wherever they ran.
+  made: AtomicUsize,
 }
 
-/// At most this many point reads in a row run on Node's thread (about 20 µs each).
+/// At most this many point calls of a kind in a row run on Node's thread (20–60 µs each).
 const INLINE_STREAK: usize = 32;
 
-impl PointReads {
+impl PointCalls {
   fn inline_allowed(&self) -> bool {
     self.queued.load(Ordering::Relaxed) == 0 && self.streak.load(Ordering::Relaxed) < INLINE_STREAK
   }
+
+  /// Runs `job` on the calling thread with `now` when these counts (and `may`) allow it and
+  /// `now` can, else hands it, counted, to a storage thread with `queue`.
+  fn dispatch(
+    self: &Arc<Self>,
+    job: Box<dyn Job>,
+    may: bool,
+    now: impl FnOnce(Box<dyn Job>) -> std::result::Result<(), Box<dyn Job>>,
+    queue: impl FnOnce(Box<dyn Job>),
+  ) {
+    let made = self.made.fetch_add(1, Ordering::Relaxed) + 1;
+    let job = if may && self.inline_allowed() {
+      match now(job) {
+        Ok(()) => {
+          self.streak.fetch_add(1, Ordering::Relaxed);
+          return;
+        }
+        Err(job) => job,
+      }
+    } else {
+      job
+    };
+    let alone = self.queued.fetch_add(1, Ordering::Relaxed) == 0;
+    queue(Box::new(Queued {
+      job,
+      counts: self.clone(),
+      alone,
+      made,
+    }));
+  }
 }
 
-/// A point read sent to a reader thread, counted in [`PointReads`] until it is answered.
+/// A point call sent to a storage thread, counted in [`PointCalls`] until it is answered.
 struct Queued {
   job: Box<dyn Job>,
-  counts: Arc<PointReads>,
-  /// Whether no other point read was queued when it was.
+  counts: Arc<PointCalls>,
+  /// Whether no other point call of its kind was queued when it was.
   alone: bool,
+  /// `PointCalls::made` counting it: another call was made meanwhile if that moved on.
+  made: usize,
 }
 
 impl Job for Queued {
@@ -586,7 +752,8 @@ impl Job for Queued {
   fn finish(self: Box<Self>, outcome: Result<()>) {
     // Counted out before the answer, so that the caller resuming on it may run inline again.
     let still_queued = self.counts.queued.fetch_sub(1, Ordering::Relaxed) - 1;
-    if self.alone && still_queued == 0 {
+    let none_made_since = self.counts.made.load(Ordering::Relaxed) == self.made;
+    if self.alone && still_queued == 0 && none_made_since {
       self.counts.streak.store(0, Ordering::Relaxed);
     }
     self.job.finish(outcome)
@@ -736,6 +903,15 @@ impl Finish {
     }
   }
 
+  /// Hands a committed job's events to the subscribers now (`run` then has none left).
+  fn deliver_events(&mut self, outcome: &Result<()>, listeners: &Listeners) {
+    if let Finish::Job(_, appended, Ran::Ok) = self {
+      if outcome.is_ok() {
+        listeners.deliver(&std::mem::take(appended));
+      }
+    }
+  }
+
   fn run(self, outcome: &Result<()>, listeners: &Listeners) {
     match self {
       Finish::Conn(done) => done(outcome.clone()),
@@ -845,9 +1021,15 @@ fn fail_all(
   }
 }
 
-fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, listeners: Arc<Listeners>) {
+fn writer_loop(
+  conn: &Mutex<Option<Connection>>,
+  rx: Receiver<WriteJob>,
+  listeners: Arc<Listeners>,
+  unfinished: &AtomicUsize,
+) {
   let mut batch: Vec<WriteJob> = Vec::with_capacity(MAX_BATCH);
   let mut finishes: Vec<Finish> = Vec::with_capacity(MAX_BATCH);
+  let lock = || conn.lock().unwrap_or_else(|p| p.into_inner());
   while let Ok(first) = rx.recv() {
     batch.push(first);
     while batch.len() < MAX_BATCH {
@@ -856,7 +1038,22 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, listeners: Arc<Listener
         Err(_) => break,
       }
     }
-    let outcome = commit_batch(&conn, &mut batch, &mut finishes, &listeners);
+    let taken = batch.len();
+    let outcome = match lock().as_ref() {
+      Some(c) => commit_batch(c, &mut batch, &mut finishes, &listeners),
+      None => {
+        let e = Error::closed();
+        fail_all(&mut batch, &mut finishes, &listeners, &e);
+        Err(e)
+      }
+    };
+    for finish in finishes.iter_mut() {
+      finish.deliver_events(&outcome, &listeners);
+    }
+    // Committed (or failed) and their events handed to the subscribers: a point write may run
+    // on its caller's thread from now on, even as soon as these are answered, without
+    // overtaking them or their events.
+    unfinished.fetch_sub(taken, Ordering::Relaxed);
     for finish in finishes.drain(..) {
       finish.run(&outcome, &listeners);
     }
@@ -864,8 +1061,34 @@ fn writer_loop(conn: Connection, rx: Receiver<WriteJob>, listeners: Arc<Listener
   // Every sender is gone: fold the WAL into the database file and close. The checkpoint is
   // explicit because other connections on the file (the token verifier's) may outlive this one,
   // and SQLite only checkpoints by itself when the last connection closes.
-  let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
-  let _ = conn.close();
+  let last = lock().take();
+  if let Some(conn) = last {
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    let _ = conn.close();
+  }
+}
+
+/// One job in a transaction of its own (`Db::write_now`): how it ran, and the commit's outcome
+/// (`Ok` also when the job failed: its changes were rolled back and it answers its own error).
+/// Gives the job back when the transaction could not begin.
+fn commit_alone(
+  conn: &Connection,
+  job: Box<dyn Job>,
+  listeners: &Listeners,
+) -> std::result::Result<(Finish, Result<()>), Box<dyn Job>> {
+  if exec_cached(conn, "BEGIN IMMEDIATE").is_err() {
+    return Err(job);
+  }
+  let (ok, finish) = run_write(Ok(conn), WriteJob::Job(job), listeners);
+  let outcome = if ok {
+    exec_cached(conn, "COMMIT")
+  } else {
+    Ok(())
+  };
+  if !ok || outcome.is_err() {
+    let _ = conn.execute_batch("ROLLBACK");
+  }
+  Ok((finish, outcome))
 }
 
 /// The SQLite implementation of the store traits.
@@ -943,6 +1166,10 @@ impl Engine for SqliteStore {
 
   fn read_point_job(&self, job: Box<dyn Job>) {
     self.db.read_point_job(job)
+  }
+
+  fn write_point_job(&self, job: Box<dyn Job>) {
+    self.db.write_point_job(job)
   }
 
   fn is_read_only(&self) -> bool {
@@ -1361,6 +1588,145 @@ mod tests {
     // The next read runs on the calling thread again.
     assert_eq!(inline_read(&s), id);
     s.close().wait().unwrap();
+    v.close().wait().unwrap();
+  }
+
+  /// Puts `value` under the meta key "t" by a point write; whether it ran on the calling thread.
+  fn meta_write_where(s: &SqliteStore, value: &str) -> Pending<bool> {
+    let caller = std::thread::current().id();
+    let value = value.to_string();
+    crate::store::write_point(s, move |tx| {
+      tx.meta_put("t", value.as_bytes())?;
+      Ok(std::thread::current().id() == caller)
+    })
+  }
+
+  /// A point write that must run on the calling thread (answered before it returns).
+  fn inline_write(s: &SqliteStore, value: &str) {
+    let here = meta_write_where(s, value)
+      .try_take()
+      .ok()
+      .expect("answered at once")
+      .unwrap();
+    assert!(here, "ran on the calling thread");
+  }
+
+  /// Waits for a point write and checks it ran on the writer thread.
+  fn written_elsewhere(p: Pending<bool>) {
+    assert!(!p.wait().unwrap(), "ran on the writer thread");
+  }
+
+  fn meta_t(s: &SqliteStore) -> Option<String> {
+    crate::store::read(s, |tx| tx.meta_get("t"))
+      .wait()
+      .unwrap()
+      .map(|v| String::from_utf8(v).unwrap())
+  }
+
+  /// A point write runs on the calling thread while the writer has nothing to do; behind a
+  /// write the writer has not committed yet it is queued too, so that writes commit in the
+  /// order they were made. A failing one changes nothing and answers its own error.
+  #[test]
+  fn point_writes_run_on_the_calling_thread_only_when_no_write_is_unfinished() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    inline_write(&s, "1");
+    assert_eq!(meta_t(&s).as_deref(), Some("1"));
+    // The writer thread is kept busy until `go`.
+    let (go, wait) = crossbeam_channel::bounded::<()>(0);
+    let busy = s.write(move |_| wait.recv().map_err(|_| Error::closed()));
+    let second = meta_write_where(&s, "2");
+    let third = meta_write_where(&s, "3");
+    go.send(()).unwrap();
+    busy.wait().unwrap();
+    written_elsewhere(second);
+    written_elsewhere(third);
+    assert_eq!(meta_t(&s).as_deref(), Some("3"));
+    inline_write(&s, "4");
+    let failed = crate::store::write_point(&s, |tx| -> Result<()> {
+      tx.meta_put("t", b"5")?;
+      Err(Error::validation("t", "refused"))
+    })
+    .try_take()
+    .ok()
+    .expect("answered at once");
+    assert_eq!(failed.unwrap_err().code(), "VALIDATION_ERROR");
+    assert_eq!(meta_t(&s).as_deref(), Some("4"));
+    s.close().wait().unwrap();
+    let closed = crate::store::write_point(&s, |tx| tx.meta_put("t", b"6"));
+    assert_eq!(closed.wait().unwrap_err().code(), "CLIENT_CLOSED");
+    v.close().wait().unwrap();
+  }
+
+  /// A point write that meets a write lock held by another process does not wait on the
+  /// calling thread (Node's): it runs again on the writer thread, which waits the lock out.
+  #[test]
+  fn a_point_write_never_waits_for_a_lock_held_elsewhere() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let started = Instant::now();
+    let write = meta_write_where(&s, "1");
+    // Returned without waiting for the lock (SQLite's busy timeout is 5 s) and not answered.
+    assert!(started.elapsed() < BUSY_TIMEOUT / 2);
+    let write = match write.try_take() {
+      Ok(r) => panic!("answered while the lock was held: {r:?}"),
+      Err(p) => p,
+    };
+    other.execute_batch("COMMIT").unwrap();
+    written_elsewhere(write);
+    assert_eq!(meta_t(&s).as_deref(), Some("1"));
+    // The next one runs on the calling thread again.
+    inline_write(&s, "2");
+    s.close().wait().unwrap();
+    v.close().wait().unwrap();
+  }
+
+  /// Point writes run on the calling thread at most `INLINE_STREAK` in a row; with the WAL due
+  /// for a checkpoint, or with durability 'full' (an fsync per commit), on the writer thread.
+  #[test]
+  fn point_writes_go_to_the_writer_after_a_streak_a_full_wal_or_with_full_durability() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    for i in 0..INLINE_STREAK {
+      inline_write(&s, &i.to_string());
+    }
+    written_elsewhere(meta_write_where(&s, "streak over"));
+    // The writer answered it alone: a new streak starts.
+    inline_write(&s, "again");
+    s.db
+      .write_flags
+      .wal_frames
+      .store(CHECKPOINT_PAGES, Ordering::Relaxed);
+    written_elsewhere(meta_write_where(&s, "checkpoint"));
+    // The writer's commit counted the WAL again (it was not that large).
+    assert!(s.db.write_flags.wal_frames.load(Ordering::Relaxed) < CHECKPOINT_PAGES);
+    inline_write(&s, "after");
+    // Two calls in flight together: answered, but neither alone, so the streak goes on. (Many
+    // calls in flight go to the writer, which commits them together.)
+    s.db
+      .point_writes
+      .streak
+      .store(INLINE_STREAK, Ordering::Relaxed);
+    let first = meta_write_where(&s, "a");
+    let second = meta_write_where(&s, "b");
+    written_elsewhere(first);
+    written_elsewhere(second);
+    written_elsewhere(meta_write_where(&s, "c"));
+    // That one was alone: a new streak starts.
+    inline_write(&s, "d");
+    s.close().wait().unwrap();
+    let config = StoreConfig {
+      path: path.clone(),
+      durability: Durability::Full,
+      readers: 1,
+    };
+    let sealer = Arc::new(Sealer::new(Key::from_bytes([7; 32])));
+    let full = SqliteStore::open(config, sealer).wait().unwrap();
+    written_elsewhere(meta_write_where(&full, "full"));
+    written_elsewhere(meta_write_where(&full, "full again"));
+    full.close().wait().unwrap();
     v.close().wait().unwrap();
   }
 }
