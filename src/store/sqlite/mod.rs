@@ -195,10 +195,10 @@ impl Db {
             write_flags,
             inline_writes: !read_only && durability == Durability::Normal,
             unfinished_writes,
-            point_writes: Arc::default(),
+            point_writes: PointCalls::new(INLINE_WRITE_STREAK),
             readers: RwLock::new(if memory { None } else { Some(rtx) }),
             inline: Mutex::new(inline),
-            point_reads: Arc::default(),
+            point_reads: PointCalls::new(INLINE_STREAK),
             threads: Mutex::new(threads),
             writer_exit: Mutex::new(Some(exit_rx)),
             listeners: listeners.clone(),
@@ -676,7 +676,7 @@ fn open_reader(path: &str) -> Result<Connection> {
 }
 
 /// When point reads (or point writes, counted apart) run on the calling thread. Not more than
-/// [`INLINE_STREAK`] in a row: a promise settled at once resumes its `await` without a turn of
+/// [`PointCalls::limit`] in a row: a promise settled at once resumes its `await` without a turn of
 /// the event loop, so a loop of awaited point calls would otherwise keep timers and I/O waiting
 /// for as long as it runs; the next call goes to a storage thread, and awaiting it lets the loop
 /// turn. A new streak starts only when that call was answered alone (nothing else queued when it
@@ -685,8 +685,9 @@ fn open_reader(path: &str) -> Result<Connection> {
 /// flight keep going to the storage threads, which serve them in parallel with Node's thread
 /// (the writer commits them together), faster than one after another on it. And never while
 /// other point calls of the kind wait for a storage thread.
-#[derive(Default)]
 struct PointCalls {
+  /// How many may run on a calling thread in a row.
+  limit: usize,
   /// Point calls queued for a storage thread and not yet answered.
   queued: AtomicUsize,
   /// Point calls run on a calling thread since a storage thread last answered one alone.
@@ -695,12 +696,26 @@ struct PointCalls {
   made: AtomicUsize,
 }
 
-/// At most this many point calls of a kind in a row run on Node's thread (20–60 µs each).
+/// At most this many point reads in a row run on Node's thread (about 20 µs each).
 const INLINE_STREAK: usize = 32;
 
+/// At most this many point writes in a row run on Node's thread (50–100 µs each): the first
+/// calls of a burst of concurrent writes may run here before the others queue, and a short
+/// streak keeps that pause of the event loop under a millisecond.
+const INLINE_WRITE_STREAK: usize = 8;
+
 impl PointCalls {
+  fn new(limit: usize) -> Arc<PointCalls> {
+    Arc::new(PointCalls {
+      limit,
+      queued: AtomicUsize::new(0),
+      streak: AtomicUsize::new(0),
+      made: AtomicUsize::new(0),
+    })
+  }
+
   fn inline_allowed(&self) -> bool {
-    self.queued.load(Ordering::Relaxed) == 0 && self.streak.load(Ordering::Relaxed) < INLINE_STREAK
+    self.queued.load(Ordering::Relaxed) == 0 && self.streak.load(Ordering::Relaxed) < self.limit
   }
 
   /// Runs `job` on the calling thread with `now` when these counts (and `may`) allow it and
@@ -1683,13 +1698,13 @@ mod tests {
     v.close().wait().unwrap();
   }
 
-  /// Point writes run on the calling thread at most `INLINE_STREAK` in a row; with the WAL due
+  /// Point writes run on the calling thread at most `INLINE_WRITE_STREAK` in a row; with the WAL due
   /// for a checkpoint, or with durability 'full' (an fsync per commit), on the writer thread.
   #[test]
   fn point_writes_go_to_the_writer_after_a_streak_a_full_wal_or_with_full_durability() {
     let (_d, path) = temp();
     let (v, s) = engine_beside_a_client(&path);
-    for i in 0..INLINE_STREAK {
+    for i in 0..INLINE_WRITE_STREAK {
       inline_write(&s, &i.to_string());
     }
     written_elsewhere(meta_write_where(&s, "streak over"));
@@ -1708,7 +1723,7 @@ mod tests {
     s.db
       .point_writes
       .streak
-      .store(INLINE_STREAK, Ordering::Relaxed);
+      .store(INLINE_WRITE_STREAK, Ordering::Relaxed);
     let first = meta_write_where(&s, "a");
     let second = meta_write_where(&s, "b");
     written_elsewhere(first);
