@@ -164,15 +164,24 @@ where
   )
 }
 
+/// A job running `f`, handed to `send`; its result.
+fn sent<T, F>(f: F, send: impl FnOnce(Box<dyn Job>)) -> Pending<T>
+where
+  T: Send + 'static,
+  F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
+{
+  let (job, pending) = job(f);
+  send(job);
+  pending
+}
+
 /// Runs `f` in a write transaction of `engine`; its result once committed.
 pub fn write<T, F>(engine: &(impl Engine + ?Sized), f: F) -> Pending<T>
 where
   T: Send + 'static,
   F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
 {
-  let (job, pending) = job(f);
-  engine.write_job(job);
-  pending
+  sent(f, |job| engine.write_job(job))
 }
 
 /// Runs `f`, a bounded write, in a write transaction of `engine`: perhaps on the calling
@@ -183,9 +192,7 @@ where
   T: Send + 'static,
   F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
 {
-  let (job, pending) = job(f);
-  engine.write_point_job(job);
-  pending
+  sent(f, |job| engine.write_point_job(job))
 }
 
 /// Runs `f` in a read transaction of `engine`.
@@ -194,9 +201,7 @@ where
   T: Send + 'static,
   F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
 {
-  let (job, pending) = job(f);
-  engine.read_job(job);
-  pending
+  sent(f, |job| engine.read_job(job))
 }
 
 /// Runs `f`, a bounded point read by key, in a read transaction of `engine`: perhaps on the
@@ -207,9 +212,7 @@ where
   T: Send + 'static,
   F: FnMut(&mut dyn Tx) -> Result<T> + Send + 'static,
 {
-  let (job, pending) = job(f);
-  engine.read_point_job(job);
-  pending
+  sent(f, |job| engine.read_point_job(job))
 }
 
 /// A write whose changes must commit even when the call then fails: `f` returns `Ok(Err(e))`

@@ -1724,8 +1724,14 @@ mod tests {
       .point_writes
       .streak
       .store(INLINE_WRITE_STREAK, Ordering::Relaxed);
+    // (The writer thread is kept busy until `go`, so that the first cannot be answered before
+    // the second is made.)
+    let (go, wait) = crossbeam_channel::bounded::<()>(0);
+    let busy = s.write(move |_| wait.recv().map_err(|_| Error::closed()));
     let first = meta_write_where(&s, "a");
     let second = meta_write_where(&s, "b");
+    go.send(()).unwrap();
+    busy.wait().unwrap();
     written_elsewhere(first);
     written_elsewhere(second);
     written_elsewhere(meta_write_where(&s, "c"));
@@ -1742,6 +1748,36 @@ mod tests {
     written_elsewhere(meta_write_where(&full, "full"));
     written_elsewhere(meta_write_where(&full, "full again"));
     full.close().wait().unwrap();
+    v.close().wait().unwrap();
+  }
+
+  /// `stats().write_queue`: the writes queued behind a busy writer thread, none once idle.
+  #[test]
+  fn write_queue_counts_the_writes_not_yet_taken() {
+    let (_d, path) = temp();
+    let (v, s) = engine_beside_a_client(&path);
+    assert_eq!(s.usage().write_queue, 0);
+    let (go, wait) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+    let busy = s.write(move |_| {
+      let _ = started_tx.send(());
+      wait.recv().map_err(|_| Error::closed())
+    });
+    // Once the writer runs the busy job, the rest stay queued behind it.
+    started.recv().unwrap();
+    let queued: Vec<_> = (0..5)
+      .map(|i| crate::store::write(&s, move |tx| tx.meta_put("t", i.to_string().as_bytes())))
+      .collect();
+    let point = meta_write_where(&s, "point");
+    assert_eq!(s.usage().write_queue, 6);
+    go.send(()).unwrap();
+    busy.wait().unwrap();
+    for w in queued {
+      w.wait().unwrap();
+    }
+    written_elsewhere(point);
+    assert_eq!(s.usage().write_queue, 0);
+    s.close().wait().unwrap();
     v.close().wait().unwrap();
   }
 }
