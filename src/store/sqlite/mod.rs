@@ -584,11 +584,6 @@ struct WriterFlags {
   wal_frames: AtomicUsize,
 }
 
-/// Starts the thread that checkpoints the WAL into the database file, on a connection of its
-/// own, when a commit passes [`CHECKPOINT_PAGES`]: the copy and its `fsync` then take no time
-/// from the writer thread (nor from Node's, for point writes). A PASSIVE checkpoint never waits
-/// for a lock and runs while the writer commits. The thread ends when `Db::close` drops the
-/// sender.
 /// SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback): whether to try again after
 /// sleeping, for the `attempt`-th time, until `limit` has passed.
 fn busy_wait(attempt: i32, limit: Duration) -> bool {
@@ -681,10 +676,9 @@ fn open_reader(path: &str) -> Result<Connection> {
 /// for as long as it runs; the next call goes to a storage thread, and awaiting it lets the loop
 /// turn. A new streak starts only when that call was answered alone (nothing else queued when it
 /// was sent, and no other call of its kind made before it was answered): the caller awaits one
-/// call at a time. Many calls in
-/// flight keep going to the storage threads, which serve them in parallel with Node's thread
-/// (the writer commits them together), faster than one after another on it. And never while
-/// other point calls of the kind wait for a storage thread.
+/// call at a time. Many calls in flight keep going to the storage threads, which serve them in
+/// parallel with Node's thread (the writer commits them together), faster than one after
+/// another on it. And never while other point calls of the kind wait for a storage thread.
 struct PointCalls {
   /// How many may run on a calling thread in a row.
   limit: usize,
@@ -1606,6 +1600,19 @@ mod tests {
     v.close().wait().unwrap();
   }
 
+  /// Keeps the writer thread busy, from the moment it has started, until the returned sender
+  /// sends; the pending is that busy job's answer.
+  fn hold_writer(s: &SqliteStore) -> (crossbeam_channel::Sender<()>, Pending<()>) {
+    let (go, wait) = crossbeam_channel::bounded::<()>(0);
+    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
+    let busy = s.write(move |_| {
+      let _ = started_tx.send(());
+      wait.recv().map_err(|_| Error::closed())
+    });
+    started.recv().unwrap();
+    (go, busy)
+  }
+
   /// Puts `value` under the meta key "t" by a point write; whether it ran on the calling thread.
   fn meta_write_where(s: &SqliteStore, value: &str) -> Pending<bool> {
     let caller = std::thread::current().id();
@@ -1648,8 +1655,7 @@ mod tests {
     inline_write(&s, "1");
     assert_eq!(meta_t(&s).as_deref(), Some("1"));
     // The writer thread is kept busy until `go`.
-    let (go, wait) = crossbeam_channel::bounded::<()>(0);
-    let busy = s.write(move |_| wait.recv().map_err(|_| Error::closed()));
+    let (go, busy) = hold_writer(&s);
     let second = meta_write_where(&s, "2");
     let third = meta_write_where(&s, "3");
     go.send(()).unwrap();
@@ -1726,8 +1732,7 @@ mod tests {
       .store(INLINE_WRITE_STREAK, Ordering::Relaxed);
     // (The writer thread is kept busy until `go`, so that the first cannot be answered before
     // the second is made.)
-    let (go, wait) = crossbeam_channel::bounded::<()>(0);
-    let busy = s.write(move |_| wait.recv().map_err(|_| Error::closed()));
+    let (go, busy) = hold_writer(&s);
     let first = meta_write_where(&s, "a");
     let second = meta_write_where(&s, "b");
     go.send(()).unwrap();
@@ -1757,14 +1762,8 @@ mod tests {
     let (_d, path) = temp();
     let (v, s) = engine_beside_a_client(&path);
     assert_eq!(s.usage().write_queue, 0);
-    let (go, wait) = crossbeam_channel::bounded::<()>(0);
-    let (started_tx, started) = crossbeam_channel::bounded::<()>(1);
-    let busy = s.write(move |_| {
-      let _ = started_tx.send(());
-      wait.recv().map_err(|_| Error::closed())
-    });
-    // Once the writer runs the busy job, the rest stay queued behind it.
-    started.recv().unwrap();
+    // The writer runs the busy job: the rest stay queued behind it.
+    let (go, busy) = hold_writer(&s);
     let queued: Vec<_> = (0..5)
       .map(|i| crate::store::write(&s, move |tx| tx.meta_put("t", i.to_string().as_bytes())))
       .collect();
